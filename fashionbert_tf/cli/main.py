@@ -1,0 +1,40 @@
+"""`fashionbert <command> [--flags]`: one console script, one absl app per command.
+
+Each command lives in its own module under `fashionbert_tf/cli/` with a `main(argv)` for
+`absl.app.run`; only the chosen command's module (and so only its flags) is imported.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("fashionbert_tf.cli.demo",
+             "toy data -> TFRecords -> pretrain -> evaluate, offline, on the embedded default data"),
+    "prepare-data": ("fashionbert_tf.cli.prepare_data",
+                     "Fashion-Gen HDF5 -> sharded TFRecords + fixed retrieval candidate sets"),
+    "pretrain": ("fashionbert_tf.cli.pretrain", "pretrain FashionBERT (MLM + MPM + TIA)"),
+    "evaluate": ("fashionbert_tf.cli.evaluate", "TIA accuracy and Rank@1/5/10 both directions"),
+    "export": ("fashionbert_tf.cli.export", "SavedModel for TF Serving"),
+}
+
+
+def usage():
+  lines = ["usage: fashionbert <command> [--flags]   (fashionbert <command> --helpfull for flags)",
+           "", "commands:"]
+  lines += [f"  {name:<14} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+  return "\n".join(lines)
+
+
+def main():
+  if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    print(usage(), file=sys.stderr)
+    sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
+  command = sys.argv[1]
+  module = importlib.import_module(COMMANDS[command][0])
+  sys.argv = [f"fashionbert {command}"] + sys.argv[2:]
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.run(module.main)
+
+
+if __name__ == "__main__":
+  main()

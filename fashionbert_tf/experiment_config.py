@@ -1,0 +1,48 @@
+"""The experiment config: one YAML file in configs/ plus overrides, as Model Garden does it.
+
+Each area owns its section's dataclass (`data/config.py`, `modeling/config.py`,
+`training/config.py`, `evaluation/config.py`); this module composes them and reads YAML.
+"""
+
+import dataclasses
+import os
+
+from official.modeling.hyperparams import base_config
+from official.modeling.hyperparams import params_dict
+
+from fashionbert_tf.data.config import DataConfig
+from fashionbert_tf.evaluation.config import EvalConfig
+from fashionbert_tf.modeling.config import ModelConfig
+from fashionbert_tf.training.config import TrainConfig
+
+
+@dataclasses.dataclass
+class ExperimentConfig(base_config.Config):
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def load_config(config_file=None, overrides=()):
+  """Builds an `ExperimentConfig` from defaults, a YAML file and override strings.
+
+  Args:
+    config_file: path of a YAML file (configs/*.yaml), or None for the defaults.
+    overrides: iterable of strings, each either `a.b=value,c.d=value` or a YAML/JSON dict, applied
+      in order (Model Garden's `params_override` syntax). Unknown keys are an error.
+
+  Raises:
+    FileNotFoundError: the config file does not exist.
+    KeyError: a YAML file or override names a key the config does not have.
+  """
+  config = ExperimentConfig()
+  if config_file:
+    if not os.path.exists(config_file):
+      raise FileNotFoundError(f"config file not found: {config_file}")
+    config = params_dict.override_params_dict(config, config_file, is_strict=True)
+  for override in overrides:
+    if override:
+      config = params_dict.override_params_dict(config, override, is_strict=True)
+  config.validate()
+  return config

@@ -1,0 +1,36 @@
+"""FashionBERT-TF: install with `pip install -e ".[test]"` (see README.md)."""
+
+import setuptools
+
+# One TensorFlow family, pinned together (see ../shared/DESIGN.md: stack).
+INSTALL_REQUIRES = [
+    "tensorflow~=2.20.0",
+    "tf-keras~=2.20.0",
+    "tensorflow-text~=2.20.0",
+    "tf-models-official~=2.20.0",
+    "tensorflow-hub",
+    "tensorflow-datasets",
+    "numpy",
+    "pillow",
+    "absl-py",
+    "h5py",
+    "safetensors",
+    "pyyaml",
+]
+
+setuptools.setup(
+    name="fashionbert-tf",
+    version="0.1.0",
+    description="FashionBERT (Gao et al., SIGIR 2020) in TensorFlow 2 / Keras",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "fashionbert=fashionbert_tf.cli.main:main",
+        ],
+    },
+)
