@@ -1,6 +1,7 @@
 """Model settings: patch backbone, encoder checkpoint and size, heads."""
 
 import dataclasses
+from typing import List
 
 from official.modeling.hyperparams import base_config
 
@@ -28,3 +29,20 @@ class ModelConfig(base_config.Config):
   intermediate_size: int = 3072
   max_position_embeddings: int = 512
   dropout_rate: float = 0.1
+  # --- Patch backbone details (backbone engineer) ---
+  # Side length each 32x32 patch is resized to (bilinear) before the backbone; 0 = the backbone's
+  # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum).
+  patch_input_size: int = 0
+  # Pixel scaling before the backbone: "imagenet" (x/255 then torchvision mean/std), "unit" ([0,1]),
+  # "symmetric" ([-1,1]); empty = the backbone's default (resnext101: imagenet, inception_v3:
+  # symmetric, linear: unit).
+  image_normalization: str = ""
+  # ResNeXt shape (paper: ResNeXt-101 32x8d = [3, 4, 23, 3], 32 groups, 8 channels per group,
+  # stem width 64 -> 2048-d output = 32 * resnext_base_width). Tiny values build test models.
+  resnext_blocks_per_stage: List[int] = dataclasses.field(default_factory=lambda: [3, 4, 23, 3])
+  resnext_groups: int = 32
+  resnext_width_per_group: int = 8
+  resnext_base_width: int = 64
+  # Seed of the random init used when backbone_weights is empty (linear backbone, tests), so two
+  # builds of the same config (model and precompute tool) give the same features.
+  backbone_seed: int = 0
