@@ -1,0 +1,132 @@
+"""Patch features: cut the image into the 8x8 grid of 32x32 patches, run each through the backbone.
+
+Paper section 2.2 ("Image Representation"): each image is cut into patches with the same pixels; the
+outputs of the patch network are the patch features. Section 3.1: 64 patches (8x8) of a 256x256
+image, ResNeXt-101 features of 2048 dims.
+
+Patch k (0..63) is the crop at grid row k // 8 and column k % 8 (row-major), i.e. pixels
+`image[32*(k//8) : 32*(k//8)+32, 32*(k%8) : 32*(k%8)+32, :]`. The projection to the encoder width,
+the position embedding of k and the segment embedding are the model's (`patch_embedding.py`).
+
+Per patch: uint8 pixels -> float32 -> normalization (`model.image_normalization`) -> bilinear
+resize to `model.patch_input_size` when it is not 32 -> backbone -> float32 [D].
+"""
+
+import tensorflow as tf
+import tf_keras
+
+from fashionbert_tf.data import contract
+from fashionbert_tf.modeling import backbones
+
+PATCH_SIZE = contract.IMAGE_SIZE // contract.GRID_SIZE  # 32
+
+# torchvision's ImageNet statistics (`torchvision.transforms.Normalize` in every torchvision /
+# timm ResNeXt recipe), applied to pixels scaled to [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("imagenet", "unit", "symmetric")
+
+
+def cut_into_patches(images):
+  """Cuts images [B, 256, 256, C] into patches [B, 64, 32, 32, C], row-major over the 8x8 grid."""
+  grid, size = contract.GRID_SIZE, PATCH_SIZE
+  channels = images.shape[-1]
+  batch = tf.shape(images)[0]
+  # [B, row, y, col, x, C] -> [B, row, col, y, x, C] -> [B, row*8 + col, y, x, C].
+  rows = tf.reshape(images, [batch, grid, size, grid, size, channels])
+  patches = tf.transpose(rows, [0, 1, 3, 2, 4, 5])
+  return tf.reshape(patches, [batch, grid * grid, size, size, channels])
+
+
+def normalize_pixels(pixels, normalization):
+  """Scales float32 pixel values in [0, 255] for a backbone.
+
+  Args:
+    pixels: float32 [..., 3], RGB in [0, 255].
+    normalization: "imagenet" (x / 255, then (x - mean) / std with torchvision's ImageNet mean and
+      std per channel: what torchvision / timm ResNeXt weights were trained on), "unit" (x / 255,
+      in [0, 1]) or "symmetric" (x / 127.5 - 1, in [-1, 1]: Keras' InceptionV3 preprocessing).
+  """
+  if normalization == "unit":
+    return pixels / 255.0
+  if normalization == "symmetric":
+    return pixels / 127.5 - 1.0
+  if normalization == "imagenet":
+    mean = tf.constant(IMAGENET_MEAN, pixels.dtype)
+    std = tf.constant(IMAGENET_STD, pixels.dtype)
+    return (pixels / 255.0 - mean) / std
+  raise ValueError(
+      f"model.image_normalization: unknown normalization {normalization!r}; expected one of "
+      f"{', '.join(NORMALIZATIONS)} (or empty for the backbone's default)")
+
+
+class PatchFeatureExtractor(tf_keras.layers.Layer):
+  """Maps images uint8 [B, 256, 256, 3] -> patch features float32 [B, 64, D].
+
+  The backbone sees B*64 patches at once, float32 [B*64, S, S, 3] -> [B*64, D]. When the layer is
+  not trainable (`model.backbone_trainable` false, the default) the backbone always runs in
+  inference mode (BatchNorm uses its moving statistics and never updates them) and its variables
+  receive no gradient. When trainable, the `training` argument is passed on.
+  """
+
+  def __init__(self, backbone, input_size, normalization, trainable=False, **kwargs):
+    """Args:
+      backbone: a `tf_keras.Model` mapping float32 [N, S, S, 3] -> [N, D].
+      input_size: S; patches are bilinearly resized from 32 to S when S != 32.
+      normalization: pixel scaling name, see `normalize_pixels`.
+      trainable: whether the backbone is fine-tuned.
+    """
+    super().__init__(trainable=trainable, **kwargs)
+    if normalization not in NORMALIZATIONS:
+      normalize_pixels(tf.zeros([3]), normalization)  # Raises the naming error.
+    self.backbone = backbone
+    self.input_size = int(input_size)
+    self.normalization = normalization
+    self.feature_dim = int(backbone.output_shape[-1])
+
+  def preprocess(self, images):
+    """uint8 [B, 256, 256, 3] -> the backbone's input float32 [B*64, S, S, 3]."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.uint8:
+      raise TypeError(f"patch features: `image` must be uint8 [B, 256, 256, 3], got {images.dtype}")
+    expected = [contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3]
+    if images.shape.rank is not None and (
+        images.shape.rank != 4 or not images.shape[1:].is_compatible_with(expected)):
+      raise ValueError(
+          f"patch features: `image` must have shape [B, 256, 256, 3], got {images.shape}")
+    patches = cut_into_patches(images)
+    patches = tf.reshape(patches, [-1, PATCH_SIZE, PATCH_SIZE, 3])
+    patches = normalize_pixels(tf.cast(patches, tf.float32), self.normalization)
+    if self.input_size != PATCH_SIZE:
+      patches = tf.image.resize(patches, [self.input_size, self.input_size], method="bilinear")
+    return patches
+
+  def call(self, images, training=None):
+    batch = tf.shape(images)[0]
+    patches = self.preprocess(images)
+    backbone_training = training if self.trainable else False
+    features = self.backbone(patches, training=backbone_training)
+    features = tf.cast(features, tf.float32)
+    return tf.reshape(features, [batch, contract.NUM_PATCHES, self.feature_dim])
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])
+
+
+def build_patch_feature_extractor(model_config, load_weights=True):
+  """Builds the `PatchFeatureExtractor` that `model_config` describes.
+
+  Reads `model.backbone`, `model.backbone_weights` (loaded unless `load_weights` is False),
+  `model.backbone_trainable`, `model.feature_dim`, `model.patch_input_size`,
+  `model.image_normalization` and the `model.resnext_*` shape knobs.
+
+  Returns:
+    A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D].
+  """
+  backbone = backbones.build_backbone(model_config, load_weights=load_weights)
+  return PatchFeatureExtractor(
+      backbone,
+      input_size=backbones.resolve_input_size(model_config),
+      normalization=backbones.resolve_normalization(model_config),
+      trainable=model_config.backbone_trainable,
+      name="patch_feature_extractor")
