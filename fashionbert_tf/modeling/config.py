@@ -46,3 +46,16 @@ class ModelConfig(base_config.Config):
   # Seed of the random init used when backbone_weights is empty (linear backbone, tests), so two
   # builds of the same config (model and precompute tool) give the same features.
   backbone_seed: int = 0
+  # --- Encoder, patch embedding and heads (model engineer) ---
+  # Feed-forward activation of the encoder (also used by the MLM and MPM head transforms): "gelu"
+  # (exact, erf: Hugging Face BERT's "gelu"), "gelu_approximate" (tanh: original BERT, Model
+  # Garden / TF-Hub BERT), "relu". Empty = from the checkpoint: HF config.json `hidden_act`;
+  # gelu_approximate for tfhub / model_garden / none.
+  encoder_activation: str = ""
+  # Sizes used when encoder_format is "none" (otherwise read from the checkpoint).
+  type_vocab_size: int = 2
+  initializer_range: float = 0.02
+  attention_dropout_rate: float = 0.1
+  # Initialize the MLM head transform from the checkpoint's MLM head and the TIA classifier from
+  # its next-sentence head (HF `cls.seq_relationship`) when the checkpoint has them; else fresh.
+  load_pretrained_heads: bool = True
