@@ -1,29 +1,78 @@
 """Training settings: optimizer and schedule (paper 3.1), loss weighting, distribution."""
 
 import dataclasses
+from typing import List
 
 from official.modeling.hyperparams import base_config
+
+LOSS_WEIGHTINGS = ("grad_norm", "loss_softmax", "fixed")
+GRAD_NORM_SCOPES = ("shared_variables", "sequence_output")
+GRAD_NORM_NORMALIZATIONS = ("sum", "max")
+MASKED_LOSS_PAIRS = ("positive", "all")
+STRATEGIES = ("one_device", "mirrored", "multi_worker")
+MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
 class TrainConfig(base_config.Config):
+  """What `fashionbert pretrain` reads. Defaults are the paper's (section 3.1) where it gives one."""
   model_dir: str = "runs/default"
   global_batch_size: int = 64        # paper 3.1: 64 pairs per batch
   train_steps: int = 100000
-  steps_per_epoch: int = 0           # 0 = one pass over the training TFRecords
+  steps_per_epoch: int = 0           # 0 = one pass over the training TFRecords (informational)
   # Paper 3.1: Adam, lr 2e-5, beta1 0.95, beta2 0.999, weight decay 1e-4, 5,000 warm-up steps
-  # then linear decay.
+  # then linear decay (to 0 at `train_steps`).
   learning_rate: float = 2e-5
   beta_1: float = 0.95
   beta_2: float = 0.999
+  epsilon: float = 1e-6
   weight_decay: float = 1e-4
   warmup_steps: int = 5000
+  # Clip the (all-reduced, weighted) gradient to this global norm; 0 = no clipping. The paper does
+  # not mention clipping; 1.0 is what BERT pre-training (and Model Garden's AdamWeightDecay) use.
+  gradient_clip_norm: float = 1.0
   # "grad_norm" (paper Eq. 6), "loss_softmax" (authors' public code), "fixed" (w_i = 1/3).
   loss_weighting: str = "grad_norm"
-  strategy: str = "one_device"       # one_device | mirrored | multi_worker
-  mixed_precision: bool = False
-  jit_compile: bool = False
+  # Where grad_norm measures each task's gradient: "shared_variables" (the paper: the encoder's
+  # parameters shared by all three tasks, `model.shared_variables`) or "sequence_output" (cheaper:
+  # the gradient w.r.t. the encoder's last-layer output, the representation all heads share).
+  grad_norm_scope: str = "shared_variables"
+  # How squared gradient norms s_i become g_i in [0, 1] (the paper does not say):
+  # "sum": g_i = s_i / sum_j s_j;  "max": g_i = s_i / max_j s_j.
+  grad_norm_normalization: str = "sum"
+  # Which pairs MLM and MPM are computed on: "positive" (matched pairs only; predicting a masked
+  # word from a mismatched image is noise) or "all". TIA always uses all pairs.
+  masked_losses_on: str = "positive"
+  strategy: str = "one_device"       # one_device | mirrored | multi_worker (TF_CONFIG)
+  # Devices for `mirrored`; empty = all GPUs, or all (logical) CPUs when there is no GPU.
+  mirrored_devices: List[str] = dataclasses.field(default_factory=list)
+  # "float32", "mixed_float16" (dynamic loss scaling) or "mixed_bfloat16".
+  mixed_precision: str = "float32"
+  jit_compile: bool = False          # XLA-compile the train step
   checkpoint_every_steps: int = 1000
+  max_checkpoints_to_keep: int = 3
   validation_every_steps: int = 1000
-  validation_steps: int = 50
-  early_stopping_patience: int = 3   # validations without improvement before stopping
+  validation_steps: int = 50         # 0 = no validation (and no early stopping)
+  early_stopping_patience: int = 3   # validations without improvement before stopping; 0 = off
+  early_stopping_min_delta: float = 0.0
+  log_every_steps: int = 10          # TensorBoard scalars + absl log line
+  seed: int = 42
+
+  def validate(self):
+    super().validate()
+    choices = {
+        "loss_weighting": LOSS_WEIGHTINGS,
+        "grad_norm_scope": GRAD_NORM_SCOPES,
+        "grad_norm_normalization": GRAD_NORM_NORMALIZATIONS,
+        "masked_losses_on": MASKED_LOSS_PAIRS,
+        "strategy": STRATEGIES,
+        "mixed_precision": MIXED_PRECISIONS,
+    }
+    for name, allowed in choices.items():
+      value = getattr(self, name)
+      if value not in allowed:
+        raise ValueError(f"train.{name} = {value!r}; expected one of {allowed}")
+    for name in ("global_batch_size", "train_steps", "checkpoint_every_steps",
+                 "validation_every_steps", "log_every_steps"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
