@@ -1,6 +1,7 @@
 """Data settings: where Fashion-Gen / toy data live, tokenization, masking and pairing."""
 
 import dataclasses
+from typing import List
 
 from official.modeling.hyperparams import base_config
 
@@ -16,6 +17,17 @@ class DataConfig(base_config.Config):
   # Sharded TFRecords written by prepare-data and read by the pipeline.
   tfrecord_dir: str = "data/toy/tfrecords"
   num_shards: int = 4
+  # Shards with the extra `patch_features` feature (tools/precompute_patch_features.py), read when
+  # model.use_precomputed_features is true; empty = `<tfrecord_dir>/patch_features`.
+  features_tfrecord_dir: str = ""
+  # How prepare-data encodes images in the TFRecords: "png" (lossless) or "jpeg" (smaller, lossy).
+  image_format: str = "png"
+  jpeg_quality: int = 95
+  # HDF5 rows read per access by prepare-data (memory ~ chunk * 196 KB).
+  hdf5_chunk_size: int = 256
+  # Rows whose description is empty after decoding + cleaning: "skip" (counted and reported by
+  # prepare-data) or "error" (stop with the file and row). See data/fashiongen_hdf5.py.
+  on_bad_description: str = "skip"
   # Fixed retrieval candidate sets (JSON), written by prepare-data, read by evaluate.
   candidates_file: str = "data/toy/tfrecords/retrieval_candidates.json"
   num_text_queries: int = 1000   # paper 3.1
@@ -34,7 +46,15 @@ class DataConfig(base_config.Config):
   random_token_rate: float = 0.1
   # Paper 2.2: 10% of the 64 patches masked (features zeroed by the model).
   patch_mask_rate: float = 0.1
-  # Negatives (text of another product, same subcategory) per positive pair; 1.0 = 1:1.
+  # Negatives (text of another product, same subcategory) per positive pair; 1.0 = 1:1. Each
+  # image gives floor(r) negatives plus one more with probability frac(r) (data/pairing.py).
   negative_ratio: float = 1.0
+  # Shuffle buffer in records (encoded, before decoding; ~5-30 KB each).
   shuffle_buffer: int = 4096
+  # Records per vectorized pairing / tokenization / masking step (then unbatched for bucketing).
+  pairing_chunk_size: int = 64
+  # Text-length bucket boundaries for bucket_by_sequence_length (T incl. specials); a batch is
+  # padded to its own longest text, never to a boundary.
+  length_bucket_boundaries: List[int] = dataclasses.field(
+      default_factory=lambda: [24, 32, 48, 64, 96, 128, 192, 256, 320])
   seed: int = 42

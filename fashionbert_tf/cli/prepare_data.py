@@ -1,0 +1,21 @@
+"""`fashionbert prepare-data`: Fashion-Gen HDF5 -> sharded TFRecords + retrieval candidate sets.
+
+  fashionbert prepare-data --config configs/toy.yaml
+  fashionbert prepare-data --config configs/paper.yaml   # real Fashion-Gen, see data/README.md
+
+Reads data.train_hdf5 and data.validation_hdf5, writes data.tfrecord_dir and
+data.candidates_file (see fashionbert_tf/data/prepare.py).
+"""
+
+from absl import logging
+
+from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import prepare
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = common_flags.config_from_flags()
+  prepare.prepare_dataset(config.data)

@@ -1,0 +1,139 @@
+"""prepare-data: Fashion-Gen HDF5 (train + validation) -> sharded TFRecords + candidate sets.
+
+For each split, rows are streamed from the HDF5 file in chunks (`data.hdf5_chunk_size`), their text
+cleaned (`fashiongen_hdf5.clean_text`), their image encoded (`data.image_format`) and written to
+`<data.tfrecord_dir>/{split}-NNNNN-of-NNNNN.tfrecord` (`data.num_shards` shards, consecutive rows
+per shard; schema in `records.py`). Rows with an empty description are skipped and counted
+(`data.on_bad_description`, see `fashiongen_hdf5.py`); the counts are logged at the end and stored in
+`<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
+validation split and saved to `data.candidates_file` (`candidates.py`).
+
+Why not a tensorflow-datasets builder: TFDS would write its own file names, folder layout
+(`<data_dir>/fashion_gen/<version>/...`) and feature encoding, not the `{split}-NNNNN-of-NNNNN`
+shards with the plain `tf.train.Example` schema every other part of this project reads; a thin
+writer with the same streaming is simpler and has no hidden downloads.
+"""
+
+import glob
+import json
+import os
+import time
+
+from absl import logging
+
+from fashionbert_tf.data import candidates as candidates_lib
+from fashionbert_tf.data import fashiongen_hdf5
+from fashionbert_tf.data import records
+
+import tensorflow as tf
+
+DATASET_INFO_FILE = "dataset_info.json"
+
+
+class _Progress:
+  """absl-logged progress: count, percentage, rate; at most one line per `interval` seconds."""
+
+  def __init__(self, label, total, interval=5.0):
+    self.label, self.total, self.interval = label, max(total, 1), interval
+    self.start = self.last = time.time()
+
+  def update(self, done, force=False):
+    now = time.time()
+    if force or now - self.last >= self.interval:
+      self.last = now
+      rate = done / max(now - self.start, 1e-9)
+      logging.info("%s: %d/%d rows (%.0f%%), %.0f rows/s", self.label, done, self.total,
+                   100.0 * done / self.total, rate)
+
+
+def _remove_old_shards(directory, split):
+  for path in glob.glob(os.path.join(directory, f"{split}-*-of-*.tfrecord")):
+    os.remove(path)
+
+
+def convert_split(hdf5_path, directory, split, num_shards, image_format="png", jpeg_quality=95,
+                  chunk_size=256, on_bad_description="skip"):
+  """Writes one split's shards. Returns (ReadReport, list of metadata dicts of written rows)."""
+  if num_shards < 1:
+    raise ValueError(f"data.num_shards must be >= 1, got {num_shards}")
+  num_rows = fashiongen_hdf5.count_rows(hdf5_path)   # validates the schema before any writing
+  os.makedirs(directory, exist_ok=True)
+  _remove_old_shards(directory, split)
+  report = fashiongen_hdf5.ReadReport(hdf5_path)
+  progress = _Progress(f"{split} ({os.path.basename(hdf5_path)})", num_rows)
+  metadata = []
+  bounds = [num_rows * i // num_shards for i in range(num_shards + 1)]
+  for shard in range(num_shards):
+    path = records.shard_path(directory, split, shard, num_shards)
+    with tf.io.TFRecordWriter(path + ".tmp") as writer:
+      for row in fashiongen_hdf5.iterate_rows(hdf5_path, chunk_size, on_bad_description, report,
+                                              start=bounds[shard], stop=bounds[shard + 1]):
+        image_bytes = records.encode_image(row["image"], image_format, jpeg_quality)
+        writer.write(records.make_example(row, image_bytes).SerializeToString())
+        metadata.append({key: row[key] for key in
+                         ("record_id", "product_id", "category", "subcategory")})
+        progress.update(report.num_rows)
+    os.replace(path + ".tmp", path)
+  progress.update(report.num_rows, force=True)
+  return report, metadata
+
+
+def prepare_dataset(data_config):
+  """Runs prepare-data for `data_config` (a `DataConfig`). Returns the dataset-info dict.
+
+  Raises:
+    FileNotFoundError / FashionGenFormatError: a missing or malformed HDF5 file (named).
+  """
+  directory = data_config.tfrecord_dir
+  info = {"image_format": data_config.image_format, "num_shards": data_config.num_shards,
+          "splits": {}}
+  validation_metadata = None
+  for split, hdf5_path in (("train", data_config.train_hdf5),
+                           ("validation", data_config.validation_hdf5)):
+    start = time.time()
+    report, metadata = convert_split(
+        hdf5_path, directory, split, data_config.num_shards, data_config.image_format,
+        data_config.jpeg_quality, data_config.hdf5_chunk_size, data_config.on_bad_description)
+    info["splits"][split] = {
+        "source": hdf5_path, "num_rows": report.num_rows, "num_records": report.num_yielded,
+        "num_products": len({m["product_id"] for m in metadata}),
+        "skipped_empty_description": report.skipped_empty_description,
+        "first_skipped_rows": report.first_skipped_rows,
+        "file_pattern": records.split_file_pattern(directory, split)}
+    logging.info("%s done in %.1f s: %s", split, time.time() - start, report.summary())
+    if split == "validation":
+      validation_metadata = metadata
+  try:
+    candidate_sets = candidates_lib.build_candidates(
+        validation_metadata, data_config.num_image_queries, data_config.num_text_queries,
+        data_config.num_candidates, data_config.seed)
+    candidates_lib.save_candidates(candidate_sets, data_config.candidates_file)
+    info["candidates_file"] = data_config.candidates_file
+    logging.info("retrieval candidate sets -> %s: %d image queries, %d text queries, %d "
+                 "candidates each + ground truth; pools %s", data_config.candidates_file,
+                 len(candidate_sets["image_to_text"]), len(candidate_sets["text_to_image"]),
+                 data_config.num_candidates, candidate_sets["pool_counts"])
+  except candidates_lib.NotEnoughProductsError as error:
+    info["candidates_file"] = None
+    info["candidates_error"] = str(error)
+    if os.path.exists(data_config.candidates_file):
+      os.remove(data_config.candidates_file)   # never leave stale sets from older data
+    logging.warning("retrieval candidate sets NOT written: %s", error)
+  with open(os.path.join(directory, DATASET_INFO_FILE), "w", encoding="utf-8") as handle:
+    json.dump(info, handle, indent=2)
+  for split, split_info in info["splits"].items():
+    skipped = split_info["skipped_empty_description"]
+    logging.info("%s: %d records written from %d rows%s", split, split_info["num_records"],
+                 split_info["num_rows"],
+                 f"; {skipped} rows SKIPPED (empty description), first rows "
+                 f"{split_info['first_skipped_rows']}" if skipped else "")
+  return info
+
+
+def load_dataset_info(tfrecord_dir):
+  """The `dataset_info.json` prepare-data wrote (record counts per split), or None."""
+  path = os.path.join(tfrecord_dir, DATASET_INFO_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as handle:
+    return json.load(handle)

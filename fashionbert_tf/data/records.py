@@ -1,0 +1,260 @@
+"""The TFRecord schema of prepared Fashion-Gen (BRIEF contract 2): write, parse, read, verify.
+
+One `tf.train.Example` per Fashion-Gen row:
+
+  record_id       int64   row index in the source HDF5 file
+  image           bytes   the 256x256x3 image, encoded (PNG or JPEG, `data.image_format`)
+  description     bytes   UTF-8, cleaned (see `fashiongen_hdf5.clean_text`)
+  name            bytes   UTF-8, cleaned
+  product_id      int64
+  category        bytes   UTF-8
+  subcategory     bytes   UTF-8
+  pose            bytes   UTF-8
+  patch_features  bytes   optional: `tf.io.serialize_tensor(float32 [64, D])`, written by
+                          tools/precompute_patch_features.py into copies of the shards.
+
+Shards are named `{split}-NNNNN-of-NNNNN.tfrecord` (`shard_path`).
+
+Errors: parsing goes through `tf.io.parse_example(..., example_names=...)` with names
+`<file>:<record index>` where the caller knows them. A corrupt file (bad CRC, truncated) makes
+TensorFlow's reader raise `DataLossError` without the file name; `verify_records` and
+`iterate_parsed_batches` read file by file and re-raise it as `RecordFileError` naming the file and
+the record index where reading stopped.
+"""
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from fashionbert_tf.data import contract
+
+STRING_FIELDS = ("description", "name", "category", "subcategory", "pose")
+INT_FIELDS = ("record_id", "product_id")
+TEXT_FEATURE_SPEC = {
+    **{field: tf.io.FixedLenFeature([], tf.string) for field in STRING_FIELDS},
+    **{field: tf.io.FixedLenFeature([], tf.int64) for field in INT_FIELDS},
+}
+FEATURE_SPEC = {**TEXT_FEATURE_SPEC, "image": tf.io.FixedLenFeature([], tf.string)}
+PATCH_FEATURES_SPEC = {contract.FEATURES_KEY: tf.io.FixedLenFeature([], tf.string)}
+SPLITS = ("train", "validation")
+
+
+class RecordFileError(ValueError):
+  """A TFRecord file is missing, corrupt, or holds a record that does not fit the schema."""
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+def _bytes_feature(value):
+  if isinstance(value, str):
+    value = value.encode("utf-8")
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int_feature(value):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def encode_image(image, image_format="png", jpeg_quality=95):
+  """uint8 [256, 256, 3] numpy -> encoded bytes (PNG: lossless; JPEG: ~8x smaller)."""
+  image = tf.convert_to_tensor(image, tf.uint8)
+  if image_format == "png":
+    return tf.io.encode_png(image).numpy()
+  if image_format == "jpeg":
+    return tf.io.encode_jpeg(image, quality=jpeg_quality).numpy()
+  raise ValueError(f"data.image_format must be 'png' or 'jpeg', got {image_format!r}")
+
+
+def make_example(record, image_bytes, patch_features=None):
+  """A `tf.train.Example` for one row.
+
+  Args:
+    record: dict with record_id, product_id (ints) and description, name, category, subcategory,
+      pose (str), as yielded by `fashiongen_hdf5.iterate_rows`.
+    image_bytes: the encoded image.
+    patch_features: optional float32 [64, D] numpy array.
+  """
+  feature = {field: _bytes_feature(record[field]) for field in STRING_FIELDS}
+  feature.update({field: _int_feature(record[field]) for field in INT_FIELDS})
+  feature["image"] = _bytes_feature(image_bytes)
+  if patch_features is not None:
+    feature[contract.FEATURES_KEY] = _bytes_feature(serialize_patch_features(patch_features))
+  return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def serialize_patch_features(patch_features):
+  """float32 [64, D] -> bytes (`tf.io.serialize_tensor`), the `patch_features` feature."""
+  patch_features = tf.convert_to_tensor(patch_features, tf.float32)
+  if patch_features.shape.rank != 2 or patch_features.shape[0] != contract.NUM_PATCHES:
+    raise ValueError(f"patch_features must be float32 [{contract.NUM_PATCHES}, D], "
+                     f"got {patch_features.shape}")
+  return tf.io.serialize_tensor(patch_features).numpy()
+
+
+def shard_path(directory, split, index, num_shards):
+  return os.path.join(directory, f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord")
+
+
+def split_file_pattern(directory, split):
+  """Glob pattern of one split's shards in `directory`."""
+  return os.path.join(directory, f"{split}-?????-of-?????.tfrecord")
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+def decode_image(encoded):
+  """Encoded PNG/JPEG bytes (scalar string) -> uint8 [256, 256, 3]; wrong size is an error."""
+  image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+  checks = [tf.debugging.assert_equal(
+      tf.shape(image)[:2], [contract.IMAGE_SIZE, contract.IMAGE_SIZE],
+      message=f"record image is not {contract.IMAGE_SIZE}x{contract.IMAGE_SIZE}")]
+  with tf.control_dependencies(checks):
+    image = tf.identity(image)
+  image.set_shape([contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3])
+  return image
+
+
+def parse_patch_features(serialized_features, feature_dim=None):
+  """bytes of `tf.io.serialize_tensor(float32 [64, D])` -> float32 [64, D]."""
+  features = tf.io.parse_tensor(serialized_features, tf.float32)
+  features = tf.ensure_shape(features, [contract.NUM_PATCHES, feature_dim])
+  return features
+
+
+def parse_record(serialized, decode=True, with_patch_features=False, feature_dim=None,
+                 example_name=None):
+  """One serialized Example -> dict of its fields (scalars; `image` uint8 [256, 256, 3]).
+
+  Args:
+    serialized: scalar string tensor.
+    decode: decode `image` (else it stays the encoded bytes).
+    with_patch_features: also parse `patch_features` -> float32 [64, D] (required then).
+    feature_dim: D, for the static shape of `patch_features`.
+    example_name: optional scalar string naming the record (`file:index`) in parse errors.
+  """
+  spec = dict(FEATURE_SPEC)
+  if with_patch_features:
+    spec.update(PATCH_FEATURES_SPEC)
+  names = None if example_name is None else tf.reshape(example_name, [1])
+  parsed = tf.io.parse_example(tf.reshape(serialized, [1]), spec, example_names=names)
+  parsed = {key: value[0] for key, value in parsed.items()}
+  if decode:
+    parsed["image"] = decode_image(parsed["image"])
+  if with_patch_features:
+    parsed[contract.FEATURES_KEY] = parse_patch_features(parsed[contract.FEATURES_KEY],
+                                                         feature_dim)
+  return parsed
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def list_record_files(file_pattern):
+  """Sorted files matching a glob pattern (or comma-separated patterns); none is an error."""
+  files = []
+  for pattern in str(file_pattern).split(","):
+    files.extend(glob.glob(pattern.strip()))
+  files = sorted(set(files))
+  if not files:
+    raise RecordFileError(
+        f"no TFRecord files match {file_pattern!r}; run `fashionbert prepare-data` first")
+  return files
+
+
+def named_records(files):
+  """Dataset of (example_name `file:index`, serialized) over `files` in order."""
+  def one_file(path):
+    records = tf.data.TFRecordDataset(path).enumerate()
+    return records.map(lambda index, serialized: (
+        tf.strings.join([path, tf.strings.as_string(index)], separator=":"), serialized))
+  return tf.data.Dataset.from_tensor_slices(files).flat_map(one_file)
+
+
+def read_records(file_pattern, decode=True, with_patch_features=False, feature_dim=None,
+                 num_parallel_calls=tf.data.AUTOTUNE):
+  """Dataset of parsed record dicts (see `parse_record`), files in sorted order, deterministic.
+
+  Parse errors name the file and record index. A corrupt file raises TensorFlow's DataLossError
+  when iterated; call `verify_records(file_pattern)` first for an error that names the file.
+  """
+  files = list_record_files(file_pattern)
+  return named_records(files).map(
+      lambda name, serialized: parse_record(serialized, decode, with_patch_features,
+                                            feature_dim, example_name=name),
+      num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def _count_readable(path):
+  """Number of records of `path` that read before its first corrupt one (error path only)."""
+  count = 0
+  try:
+    for _ in tf.data.TFRecordDataset(path):
+      count += 1
+  except tf.errors.DataLossError:
+    pass
+  return count
+
+
+def iterate_parsed_batches(file_pattern, feature_spec=None, batch_size=512):
+  """Eagerly yields (file, index of the batch's first record in the file, dict of numpy arrays).
+
+  Used for one-off scans (the negatives table of the pipeline, verification). Errors name the
+  file and record: a corrupt file -> `RecordFileError("<file>: corrupt TFRecord file: record N
+  cannot be read ...")`; a record that does not fit the schema -> `RecordFileError` with `<file>:<index>`.
+  """
+  feature_spec = feature_spec or TEXT_FEATURE_SPEC
+  for path in list_record_files(file_pattern):
+    num_read = 0
+    dataset = tf.data.TFRecordDataset(path).batch(batch_size)
+    iterator = iter(dataset)
+    while True:
+      try:
+        serialized = next(iterator)
+      except StopIteration:
+        break
+      except tf.errors.DataLossError as error:
+        raise RecordFileError(
+            f"{path}: corrupt TFRecord file: record {_count_readable(path)} (0-based) cannot be "
+            f"read ({error.message.strip()}); re-run `fashionbert prepare-data`") from None
+      names = tf.constant([f"{path}:{num_read + i}" for i in range(int(serialized.shape[0]))])
+      try:
+        parsed = tf.io.parse_example(serialized, feature_spec, example_names=names)
+      except tf.errors.InvalidArgumentError as error:
+        raise RecordFileError(
+            f"{path}: a record in {num_read}..{num_read + len(names) - 1} does not fit the "
+            f"FashionBERT TFRecord schema: {error.message.strip()}") from None
+      yield path, num_read, {key: value.numpy() for key, value in parsed.items()}
+      num_read += int(serialized.shape[0])
+
+
+def verify_records(file_pattern, check_images=False):
+  """Reads every record of every matching file; returns the count or raises `RecordFileError`.
+
+  Args:
+    check_images: also decode every image and check it is 256x256x3 (slower).
+  """
+  spec = FEATURE_SPEC if check_images else TEXT_FEATURE_SPEC
+  total = 0
+  for path, first, batch in iterate_parsed_batches(file_pattern, spec):
+    if check_images:
+      for i, encoded in enumerate(batch["image"]):
+        try:
+          shape = tf.io.decode_image(encoded, channels=3, expand_animations=False).shape
+        except tf.errors.InvalidArgumentError as error:
+          raise RecordFileError(f"{path}:{first + i}: image does not decode "
+                                f"({error.message.strip()})") from None
+        if tuple(shape) != (contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3):
+          raise RecordFileError(f"{path}:{first + i}: image has shape {tuple(shape)}")
+    total += len(batch["record_id"])
+  return total
+
+
+def to_python(batch, index):
+  """Row `index` of a numpy batch from `iterate_parsed_batches` with strings decoded."""
+  row = {}
+  for key, values in batch.items():
+    value = values[index]
+    row[key] = value.decode("utf-8") if isinstance(value, bytes) else (
+        int(value) if isinstance(value, np.integer) else value)
+  return row
