@@ -87,6 +87,15 @@ class FashionBertEncoder(networks.BertEncoderV2):
   def num_layers(self):
     return self._config["num_layers"]
 
+  def input_embeddings(self, inputs):
+    """The encoder's input sequence [B, T+N, E] after the embedding LayerNorm (before dropout).
+
+    Same dict as `call`; for inspection and tests (e.g. a patch's embedding vs the text length).
+    """
+    embeddings = self._get_embeddings(inputs["input_word_ids"], inputs["input_type_ids"], None,
+                                      inputs.get("dense_inputs"), None)
+    return self._embedding_norm_layer(embeddings)
+
   def _get_embeddings(self, word_ids, type_ids, word_embeddings, dense_inputs, dense_type_ids):
     del dense_type_ids  # The patch embeddings already carry their segment embedding.
     if word_embeddings is None:
