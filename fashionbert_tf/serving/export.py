@@ -1,0 +1,128 @@
+"""Export a trained FashionBERT as a SavedModel for TF Serving (`fashionbert export`).
+
+Layout TF Serving expects: `<export_dir>/<version>/` with `saved_model.pb`, `variables/`,
+`assets/` (the WordPiece vocabulary) and `assets.extra/tf_serving_warmup_requests`; the version is
+an integer (default: seconds since the epoch), so a newer export is picked up as a new version.
+The version folder is written under a temporary name and renamed when complete, so a server
+watching `<export_dir>` never loads half an export. Signatures: see `serving_module.py`.
+
+After saving, every op of the graph and of its function library is checked against the
+allowlist of ops TF Serving's standard binary has (`op_allowlist.py`); a failing export is removed.
+"""
+
+import os
+import shutil
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fashionbert_tf.data import contract
+from fashionbert_tf.evaluation import restore
+from fashionbert_tf.serving import op_allowlist
+from fashionbert_tf.serving import serving_module
+from fashionbert_tf.serving import text_inputs
+from fashionbert_tf.serving import warmup
+
+WARMUP_TEXT = ("long sleeve cotton shirt in navy blue. spread collar. button closure at front. "
+               "patch pocket at chest. tonal stitching.")
+PARAMS_COPY = os.path.join("assets.extra", "fashionbert_params.yaml")
+
+
+def warmup_image_png(size=contract.IMAGE_SIZE):
+  """A deterministic encoded PNG (a colour gradient) for the warm-up requests."""
+  ramp = np.linspace(0, 255, size, dtype=np.float32)
+  image = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (size, 1)),
+                    np.tile(ramp[:, None], (1, size))], axis=-1)
+  return tf.io.encode_png(image.astype(np.uint8)).numpy()
+
+
+def build_serving_module(model, data_config, feature_dim=None):
+  """A `FashionBertServingModule` around `model` with the data config's tokenizer."""
+  return serving_module.FashionBertServingModule(
+      model=model,
+      tokenizer=text_inputs.build_serving_tokenizer(data_config),
+      feature_dim=feature_dim or restore.feature_dim_of(model),
+      vocab_size=text_inputs.vocab_size(data_config),
+      max_text_length=data_config.max_text_length)
+
+
+def warmup_requests(module):
+  """(signature, inputs) pairs, batch 1: one per signature, as a typical online request."""
+  text = np.array([WARMUP_TEXT.encode("utf-8")], dtype=object)
+  image = np.array([warmup_image_png()], dtype=object)
+  ids, mask, types = text_inputs.text_to_model_inputs(
+      module.tokenizer, tf.constant(text), module.max_text_length)
+  image_tensor = tf.expand_dims(serving_module.decode_image(tf.constant(image[0])), 0)
+  features = module.compute_patch_features(image_tensor)
+  return [
+      ("serving_default", {"text": text, "image": image}),
+      ("score_features", {"input_word_ids": ids.numpy(), "input_mask": mask.numpy(),
+                          "input_type_ids": types.numpy(),
+                          contract.FEATURES_KEY: features.numpy()}),
+  ]
+
+
+def save_module(module, export_dir, version=None, params_yaml=None, model_name="fashionbert",
+                check_ops=True):
+  """Writes `<export_dir>/<version>/` (see the module docstring) and returns its path.
+
+  Args:
+    module: a `FashionBertServingModule`.
+    export_dir: the model's base path for TF Serving.
+    version: positive int; None = int(time.time()). An existing version is an error.
+    params_yaml: optional path of the run's params.yaml, copied into assets.extra for provenance.
+    model_name: servable name written into the warm-up requests.
+    check_ops: run the TF Serving op allowlist check (on by default).
+
+  Raises:
+    FileExistsError: the version already exists.
+    ValueError: the graph uses an op TF Serving lacks (the export is removed).
+  """
+  version = int(version if version is not None else time.time())
+  if version <= 0:
+    raise ValueError(f"export version must be a positive integer, got {version}")
+  final_path = os.path.join(export_dir, str(version))
+  if tf.io.gfile.exists(final_path):
+    raise FileExistsError(f"export version {final_path} already exists; pick another --version")
+  temp_path = os.path.join(export_dir, f".tmp-{version}")
+  if tf.io.gfile.exists(temp_path):
+    tf.io.gfile.rmtree(temp_path)
+  tf.io.gfile.makedirs(export_dir)
+  started = time.time()
+  try:
+    tf.saved_model.save(module, temp_path, signatures=module.signatures(),
+                        options=tf.saved_model.SaveOptions(function_aliases={
+                            "compute_patch_features": module.compute_patch_features}))
+    warmup.write_warmup_requests(temp_path, warmup_requests(module), model_name=model_name)
+    if params_yaml and tf.io.gfile.exists(params_yaml):
+      tf.io.gfile.copy(params_yaml, os.path.join(temp_path, PARAMS_COPY), overwrite=True)
+    if check_ops:
+      op_allowlist.check_servable(temp_path)
+  except BaseException:
+    shutil.rmtree(temp_path, ignore_errors=True)
+    raise
+  tf.io.gfile.rename(temp_path, final_path)
+  logging.info("exported SavedModel to %s in %.1fs", final_path, time.time() - started)
+  return final_path
+
+
+def export_saved_model(config, export_dir, checkpoint=None, version=None, model=None):
+  """Restores the run's model (or takes `model`) and exports it; returns the version path.
+
+  Args:
+    config: ExperimentConfig (`train.model_dir` names the run; `data` gives the vocabulary and
+      the text length limit).
+    export_dir: base path (versions go below it).
+    checkpoint: checkpoint prefix or folder; None = latest in `train.model_dir`.
+    version: int or None (time-based).
+    model: an already built `FashionBertModel` to export instead of restoring one.
+  """
+  params_yaml = None
+  if model is None:
+    model, checkpoint_path, _ = restore.restore_model(config, checkpoint)
+    logging.info("exporting %s", checkpoint_path)
+    params_yaml = os.path.join(config.train.model_dir, restore.PARAMS_FILE)
+  module = build_serving_module(model, config.data)
+  return save_module(module, export_dir, version=version, params_yaml=params_yaml)
