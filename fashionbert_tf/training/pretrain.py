@@ -1,0 +1,212 @@
+"""`run_pretraining(config)`: FashionBERT pre-training, resumable, with validation and early stopping.
+
+Run directory (BRIEF contract 6), `<model_dir>` = `train.model_dir`:
+  params.yaml          the full ExperimentConfig used;
+  ckpt-N.{index,data}  `tf.train.CheckpointManager` checkpoints (N = the optimizer step) of
+                       `tf.train.Checkpoint(model=FashionBertModel, optimizer=..., step=...,
+                       early_stopping=...)`; restore the model alone with
+                       `tf.train.Checkpoint(model=model).restore(path).expect_partial()`;
+  train/, validation/  TensorBoard scalars (`callbacks.ScalarSummaries`);
+  train_summary.json   what `run_pretraining` returns (steps, time, last logs).
+
+Resuming: a run started on a `model_dir` that holds checkpoints restores the latest one (model,
+optimizer slots and step, early-stopping state) and trains only the remaining steps, so it ends at
+`train.train_steps` like an uninterrupted run. The input pipeline restarts (the batches after the
+resume are not the ones the killed run would have seen; the step count and schedule are).
+
+The loop is ours (it drives Keras' compiled `train_function` = `FashionBertPretrainer.train_step`
+under the strategy, one step per call), because Keras' `fit` counts epochs from zero on every
+call and cannot resume in the middle of one; `pretrainer.fit` still works for plain use.
+"""
+
+import inspect
+import json
+import math
+import os
+import shutil
+import time
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from official.modeling.hyperparams import params_dict
+
+from fashionbert_tf.modeling import model_builder
+from fashionbert_tf.training import callbacks as callbacks_lib
+from fashionbert_tf.training import optimizer as optimizer_lib
+from fashionbert_tf.training import pretrainer as pretrainer_lib
+from fashionbert_tf.training import strategies
+
+
+def save_params(config, model_dir):
+  """Writes `<model_dir>/params.yaml` (the full experiment config)."""
+  tf.io.gfile.makedirs(model_dir)
+  path = os.path.join(model_dir, "params.yaml")
+  params_dict.save_params_dict_to_yaml(config, path)
+  return path
+
+
+def build_pipeline_dataset(config, split):
+  """The data engineer's tf.data pipeline (`data.pipeline.build_pretraining_dataset`) for `split`.
+
+  Batches are global batches (`train.global_batch_size`); the strategy splits them.
+  """
+  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  build = pipeline.build_pretraining_dataset
+  parameters = inspect.signature(build).parameters
+  kwargs = {}
+  for name, value in (("batch_size", config.train.global_batch_size),
+                      ("global_batch_size", config.train.global_batch_size),
+                      ("model_config", config.model),
+                      ("feature_dim", config.model.feature_dim),
+                      ("use_precomputed_features", config.model.use_precomputed_features),
+                      ("seed", config.data.seed)):
+    if name in parameters:
+      kwargs[name] = value
+  return build(config.data, split, **kwargs)
+
+
+def build_training_objects(config, strategy):
+  """Model, optimizer and pretrainer, built and compiled in the strategy's scope."""
+  with strategy.scope():
+    model = model_builder.build_fashionbert(config.model)
+    optimizer = strategies.maybe_wrap_for_loss_scaling(
+        optimizer_lib.build_optimizer(config.train), config.train)
+    pretrainer = pretrainer_lib.FashionBertPretrainer(model, config.train)
+    pretrainer.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+    step = optimizer.iterations  # The global step: the schedule and the checkpoints use it.
+  return model, optimizer, pretrainer, step
+
+
+def current_learning_rate(optimizer, step):
+  """The learning rate the schedule gives at `step` (float)."""
+  learning_rate = getattr(optimizer, "inner_optimizer", optimizer).learning_rate
+  if isinstance(learning_rate, tf_keras.optimizers.schedules.LearningRateSchedule):
+    learning_rate = learning_rate(step)
+  return float(tf.convert_to_tensor(learning_rate))
+
+
+def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_callbacks=()):
+  """Pre-trains (or resumes pre-training) FashionBERT as configured.
+
+  Args:
+    config: `ExperimentConfig` (sections data, model, train).
+    train_dataset: optional `tf.data.Dataset` of global batches (batch contract), repeated;
+      default: the data pipeline's "train" split.
+    validation_dataset: optional dataset for validation; default: the pipeline's "validation"
+      split when `train.validation_steps` > 0.
+    extra_callbacks: more Keras callbacks driven by the loop (see `callbacks.py`).
+
+  Returns:
+    dict: model_dir, first_step (0 or the restored step), final_step, stopped_early,
+    elapsed_seconds, examples_per_second, train_logs (last), validation_logs (last),
+    validation_history ([{"step", ...}]), checkpoint (latest path).
+  """
+  train_config = config.train
+  train_config.validate()
+  strategies.set_precision_policy(train_config)
+  strategy = strategies.build_strategy(train_config)
+  chief = strategies.is_chief(strategy)
+  model_dir = train_config.model_dir
+  write_dir = strategies.worker_dir(model_dir, strategy)
+  tf.io.gfile.makedirs(write_dir)
+  if chief:
+    save_params(config, model_dir)
+  tf_keras.utils.set_random_seed(train_config.seed)
+
+  model, optimizer, pretrainer, step = build_training_objects(config, strategy)
+  early_stopping = callbacks_lib.EarlyStopping(train_config.early_stopping_patience,
+                                               train_config.early_stopping_min_delta)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                                   early_stopping=early_stopping)
+  manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                       max_to_keep=train_config.max_checkpoints_to_keep,
+                                       checkpoint_name="ckpt")
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info("resumed from %s at step %d", latest, int(step.numpy()))
+  first_step = int(step.numpy())
+  total_steps = train_config.train_steps
+
+  summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step,
+                 stopped_early=False, elapsed_seconds=0.0, examples_per_second=0.0,
+                 train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest)
+  patience = train_config.early_stopping_patience
+  if patience > 0 and int(early_stopping.bad_validations.numpy()) >= patience:
+    logging.info("the run in %s already stopped early at step %d", model_dir, first_step)
+    summary["stopped_early"] = True
+    return summary
+  if first_step >= total_steps:
+    logging.info("the run in %s is complete (step %d of %d)", model_dir, first_step, total_steps)
+    return summary
+
+  if train_dataset is None:
+    train_dataset = build_pipeline_dataset(config, "train")
+  validate = train_config.validation_steps > 0
+  if validate and validation_dataset is None:
+    validation_dataset = build_pipeline_dataset(config, "validation")
+  iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
+  train_function = pretrainer.make_train_function()
+
+  callback_list = callbacks_lib.StepCallbacks(
+      [callbacks_lib.ScalarSummaries(model_dir, train_config.log_every_steps, enabled=chief),
+       callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step)]
+      + list(extra_callbacks), pretrainer)
+  callback_list.on_train_begin()
+  start = window_start = time.time()
+  window_steps = 0
+  current = first_step
+  stopped_early = False
+  while current < total_steps:
+    logs = train_function(iterator)
+    current += 1
+    window_steps += 1
+    last = current == total_steps
+    if current % train_config.log_every_steps == 0 or last:
+      logs = {name: float(value) for name, value in logs.items()}
+      if not all(math.isfinite(value) for value in logs.values()):
+        logging.warning("non-finite training metrics at step %d: %s", current, logs)
+      logs["learning_rate"] = current_learning_rate(optimizer, current)
+      logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
+                                     max(time.time() - window_start, 1e-9))
+      callback_list.on_train_batch_end(current, logs)
+      summary["train_logs"] = logs
+      pretrainer.reset_metrics()
+      window_steps, window_start = 0, time.time()
+    if validate and (current % train_config.validation_every_steps == 0 or last):
+      validation_logs = pretrainer.evaluate(validation_dataset,
+                                            steps=train_config.validation_steps, verbose=0,
+                                            return_dict=True)
+      validation_logs = {name: float(value) for name, value in validation_logs.items()}
+      pretrainer.reset_metrics()
+      callback_list.on_epoch_end(current, {f"val_{k}": v for k, v in validation_logs.items()})
+      summary["validation_logs"] = validation_logs
+      summary["validation_history"].append(dict(step=current, **validation_logs))
+      stopped_early = early_stopping.update(validation_logs["loss"])
+      if stopped_early:
+        logging.info("early stopping at step %d: validation loss did not improve for %d "
+                     "validations (best %.4f)", current, patience,
+                     float(early_stopping.best_loss.numpy()))
+      window_start = time.time()
+    if current % train_config.checkpoint_every_steps == 0 or last or stopped_early:
+      summary["checkpoint"] = manager.save(checkpoint_number=current)
+      window_start = time.time()
+    if stopped_early:
+      break
+  callback_list.on_train_end()
+
+  elapsed = time.time() - start
+  summary.update(final_step=int(step.numpy()), stopped_early=stopped_early,
+                 elapsed_seconds=elapsed,
+                 examples_per_second=(current - first_step) * train_config.global_batch_size /
+                 max(elapsed, 1e-9))
+  if chief:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "train_summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  elif write_dir != model_dir:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  logging.info("pre-training done: step %d, %.1f s, %.1f examples/s", summary["final_step"],
+               elapsed, summary["examples_per_second"])
+  return summary
