@@ -162,13 +162,27 @@ def list_record_files(file_pattern):
   return files
 
 
+@tf.autograph.experimental.do_not_convert
+def _named_file_records(path):
+  records = tf.data.TFRecordDataset(path).enumerate()
+  return records.map(tf.autograph.experimental.do_not_convert(lambda index, serialized: (
+      tf.strings.join([path, tf.strings.as_string(index)], separator=":"), serialized)))
+
+
+def named_records_from_files(files_dataset, cycle_length=1):
+  """Dataset of file names -> dataset of (example_name `file:index`, serialized record).
+
+  cycle_length > 1 interleaves that many files (deterministically, in parallel).
+  """
+  if cycle_length <= 1:
+    return files_dataset.flat_map(_named_file_records)
+  return files_dataset.interleave(_named_file_records, cycle_length=cycle_length,
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def named_records(files):
   """Dataset of (example_name `file:index`, serialized) over `files` in order."""
-  def one_file(path):
-    records = tf.data.TFRecordDataset(path).enumerate()
-    return records.map(lambda index, serialized: (
-        tf.strings.join([path, tf.strings.as_string(index)], separator=":"), serialized))
-  return tf.data.Dataset.from_tensor_slices(files).flat_map(one_file)
+  return named_records_from_files(tf.data.Dataset.from_tensor_slices(files))
 
 
 def read_records(file_pattern, decode=True, with_patch_features=False, feature_dim=None,
@@ -180,8 +194,8 @@ def read_records(file_pattern, decode=True, with_patch_features=False, feature_d
   """
   files = list_record_files(file_pattern)
   return named_records(files).map(
-      lambda name, serialized: parse_record(serialized, decode, with_patch_features,
-                                            feature_dim, example_name=name),
+      tf.autograph.experimental.do_not_convert(lambda name, serialized: parse_record(serialized, decode, with_patch_features,
+                                            feature_dim, example_name=name)),
       num_parallel_calls=num_parallel_calls, deterministic=True)
 
 

@@ -1,0 +1,233 @@
+"""The tf.data pretraining pipeline: prepared TFRecords -> batches per `data/contract.py`.
+
+Stages (all TensorFlow ops; no Python generators or py_function on the hot path):
+
+  shard files      sorted shards of the split; with an `input_context` (multi-worker) each input
+                   pipeline takes every n-th file, or every n-th record when files are too few
+  shuffle          file order and a `data.shuffle_buffer` of encoded records, seeded, reshuffled
+                   every epoch
+  repeat           (training)
+  parse + decode   `records.parse_record`: image uint8 [256, 256, 3] (or, in feature mode,
+                   `patch_features` float32 [64, D] from the copies with precomputed features)
+  chunk            `data.pairing_chunk_size` records, numbered (the number seeds every draw)
+  pair             `pairing.pair_chunk`: each image + own text (label 1) and `negative_ratio`
+                   texts of other products of its subcategory (label 0), re-drawn every epoch
+  tokenize         `tensorflow_text.BertTokenizer` (tokenization.py); texts longer than
+                   max_text_length - 2 WordPieces lose whole words at the end (the number of such
+                   product descriptions is counted and logged when the dataset is built)
+  mask             whole-word MLM masking and patch masking (masking.py)
+  unbatch + bucket `bucket_by_sequence_length` on the text length: a batch holds texts of one
+                   length bucket and is padded to its own longest text, never to 448
+  prefetch
+
+Seeding: `data.seed` (offset by the input pipeline id) seeds the shuffles and, with the chunk
+number, every stateless draw (negatives, masks), so a run's stream is reproducible regardless of
+parallelism.
+"""
+
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fashionbert_tf.data import contract
+from fashionbert_tf.data import masking
+from fashionbert_tf.data import pairing
+from fashionbert_tf.data import records
+from fashionbert_tf.data import tokenization
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def features_dir(data_config):
+  """Folder of the shards with precomputed `patch_features` (see DataConfig)."""
+  return data_config.features_tfrecord_dir or os.path.join(data_config.tfrecord_dir,
+                                                           "patch_features")
+
+
+def split_file_pattern(data_config, split, image_mode=True):
+  """Glob pattern of a split's shards: image shards, or the feature copies when not image_mode."""
+  if split not in records.SPLITS:
+    raise ValueError(f"split must be one of {records.SPLITS}, got {split!r}")
+  directory = data_config.tfrecord_dir if image_mode else features_dir(data_config)
+  return records.split_file_pattern(directory, split)
+
+
+def _infer_feature_dim(files):
+  for _, serialized in records.named_records(files[:1]).take(1):
+    features = tf.io.parse_tensor(tf.io.parse_single_example(
+        serialized, records.PATCH_FEATURES_SPEC)[contract.FEATURES_KEY], tf.float32)
+    return int(features.shape[-1])
+  raise records.RecordFileError(f"{files[0]}: no records")
+
+
+def log_truncation(tokenizer, sampler, max_text_length):
+  """Counts (and logs) the product descriptions the whole-word truncation rule will shorten."""
+  truncated = 0
+  descriptions = sampler.descriptions
+  for start in range(0, len(descriptions), 1024):
+    truncated += tokenization.count_truncated(
+        tokenizer, tf.constant(descriptions[start:start + 1024]), max_text_length)
+  if truncated:
+    logging.warning("%d of %d product descriptions exceed %d WordPieces and will be truncated "
+                    "(whole words dropped from the end) to fit max_text_length=%d", truncated,
+                    len(descriptions), max_text_length - 2, max_text_length)
+  else:
+    logging.info("no description exceeds max_text_length=%d (%d products)", max_text_length,
+                 len(descriptions))
+  return truncated
+
+
+def build_pretraining_dataset(data_config, split, global_batch_size=None, input_context=None,
+                              image_mode=True, repeat=None, shuffle=None, drop_remainder=False,
+                              file_pattern=None, feature_dim=None, batch_size=None,
+                              tokenizer=None):
+  """A `tf.data.Dataset` of pretraining batches exactly per `data/contract.py`.
+
+  Args:
+    data_config: a `DataConfig`.
+    split: "train" or "validation".
+    global_batch_size: examples per step over all replicas; divided by
+      `input_context.num_replicas_in_sync` when `input_context` is given.
+    input_context: a `tf.distribute.InputContext` (from `distribute_datasets_from_function`) or
+      None; shards the input across input pipelines.
+    image_mode: True -> batches carry `image` uint8 [B, 256, 256, 3]; False -> `patch_features`
+      float32 [B, 64, D] read from the precomputed-feature shards (`features_dir`).
+    repeat: repeat forever (default: True for train, False otherwise).
+    shuffle: shuffle files and records (default: True for train, False otherwise).
+    drop_remainder: drop partial batches (only matters without repeat).
+    file_pattern: read these shards instead of the split's default ones.
+    feature_dim: D in feature mode (default: read from the first record).
+    batch_size: per-replica batch size, instead of global_batch_size.
+    tokenizer: a `tokenization.FashionBertTokenizer` (default: built from data_config).
+
+  Returns:
+    Dataset of dicts: input_word_ids, input_mask, input_type_ids int32 [B, T];
+    masked_lm_positions, masked_lm_ids int32 and masked_lm_weights float32 [B, P];
+    image uint8 [B, 256, 256, 3] or patch_features float32 [B, 64, D];
+    masked_patch_positions int32 and masked_patch_weights float32 [B, M]; tia_label int32 [B].
+    T = the batch's longest text (<= data.max_text_length), P = data.max_predictions_per_seq,
+    M = ceil(64 * data.patch_mask_rate).
+  """
+  is_train = split == "train"
+  repeat = is_train if repeat is None else repeat
+  shuffle = is_train if shuffle is None else shuffle
+  if batch_size is None:
+    if global_batch_size is None:
+      raise ValueError("give global_batch_size (or batch_size)")
+    batch_size = (input_context.get_per_replica_batch_size(global_batch_size)
+                  if input_context else global_batch_size)
+  if batch_size < 1:
+    raise ValueError(f"batch size must be >= 1, got {batch_size}")
+  if not 3 <= data_config.max_text_length <= contract.MAX_TEXT_LENGTH:
+    raise ValueError(f"data.max_text_length must be in [3, {contract.MAX_TEXT_LENGTH}], got "
+                     f"{data_config.max_text_length}")
+  file_pattern = file_pattern or split_file_pattern(data_config, split, image_mode)
+  files = records.list_record_files(file_pattern)
+  if not image_mode and feature_dim is None:
+    feature_dim = _infer_feature_dim(files)
+
+  tokenizer = tokenizer or tokenization.build_tokenizer(data_config)
+  masker = masking.WholeWordMasker.from_config(data_config, tokenizer)
+  sampler = pairing.NegativeSampler.from_records(file_pattern)
+  log_truncation(tokenizer, sampler, data_config.max_text_length)
+
+  num_pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  seed = int(data_config.seed) + 1000003 * pipeline_id
+
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  shard_records = False
+  if num_pipelines > 1:
+    if len(files) >= num_pipelines:
+      dataset = dataset.shard(num_pipelines, pipeline_id)
+    else:
+      shard_records = True
+      logging.warning("%d files for %d input pipelines: sharding by record (every pipeline "
+                      "reads all files)", len(files), num_pipelines)
+  if shuffle:
+    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  dataset = records.named_records_from_files(dataset, cycle_length=min(len(files), 8))
+  if shard_records:
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  if shuffle:
+    dataset = dataset.shuffle(data_config.shuffle_buffer, seed=seed + 1,
+                              reshuffle_each_iteration=True)
+  if repeat:
+    dataset = dataset.repeat()
+
+  # The stage functions use no tensor-dependent Python control flow: skip AutoGraph (it would
+  # spend seconds transpiling tensorflow_text at every build).
+  @tf.autograph.experimental.do_not_convert
+  def parse(name, serialized):
+    record = records.parse_record(serialized, decode=image_mode,
+                                  with_patch_features=not image_mode, feature_dim=feature_dim,
+                                  example_name=name)
+    visual_key = contract.IMAGE_KEY if image_mode else contract.FEATURES_KEY
+    return {"product_id": record["product_id"], "description": record["description"],
+            visual_key: record[visual_key]}
+
+  dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+  dataset = dataset.batch(data_config.pairing_chunk_size)
+  patch_mask_rate = data_config.patch_mask_rate
+  negative_ratio = data_config.negative_ratio
+  max_pieces = data_config.max_text_length - 2
+
+  @tf.autograph.experimental.do_not_convert
+  def make_examples(chunk_index, chunk):
+    chunk_seed = tf.stack([tf.constant(seed, tf.int64), chunk_index])
+    pair_seed, mask_seed, patch_seed = [
+        tf.random.experimental.stateless_fold_in(chunk_seed, i) for i in range(3)]
+    pairs = pairing.pair_chunk(chunk["product_id"], chunk["description"], sampler,
+                               negative_ratio, pair_seed)
+    word_pieces, _ = tokenization.truncate_whole_words(tokenizer.tokenize(pairs["text"]),
+                                                       max_pieces)
+    examples = masker(word_pieces, mask_seed)
+    ids = examples.pop("input_word_ids")
+    # Dense [E, longest in chunk] + each text's length; `trim` cuts every example to its own length
+    # after unbatching, so bucketing sees true lengths.
+    examples["input_word_ids"] = ids.to_tensor(0)
+    examples["text_length"] = tf.cast(ids.row_lengths(), tf.int32)
+    num_examples = tf.shape(pairs["tia_label"])[0]
+    (examples["masked_patch_positions"],
+     examples["masked_patch_weights"]) = masking.mask_patches(num_examples, patch_seed,
+                                                              patch_mask_rate)
+    examples[contract.LABEL_KEY] = pairs["tia_label"]
+    visual_key = contract.IMAGE_KEY if image_mode else contract.FEATURES_KEY
+    examples[visual_key] = tf.gather(chunk[visual_key], pairs["image_index"])
+    return examples
+
+  dataset = dataset.enumerate().map(make_examples, num_parallel_calls=AUTOTUNE,
+                                    deterministic=True)
+  @tf.autograph.experimental.do_not_convert
+  def trim(example):
+    length = example.pop("text_length")
+    ids = example["input_word_ids"][:length]
+    example["input_word_ids"] = ids
+    example["input_mask"] = tf.ones_like(ids)
+    example["input_type_ids"] = tf.zeros_like(ids)
+    return example
+
+  dataset = dataset.unbatch().map(trim, num_parallel_calls=AUTOTUNE, deterministic=True)
+  boundaries = sorted(b for b in data_config.length_bucket_boundaries
+                      if 0 < b <= data_config.max_text_length)
+  dataset = dataset.bucket_by_sequence_length(
+      element_length_func=tf.autograph.experimental.do_not_convert(
+          lambda example: tf.shape(example["input_word_ids"])[0]),
+      bucket_boundaries=[b + 1 for b in boundaries],     # bucket i: length < boundaries[i] + 1
+      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+      pad_to_bucket_boundary=False, drop_remainder=drop_remainder)
+  options = tf.data.Options()
+  options.deterministic = True
+  dataset = dataset.with_options(options)
+  return dataset.prefetch(AUTOTUNE)
+
+
+def num_examples_per_epoch(data_config, split):
+  """Records in a split (from prepare-data's dataset_info.json) x (1 + negative_ratio), or None."""
+  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
+  info = prepare.load_dataset_info(data_config.tfrecord_dir)
+  if not info or split not in info.get("splits", {}):
+    return None
+  return int(np.round(info["splits"][split]["num_records"] * (1 + data_config.negative_ratio)))
