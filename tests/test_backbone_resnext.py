@@ -236,3 +236,15 @@ def test_feature_dim_mismatch_is_an_error():
                        resnext_width_per_group=2, resnext_base_width=8)
   with pytest.raises(ValueError, match="outputs 256-d features but model.feature_dim is 2048"):
     patch_features.build_patch_feature_extractor(config)
+
+
+def test_converted_keras_weights_file_gives_the_same_features(tiny_state, tmp_path):
+  source = str(tmp_path / "tiny.safetensors")
+  save_file(tiny_state, source)
+  converted = str(tmp_path / "tiny_resnext.weights.h5")
+  resnext_weights.convert_to_keras_weights(source, converted, tiny_model())
+  from_h5, from_safetensors = tiny_model(), tiny_model()
+  from_h5.load_weights(converted)
+  resnext_weights.load_resnext_state_dict(from_safetensors, source)
+  for a, b in zip(from_h5.weights, from_safetensors.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -137,3 +137,17 @@ def read_state_dict(path):
 def load_resnext_state_dict(model, path):
   """Loads a torchvision / timm ResNeXt `.safetensors` file into `model` (strict, see module doc)."""
   assign_state_dict(model, read_state_dict(path), source=path)
+
+
+def convert_to_keras_weights(safetensors_path, output_path, model):
+  """Loads a torchvision / timm state dict into `model` and saves tf_keras weights to `output_path`.
+
+  Args:
+    safetensors_path: the `.safetensors` state dict.
+    output_path: a `.weights.h5` (or `.h5`) file, loadable as `model.backbone_weights`.
+    model: a ResNeXt from `resnext.build_resnext` with the file's shape knobs.
+  """
+  if not output_path.endswith(".h5"):
+    raise ValueError(f"output {output_path}: expected a .h5 / .weights.h5 file name")
+  load_resnext_state_dict(model, safetensors_path)
+  model.save_weights(output_path)
