@@ -1,0 +1,110 @@
+"""`fashionbert demo`: the whole job on the embedded toy Fashion-Gen data, offline.
+
+  fashionbert demo [--config configs/toy.yaml] [--params_override ...]
+
+Steps (each a small function taking the `ExperimentConfig` and the shared `state` dict, run in
+order by `main`; later stages append theirs to `STEPS`):
+  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same)
+  2. prepare_data        HDF5 -> TFRecords + retrieval candidate sets (skipped when up to date)
+  3. summarize_batches   a few pretraining batches: shapes, masking counts, positives/negatives
+"""
+
+import os
+import time
+
+from absl import flags
+from absl import logging
+import numpy as np
+
+from fashionbert_tf.cli import common_flags
+
+DEMO_BATCHES = flags.DEFINE_integer("demo_batches", 3, "Pipeline batches to summarize.")
+REPREPARE = flags.DEFINE_bool("reprepare", False, "Run prepare-data even when up to date.")
+
+
+def generate_toy_data(config, state):
+  """Writes the toy HDF5 files named by data.train_hdf5 / data.validation_hdf5 when missing."""
+  from fashionbert_tf.data import toy_fashiongen  # pylint: disable=g-import-not-at-top
+  data = config.data
+  paths = (data.train_hdf5, data.validation_hdf5)
+  if all(os.path.exists(path) for path in paths):
+    logging.info("toy data present: %s, %s", *paths)
+    return
+  for path in paths:
+    if not os.path.exists(path) and "toy" not in os.path.basename(path):
+      raise FileNotFoundError(
+          f"{path} is missing and is not a toy-data path; the demo only generates toy data "
+          "(see data/README.md for real Fashion-Gen)")
+  start = time.time()
+  written = toy_fashiongen.make_toy_fashiongen(data.train_hdf5, data.validation_hdf5,
+                                               seed=data.seed)
+  logging.info("toy Fashion-Gen generated in %.1f s: %s", time.time() - start,
+               {split: rows for split, (_, rows) in written.items()})
+  state["generated"] = True
+
+
+def prepare_data(config, state):
+  """Runs prepare-data unless its output is newer than both HDF5 files."""
+  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
+  data = config.data
+  info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
+  up_to_date = (os.path.exists(info_path) and not REPREPARE.value and
+                all(os.path.getmtime(info_path) > os.path.getmtime(p)
+                    for p in (data.train_hdf5, data.validation_hdf5)))
+  if up_to_date:
+    logging.info("TFRecords up to date in %s (use --reprepare to rebuild)", data.tfrecord_dir)
+    state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
+    return
+  state["dataset_info"] = prepare.prepare_dataset(data)
+
+
+def summarize_batches(config, state):
+  """Prints shapes and masking / pairing counts of a few training batches."""
+  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  dataset = pipeline.build_pretraining_dataset(
+      config.data, "train", config.train.global_batch_size,
+      image_mode=not config.model.use_precomputed_features)
+  totals = {"examples": 0, "positives": 0, "text_tokens": 0, "masked_pieces": 0,
+            "masked_patches": 0}
+  start = time.time()
+  for index, batch in enumerate(dataset.take(DEMO_BATCHES.value)):
+    batch = {key: value.numpy() for key, value in batch.items()}
+    labels = batch["tia_label"]
+    text_tokens = int(batch["input_mask"].sum()) - 2 * len(labels)
+    masked_pieces = int(batch["masked_lm_weights"].sum())
+    masked_patches = int(batch["masked_patch_weights"].sum())
+    print(f"batch {index}: " + ", ".join(
+        f"{key} {value.dtype.name}{list(value.shape)}" for key, value in sorted(batch.items())))
+    print(f"  positives {int(labels.sum())}, negatives {int((1 - labels).sum())}; longest text "
+          f"{batch['input_word_ids'].shape[1]} (shortest {int(batch['input_mask'].sum(1).min())});"
+          f" masked WordPieces {masked_pieces} of {text_tokens} "
+          f"({100.0 * masked_pieces / max(text_tokens, 1):.1f}%); masked patches "
+          f"{masked_patches} of {64 * len(labels)} ({100.0 * masked_patches / (64 * len(labels)):.1f}%)")
+    totals["examples"] += len(labels)
+    totals["positives"] += int(labels.sum())
+    totals["text_tokens"] += text_tokens
+    totals["masked_pieces"] += masked_pieces
+    totals["masked_patches"] += masked_patches
+  print(f"{totals['examples']} examples in {time.time() - start:.1f} s: "
+        f"{totals['positives']} positive / {totals['examples'] - totals['positives']} negative; "
+        f"{100.0 * totals['masked_pieces'] / max(totals['text_tokens'], 1):.1f}% of WordPieces "
+        f"and {100.0 * totals['masked_patches'] / max(64 * totals['examples'], 1):.1f}% of "
+        "patches masked")
+  state["batch_summary"] = totals
+
+
+STEPS = [generate_toy_data, prepare_data, summarize_batches]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = common_flags.config_from_flags()
+  np.set_printoptions(linewidth=120)
+  state = {}
+  for step in STEPS:
+    start = time.time()
+    logging.info("demo step %s ...", step.__name__)
+    step(config, state)
+    logging.info("demo step %s done in %.1f s", step.__name__, time.time() - start)
