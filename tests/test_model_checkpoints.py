@@ -162,6 +162,12 @@ def test_hf_first_k_layers_without_prefix_or_heads(tmp_path):
   out = model.encoder(text_inputs(), training=False)
   expected_seq, _ = numpy_hf_bert(t, *probe_text(), num_layers=1)
   assert_close_where_real(out["sequence_output"], expected_seq)
+  # Sizes only (for a restore right after): same shapes, weights not loaded.
+  shaped = model_builder.build_fashionbert(
+      model_config("hf_safetensors", tmp_path, num_layers=1), load_pretrained_weights=False)
+  assert [v.shape for v in shaped.variables] == [v.shape for v in model.variables]
+  assert not np.allclose(shaped.encoder.get_embedding_table().numpy(),
+                         t["embeddings.word_embeddings.weight"])
 
 
 def test_hf_missing_variable_is_named(tmp_path):

@@ -4,8 +4,9 @@ Paper section 3.1: "We reuse the pre-trained parameters from the 12-layer BERT-b
   hf_safetensors  a Hugging Face BERT `model.safetensors` + its `config.json` (the offline default:
                   MiniLM-L6-H384 from `fashionbert_tf.default_assets` when the path is empty);
   tfhub           a TF-Hub BERT SavedModel directory (TF2 format, as exported by Model Garden's
-                  `official.nlp.tools.export_tfhub_lib`; e.g. bert_en_uncased_L-12_H-768_A-12),
-                  loaded offline with `tf.saved_model.load`;
+                  `official.nlp.tools.export_tfhub_lib`; e.g. bert_en_uncased_L-12_H-768_A-12):
+                  weights read by name from its variables checkpoint, and the SavedModel loaded
+                  offline with `tf.saved_model.load` to verify the result against its outputs;
   model_garden    a Model Garden TF2 checkpoint (object-based, e.g. `tf.train.Checkpoint(encoder=
                   BertEncoderV2)`, `tf.train.Checkpoint(model=BertEncoder)` from
                   `tf2_bert_encoder_checkpoint_converter` / `tf1_bert_checkpoint_converter_lib`, or
@@ -72,14 +73,14 @@ class PretrainedBert:
     origins: canonical name -> the name in the source (for error messages).
     source: a description of the source ("hf_safetensors /path/model.safetensors").
     missing: canonical name -> source name of variables the source lacks (reported on use).
-    reference_model: for tfhub, the loaded SavedModel (used to verify the loaded encoder).
+    reference_saved_model: for tfhub, the SavedModel directory (to verify the loaded encoder).
   """
   sizes: object
   weights: dict
   origins: dict
   source: str
   missing: dict = dataclasses.field(default_factory=dict)
-  reference_model: object = None
+  reference_saved_model: str = ""
 
 
 def canonical_name(variable_name):
@@ -279,8 +280,10 @@ def read_hf_safetensors(path, activation=""):
 def read_tfhub_saved_model(path, activation=""):
   """Reads a TF-Hub BERT SavedModel directory (TF2, Model Garden export) by variable name.
 
-  The encoder variables are the SavedModel's `variables`; the MLM head's come from its `mlm`
-  sub-object when it was exported `with_mlm`.
+  The weights are read from the SavedModel's variables checkpoint (`<dir>/variables/variables`),
+  whose object graph keeps every variable's name; the encoder's come from the model's `variables`,
+  the MLM head's from its `mlm` sub-object when it was exported `with_mlm`. The SavedModel itself is
+  only loaded (`tf.saved_model.load`, offline) to verify the loaded encoder against its outputs.
   """
   if not path:
     raise ValueError("model.encoder_checkpoint: the tfhub format needs a SavedModel directory")
@@ -288,23 +291,11 @@ def read_tfhub_saved_model(path, activation=""):
     raise FileNotFoundError(f"model.encoder_checkpoint: TF-Hub SavedModel directory not found: {path}")
   if not any(os.path.exists(os.path.join(path, n)) for n in ("saved_model.pb", "saved_model.pbtxt")):
     raise FileNotFoundError(f"model.encoder_checkpoint: {path} holds no saved_model.pb")
-  loaded = tf.saved_model.load(path)
-  variables = list(getattr(loaded, "variables", []))
-  if hasattr(loaded, "mlm"):
-    variables += list(getattr(loaded.mlm, "variables", []))
-  weights, origins = {}, {}
-  for variable in variables:
-    name = canonical_name(variable.name)
-    if name is None or name in weights:
-      continue
-    weights[name] = variable.numpy().astype(np.float32)
-    origins[name] = variable.name
   source = f"tfhub {path}"
-  if not weights:
-    raise CheckpointMismatchError(f"{source}: no BERT encoder variables found")
+  weights, origins = _read_object_checkpoint(os.path.join(path, "variables", "variables"), source)
   sizes = sizes_from_weights(weights, activation, source)
   return PretrainedBert(sizes=sizes, weights=weights, origins=origins, source=source,
-                        reference_model=loaded)
+                        reference_saved_model=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,10 +322,21 @@ def read_model_garden_checkpoint(path, activation=""):
   any object layout holding a Model Garden BERT encoder works: `encoder=BertEncoderV2`,
   `model=BertEncoder`, BertPretrainerV2's items, or a FashionBERT run. Optimizer slots are skipped.
   """
-  # pylint: disable=g-import-not-at-top
-  from tensorflow.core.protobuf import trackable_object_graph_pb2
   prefix = _checkpoint_prefix(path)
   source = f"model_garden {prefix}"
+  weights, origins = _read_object_checkpoint(prefix, source)
+  sizes = sizes_from_weights(weights, activation, source)
+  return PretrainedBert(sizes=sizes, weights=weights, origins=origins, source=source)
+
+
+def _read_object_checkpoint(prefix, source):
+  """Canonical weights of an object-based TF2 checkpoint, by the variables' saved names.
+
+  Returns (weights, origins): canonical name -> float32 array / checkpoint key. Optimizer slots
+  are skipped.
+  """
+  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.protobuf import trackable_object_graph_pb2
   reader = tf.train.load_checkpoint(prefix)
   if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
     raise CheckpointMismatchError(
@@ -361,8 +363,7 @@ def read_model_garden_checkpoint(path, activation=""):
       origins[name] = key
   if not weights:
     raise CheckpointMismatchError(f"{source}: no BERT encoder variables found")
-  sizes = sizes_from_weights(weights, activation, source)
-  return PretrainedBert(sizes=sizes, weights=weights, origins=origins, source=source)
+  return weights, origins
 
 
 READERS = {
@@ -442,8 +443,8 @@ def assign_pretrained_bert(model, pretrained, load_heads=True):
   for variable, value in plan:
     variable.assign(tf.cast(value, variable.dtype))
   logging.info("Loaded %d variables from %s", len(plan), pretrained.source)
-  if pretrained.reference_model is not None:
-    verify_against_reference(model.encoder, pretrained)
+  if pretrained.reference_saved_model:
+    verify_against_saved_model(model.encoder, pretrained)
 
 
 def probe_text_inputs(vocab_size, length=8):
@@ -456,13 +457,13 @@ def probe_text_inputs(vocab_size, length=8):
               input_type_ids=tf.zeros([2, length], tf.int32))
 
 
-def verify_against_reference(encoder, pretrained):
+def verify_against_saved_model(encoder, pretrained):
   """Runs the loaded encoder and the source SavedModel on a probe input; raises on a mismatch.
 
   Compares our last layer with the source's layer k (`encoder_outputs[k-1]`) at unpadded positions.
   """
   inputs = probe_text_inputs(pretrained.sizes.vocab_size)
-  reference = pretrained.reference_model(inputs, training=False)
+  reference = tf.saved_model.load(pretrained.reference_saved_model)(inputs, training=False)
   expected = reference["encoder_outputs"][encoder.num_layers - 1]
   actual = encoder(inputs, training=False)["sequence_output"]
   mask = inputs["input_mask"].numpy().astype(bool)

@@ -141,8 +141,14 @@ def build_model_from_sizes(sizes, model_config, patch_feature_extractor=None):
   return model
 
 
-def build_fashionbert(model_config):
+def build_fashionbert(model_config, load_pretrained_weights=True):
   """Builds FashionBERT per `model_config` (the `model` config section); see the module doc.
+
+  Args:
+    model_config: the `model` config section.
+    load_pretrained_weights: False = take only the encoder sizes from the checkpoint and leave the
+      variables freshly initialized: for restoring a FashionBERT checkpoint right after (evaluation,
+      export), which overwrites them anyway.
 
   Raises:
     ValueError: unknown encoder format, inconsistent sizes, or a checkpoint that does not fit
@@ -169,6 +175,8 @@ def build_fashionbert(model_config):
   logging.info("FashionBERT encoder from %s: %s (using %d of %d layers)", pretrained.source,
                sizes, sizes.num_layers, pretrained.sizes.num_layers)
   model = build_model_from_sizes(sizes, model_config)
+  if not load_pretrained_weights:
+    return model
   bert_checkpoints.assign_pretrained_bert(
       model, pretrained, load_heads=model_config.load_pretrained_heads)
   return model
