@@ -48,6 +48,13 @@ class FashionBertTokenizer(tf_text.BertTokenizer):
   def __init__(self, vocab_file, lower_case=True):
     vocab = read_vocab(vocab_file)
     ids = {token: index for index, token in enumerate(vocab)}
+    if len(ids) != len(vocab):
+      seen, duplicates = set(), []
+      for line, token in enumerate(vocab):
+        if token in seen:
+          duplicates.append(f"{token!r} (line {line + 1})")
+        seen.add(token)
+      raise ValueError(f"vocabulary {vocab_file} has duplicate entries: {duplicates[:5]}")
     missing = [token for token in SPECIAL_TOKENS if token not in ids]
     if missing:
       raise ValueError(f"vocabulary {vocab_file} lacks the special token(s) {missing}")
