@@ -122,3 +122,16 @@ def test_linear_weights_round_trip_through_a_keras_file(tmp_path):
   loaded = patch_features.build_patch_feature_extractor(linear_config(backbone_weights=path))
   images = random_images(batch=1)
   np.testing.assert_array_equal(loaded(images).numpy(), source(images).numpy())
+
+
+def test_features_are_float32_under_mixed_precision():
+  images = random_images(batch=1)
+  reference = patch_features.build_patch_feature_extractor(linear_config())(images).numpy()
+  tf_keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    extractor = patch_features.build_patch_feature_extractor(linear_config())
+    features = extractor(images)
+  finally:
+    tf_keras.mixed_precision.set_global_policy("float32")
+  assert features.dtype == tf.float32
+  np.testing.assert_allclose(features.numpy(), reference, rtol=2e-2, atol=2e-2)

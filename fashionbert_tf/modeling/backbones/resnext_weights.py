@@ -36,6 +36,13 @@ _BN_PARAMS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_me
               ("running_var", "moving_variance"))
 
 
+def _first(items, limit=20, separator=", "):
+  """'a, b, c' for a short list; the first `limit` and a count for a long one."""
+  if len(items) <= limit:
+    return separator.join(items)
+  return f"{separator.join(items[:limit])}{separator}... ({len(items)} in all)"
+
+
 def _torch_prefix(layer_name):
   return layer_name.replace("_", ".")
 
@@ -99,14 +106,17 @@ def assign_state_dict(model, state_dict, source="state dict"):
   missing = sorted(set(layout) - set(state_dict))
   problems = []
   if missing:
-    problems.append(f"missing key(s): {', '.join(missing)}")
+    problems.append(f"missing key(s): {_first(missing)}")
   if unexpected:
-    problems.append(f"unexpected key(s): {', '.join(unexpected)}")
+    problems.append(f"unexpected key(s): {_first(unexpected)}")
+  misshaped = []
   for key in sorted(set(layout) & set(state_dict)):
     _, torch_shape, _ = layout[key]
     got = tuple(np.shape(state_dict[key]))
     if got != torch_shape:
-      problems.append(f"key {key}: shape {list(got)} but the model needs {list(torch_shape)}")
+      misshaped.append(f"key {key}: shape {list(got)} but the model needs {list(torch_shape)}")
+  if misshaped:
+    problems.append(_first(misshaped, limit=10, separator="; "))
   if problems:
     raise ValueError(
         f"ResNeXt weights from {source} do not fit model {model.name!r} (check "
