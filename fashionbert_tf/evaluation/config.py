@@ -8,7 +8,17 @@ from official.modeling.hyperparams import base_config
 
 @dataclasses.dataclass
 class EvalConfig(base_config.Config):
+  # Pairs per model call when scoring (each batch padded only to its own longest text).
   batch_size: int = 128
   rank_ks: List[int] = dataclasses.field(default_factory=lambda: [1, 5, 10])
-  # 0 = every test pair for TIA accuracy; n = the first n (toy demo time budget).
+  # 0 = every test pair for TIA accuracy; n = at most n pairs per direction (the first n // 2
+  # records by record_id, each with one positive and one negative; toy demo time budget).
   max_tia_pairs: int = 0
+  # Images whose patch features are computed (and held in memory) at once while scoring.
+  images_per_step: int = 64
+  # Seed of the fixed TIA negatives (the retrieval candidates have their own, data.seed).
+  seed: int = 2020
+  # Where results.json and the TensorBoard text go; empty = <train.model_dir>/eval.
+  output_dir: str = ""
+  # Seconds between progress lines (pairs done, pairs/s).
+  progress_interval_s: float = 10.0

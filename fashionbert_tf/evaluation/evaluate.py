@@ -1,0 +1,187 @@
+"""`run_evaluation`: the paper's evaluation (section 3.1, Table 1) of a checkpoint or SavedModel.
+
+1. The model: the run's latest checkpoint (rebuilt from `<model_dir>/params.yaml`, restored with
+   `tf.train.Checkpoint(model=...)`), a given checkpoint, or an exported SavedModel.
+2. The pairs (`retrieval.py`): TIA pairs of both directions over the validation records, and the
+   saved Rank@K candidate sets (image-to-text: an image against 101 texts; text-to-image: a text
+   against 101 images).
+3. Scoring (`pair_scoring.py`): all pairs in one pass over the validation TFRecords, each image's
+   patch features computed once, texts tokenized once, variable-length batches; progress in pairs/s.
+4. Metrics (`metrics.py`): TIA accuracy per direction, Rank@1/5/10 per direction (ties count
+   against the ground truth).
+5. Output: a table laid out like the paper's Table 1, `<output_dir>/results.json` (default
+   `<model_dir>/eval/`), and the table as TensorBoard text (plus each number as a scalar).
+"""
+
+import json
+import os
+import re
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from fashionbert_tf.data import candidates as candidates_lib
+from fashionbert_tf.data import pipeline
+from fashionbert_tf.data import records
+from fashionbert_tf.data import tokenization
+from fashionbert_tf.evaluation import metrics
+from fashionbert_tf.evaluation import pair_scoring
+from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import retrieval
+from fashionbert_tf.evaluation import scoring
+
+RESULTS_FILE = "results.json"
+DIRECTION_TITLES = {"image_to_text": "Image-to-Text", "text_to_image": "Text-to-Image"}
+
+
+def output_dir(config):
+  return config.eval.output_dir or os.path.join(config.train.model_dir, "eval")
+
+
+def read_record_table(file_pattern):
+  """`retrieval.RecordTable` of the validation records (text fields only; images not decoded)."""
+  columns = {"record_id": [], "product_id": [], "description": [], "group": []}
+  for _, _, batch in records.iterate_parsed_batches(file_pattern):
+    columns["record_id"].extend(batch["record_id"].tolist())
+    columns["product_id"].extend(batch["product_id"].tolist())
+    columns["description"].extend(d.decode("utf-8") for d in batch["description"])
+    columns["group"].extend(zip((c.decode("utf-8") for c in batch["category"]),
+                                (s.decode("utf-8") for s in batch["subcategory"])))
+  return retrieval.RecordTable(record_id=np.array(columns["record_id"], np.int64),
+                               product_id=np.array(columns["product_id"], np.int64),
+                               description=columns["description"], group=columns["group"])
+
+
+def _checkpoint_step(path):
+  match = re.search(r"ckpt-(\d+)$", path or "")
+  return int(match.group(1)) if match else 0
+
+
+def build_scorer(config, checkpoint=None, saved_model=None):
+  """(PairScorer, description dict, whether the model reads precomputed features)."""
+  if saved_model:
+    scorer = scoring.SavedModelPairScorer(saved_model)
+    source = {"saved_model": saved_model}
+    precomputed = config.model.use_precomputed_features
+  else:
+    model, path, model_config = restore.restore_model(config, checkpoint)
+    scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model))
+    source = {"checkpoint": path, "step": _checkpoint_step(path),
+              "num_layers": int(model.encoder.get_config()["num_layers"])}
+    precomputed = model_config.use_precomputed_features
+  return scorer, source, precomputed
+
+
+def format_table(results, ks):
+  """The results laid out like the paper's Table 1 (percentages)."""
+  header = ["Evaluation", "Accuracy"] + [f"Rank@{k}" for k in ks]
+  rows = []
+  for direction in retrieval.DIRECTIONS:
+    numbers = results[direction]
+    rows.append([DIRECTION_TITLES[direction], f"{100 * numbers['accuracy']:.2f}%"]
+                + [f"{100 * numbers[f'rank@{k}']:.2f}%" for k in ks])
+  widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+  lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+           for row in [header] + rows]
+  return "\n".join(lines)
+
+
+def format_markdown_table(results, ks):
+  header = ["Evaluation", "Accuracy"] + [f"Rank@{k}" for k in ks]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for direction in retrieval.DIRECTIONS:
+    numbers = results[direction]
+    cells = [DIRECTION_TITLES[direction], f"{100 * numbers['accuracy']:.2f}%"]
+    cells += [f"{100 * numbers[f'rank@{k}']:.2f}%" for k in ks]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_outputs(results, table_markdown, directory, step):
+  """results.json and TensorBoard text + scalars in `directory`; returns the JSON path."""
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, RESULTS_FILE)
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  writer = tf.summary.create_file_writer(directory)
+  with writer.as_default():
+    tf.summary.text("evaluation/table", table_markdown, step=step)
+    for direction in retrieval.DIRECTIONS:
+      for name, value in results[direction].items():
+        if isinstance(value, float):
+          tf.summary.scalar(f"evaluation/{direction}/{name}", value, step=step)
+    tf.summary.scalar("evaluation/tia_accuracy", results["tia_accuracy"], step=step)
+  writer.flush()
+  writer.close()
+  return path
+
+
+def run_evaluation(config, checkpoint=None, saved_model=None):
+  """Evaluates per the module docstring and returns the results dict.
+
+  Args:
+    config: ExperimentConfig (data paths, `eval` settings, `train.model_dir`).
+    checkpoint: checkpoint prefix or folder; None = latest in `train.model_dir`.
+    saved_model: path of an exported SavedModel version folder; used instead of a checkpoint.
+
+  Returns:
+    {"image_to_text": {"accuracy", "rank@1", "rank@5", "rank@10", "num_queries",
+                       "num_candidates", "num_tia_pairs"}, "text_to_image": {...},
+     "tia_accuracy": float, "scoring": {pairs, distinct_pairs, images, texts, seconds,
+     pairs_per_second}, "source": {...}, "results_file": path}
+    Every accuracy and Rank@K is a fraction in [0, 1].
+  """
+  ks = [int(k) for k in config.eval.rank_ks]
+  scorer, source, precomputed = build_scorer(config, checkpoint, saved_model)
+  file_pattern = pipeline.split_file_pattern(config.data, "validation",
+                                             image_mode=not precomputed)
+  table = read_record_table(file_pattern)
+  logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
+  tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs)
+  candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
+  retrieval_plans = retrieval.plan_retrieval(candidate_sets, table)
+
+  # One list of pairs for everything: TIA of both directions, then both retrieval grids.
+  parts = [(plan.text_ids, plan.image_ids) for plan in tia_plans.values()]
+  parts += [(plan.text_ids.reshape(-1), plan.image_ids.reshape(-1))
+            for plan in retrieval_plans.values()]
+  sizes = [len(text_ids) for text_ids, _ in parts]
+  probabilities, stats = pair_scoring.score_pairs(
+      scorer, table, tokenization.build_tokenizer(config.data),
+      np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+      file_pattern, precomputed=precomputed, max_text_length=config.data.max_text_length,
+      batch_size=config.eval.batch_size, images_per_step=config.eval.images_per_step,
+      progress_interval=config.eval.progress_interval_s)
+  pieces = np.split(probabilities, np.cumsum(sizes)[:-1])
+
+  results = {"source": source, "scoring": stats, "candidates_file": config.data.candidates_file,
+             "validation_records": len(table)}
+  all_probabilities, all_labels = [], []
+  for i, (direction, plan) in enumerate(tia_plans.items()):
+    tia_probability = pieces[i]
+    retrieval_plan = retrieval_plans[direction]
+    grid = pieces[len(tia_plans) + i].reshape(retrieval_plan.text_ids.shape)
+    numbers = {"accuracy": metrics.tia_accuracy(tia_probability, plan.labels)}
+    numbers.update({f"rank@{k}": value for k, value in metrics.rank_at_k(
+        grid, retrieval_plan.ground_truth_index, ks).items()})
+    numbers.update({"num_queries": int(grid.shape[0]), "num_candidates": int(grid.shape[1]),
+                    "num_tia_pairs": int(len(plan.labels)),
+                    "tia_negative_pools": plan.negative_pools})
+    results[direction] = numbers
+    # Positives are the same pairs in both directions: count them once overall.
+    keep = plan.labels == 0 if i else np.ones_like(plan.labels, bool)
+    all_probabilities.append(tia_probability[keep])
+    all_labels.append(plan.labels[keep])
+  results["tia_accuracy"] = metrics.tia_accuracy(np.concatenate(all_probabilities),
+                                                 np.concatenate(all_labels))
+
+  table_text = format_table(results, ks)
+  print(f"\nFashionBERT evaluation ({source}):\n{table_text}\n"
+        f"TIA accuracy over all {sum(len(l) for l in all_labels)} pairs: "
+        f"{100 * results['tia_accuracy']:.2f}%; scored {stats['distinct_pairs']} distinct pairs at "
+        f"{stats['pairs_per_second']:.1f} pairs/s", flush=True)
+  results["results_file"] = write_outputs(
+      results, format_markdown_table(results, ks), output_dir(config), source.get("step", 0))
+  logging.info("evaluation results -> %s", results["results_file"])
+  return results
