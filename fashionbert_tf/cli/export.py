@@ -1,0 +1,42 @@
+"""`fashionbert export`: a SavedModel for TF Serving under `<export_dir>/<version>/`.
+
+  fashionbert export --config configs/toy.yaml --export_dir exports/toy
+  fashionbert export --config configs/toy.yaml --checkpoint runs/toy/ckpt-2000 \
+      --export_dir exports/toy --version 2
+
+Signatures `serving_default` (text, image bytes -> match_probability) and `score_features`
+(token ids + precomputed patch features -> match_probability); see fashionbert_tf/serving/README.md.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from fashionbert_tf.cli import common_flags
+from fashionbert_tf.serving import export
+
+CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None,
+    "Checkpoint prefix (runs/x/ckpt-N) or folder; default: the latest in train.model_dir.")
+EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", "exports/fashionbert",
+    "Base path of the servable; the version folder is created below it (TF Serving layout).")
+VERSION = flags.DEFINE_integer(
+    "version", None, "Version number (positive); default: seconds since the epoch.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = common_flags.config_from_flags()
+  path = export.export_saved_model(config, EXPORT_DIR.value, checkpoint=CHECKPOINT.value,
+                                   version=VERSION.value)
+  print(f"SavedModel for TF Serving: {path}\n"
+        f"  inspect: saved_model_cli show --dir {path} --all\n"
+        f"  serve:   tensorflow_model_server --rest_api_port=8501 --model_name=fashionbert "
+        f"--model_base_path={EXPORT_DIR.value}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,161 @@
+"""`fashionbert evaluate` end to end on tiny toy data: checkpoint, SavedModel, CLI, bad input.
+
+The data engineer's toy generator and prepare-data write a tiny validation split (14 products);
+a tiny FashionBERT (2 layers, hidden 32, linear backbone) is saved as a training run would save it
+(params.yaml + CheckpointManager over tf.train.Checkpoint(model=..., step=...)).
+"""
+
+import json
+import os
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.modeling.hyperparams import params_dict
+
+from fashionbert_tf import experiment_config
+from fashionbert_tf.data import candidates as candidates_lib
+from fashionbert_tf.data import prepare
+from fashionbert_tf.data import tokenization
+from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.evaluation import evaluate
+from fashionbert_tf.evaluation import metrics
+from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import model_builder
+from fashionbert_tf.serving import export
+
+STEP = 7
+
+
+def overrides(root):
+  return [
+      "model.encoder_format=none,model.num_layers=2,model.hidden_size=32,"
+      "model.num_attention_heads=2,model.intermediate_size=64,model.backbone=linear,"
+      "model.feature_dim=16",
+      f"data.train_hdf5={root}/train.h5,data.validation_hdf5={root}/validation.h5,"
+      f"data.tfrecord_dir={root}/tfrecords,data.candidates_file={root}/tfrecords/candidates.json,"
+      "data.num_text_queries=5,data.num_image_queries=6,data.num_candidates=10,data.num_shards=2",
+      f"train.model_dir={root}/run,eval.batch_size=24,eval.images_per_step=8",
+  ]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("eval"))
+  toy_fashiongen.make_toy_fashiongen(f"{root}/train.h5", f"{root}/validation.h5",
+                                     num_train_products=4, num_validation_products=14, seed=3,
+                                     num_empty_descriptions=0)
+  config = experiment_config.load_config(None, overrides(root))
+  prepare.prepare_dataset(config.data)
+  model = model_builder.build_fashionbert(config.model)
+  os.makedirs(config.train.model_dir)
+  params_dict.save_params_dict_to_yaml(config, os.path.join(config.train.model_dir,
+                                                            "params.yaml"))
+  checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
+  tf.train.CheckpointManager(checkpoint, config.train.model_dir, 2).save(checkpoint_number=STEP)
+  return {"root": root, "config": config, "model": model}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_results(run):
+  return evaluate.run_evaluation(run["config"])
+
+
+def test_evaluation_writes_table_json_and_tensorboard(run, checkpoint_results, capsys):
+  results = checkpoint_results
+  assert results["source"]["checkpoint"].endswith(f"ckpt-{STEP}")
+  for direction in ("image_to_text", "text_to_image"):
+    numbers = results[direction]
+    for key in ("accuracy", "rank@1", "rank@5", "rank@10"):
+      assert 0.0 <= numbers[key] <= 1.0, (direction, key)
+    assert numbers["num_candidates"] == 11
+    assert numbers["rank@1"] <= numbers["rank@5"] <= numbers["rank@10"]
+  assert results["image_to_text"]["num_queries"] == 6
+  assert results["text_to_image"]["num_queries"] == 5
+  eval_dir = os.path.join(run["config"].train.model_dir, "eval")
+  with open(os.path.join(eval_dir, "results.json"), encoding="utf-8") as f:
+    saved = json.load(f)
+  assert saved["image_to_text"]["rank@5"] == results["image_to_text"]["rank@5"]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(eval_dir))
+  table = evaluate.format_table(results, [1, 5, 10]).splitlines()
+  assert table[0].split() == ["Evaluation", "Accuracy", "Rank@1", "Rank@5", "Rank@10"]
+  assert table[1].startswith("Image-to-Text") and table[2].startswith("Text-to-Image")
+  assert all(cell.endswith("%") for line in table[1:] for cell in line.split()[1:])
+
+
+def test_reused_features_give_the_scores_of_pair_by_pair_scoring(run, checkpoint_results):
+  """Rank@K recomputed from a brute-force score grid (each pair scored alone) is the same."""
+  config, model = run["config"], run["model"]
+  candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
+  table = evaluate.read_record_table(
+      os.path.join(config.data.tfrecord_dir, "validation-?????-of-?????.tfrecord"))
+  images = {}
+  from fashionbert_tf.data import records  # pylint: disable=g-import-not-at-top
+  for record in records.read_records(config.data.tfrecord_dir + "/validation-*"):
+    images[int(record["record_id"])] = record["image"].numpy()
+  tokenizer = tokenization.build_tokenizer(config.data)
+  scorer = scoring.KerasPairScorer(model, feature_dim=16)  # one pair per model call
+  texts, features = {}, {}
+
+  def score(text_record, image_record):
+    text = table.description_of(text_record)
+    if text not in texts:
+      texts[text] = tokenization.text_to_model_inputs(tokenizer, tf.constant([text]))
+    if image_record not in features:
+      features[image_record] = scorer.patch_features(images[image_record][None])
+    return float(scorer.match_probability(*texts[text], features[image_record])[0])
+
+  for direction in ("image_to_text", "text_to_image"):
+    entries = candidate_sets[direction]
+    grid = np.array([[score(c, e["query"]) if direction == "image_to_text" else score(e["query"], c)
+                      for c in e["candidates"]] for e in entries])
+    truth = np.array([e["ground_truth_index"] for e in entries])
+    expected = metrics.rank_at_k(grid, truth, (1, 5, 10))
+    for k in (1, 5, 10):
+      assert checkpoint_results[direction][f"rank@{k}"] == pytest.approx(expected[k]), direction
+
+
+def test_saved_model_evaluation_matches_the_checkpoint(run, checkpoint_results):
+  config = run["config"]
+  path = export.export_saved_model(config, os.path.join(run["root"], "exports"), version=1)
+  saved_config = experiment_config.load_config(
+      None, overrides(run["root"]) + [f"eval.output_dir={run['root']}/eval_saved_model"])
+  results = evaluate.run_evaluation(saved_config, saved_model=path)
+  assert os.path.exists(os.path.join(run["root"], "eval_saved_model", "results.json"))
+  for direction in ("image_to_text", "text_to_image"):
+    for key in ("accuracy", "rank@1", "rank@5", "rank@10"):
+      assert results[direction][key] == pytest.approx(checkpoint_results[direction][key])
+  assert results["tia_accuracy"] == pytest.approx(checkpoint_results["tia_accuracy"])
+
+
+def test_cli_evaluate_prints_the_table(run, capsys):
+  from fashionbert_tf.cli import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  root = run["root"]
+  argv = ["fashionbert evaluate", "--config="]
+  argv += [f"--params_override={o}" for o in overrides(root)]
+  argv += [f"--params_override=eval.output_dir={root}/eval_cli,eval.max_tia_pairs=10",
+           f"--checkpoint={run['config'].train.model_dir}"]
+  flags.FLAGS.unparse_flags()
+  try:
+    evaluate_cli.main(flags.FLAGS(argv))
+  finally:
+    flags.FLAGS.unparse_flags()
+  printed = capsys.readouterr().out
+  assert "Image-to-Text" in printed and "Text-to-Image" in printed and "Rank@10" in printed
+  with open(os.path.join(root, "eval_cli", "results.json"), encoding="utf-8") as f:
+    results = json.load(f)
+  assert results["image_to_text"]["num_tia_pairs"] == 10
+
+
+def test_stale_candidate_file_is_a_clear_error(run):
+  config = run["config"]
+  candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
+  candidate_sets["text_to_image"][2]["candidates"][4] = 999999
+  path = os.path.join(run["root"], "stale_candidates.json")
+  candidates_lib.save_candidates(candidate_sets, path)
+  stale = experiment_config.load_config(None, overrides(run["root"]) + [
+      f"data.candidates_file={path},eval.output_dir={run['root']}/eval_stale"])
+  with pytest.raises(ValueError, match="text_to_image query 2 names record 999999"):
+    evaluate.run_evaluation(stale)
