@@ -185,8 +185,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
                                                        max_pieces)
     examples = masker(word_pieces, mask_seed)
     ids = examples.pop("input_word_ids")
-    # Dense [E, longest in chunk] + each text's length; `trim` cuts every example to its own length
-    # after unbatching, so bucketing sees true lengths.
+    # Dense [E, longest in chunk] + each text's length: bucketing uses the true length, and
+    # `trim` cuts each batch to its own longest text.
     examples["input_word_ids"] = ids.to_tensor(0)
     examples["text_length"] = tf.cast(ids.row_lengths(), tf.int32)
     num_examples = tf.shape(pairs["tia_label"])[0]
@@ -200,24 +200,26 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
 
   dataset = dataset.enumerate().map(make_examples, num_parallel_calls=AUTOTUNE,
                                     deterministic=True)
-  @tf.autograph.experimental.do_not_convert
-  def trim(example):
-    length = example.pop("text_length")
-    ids = example["input_word_ids"][:length]
-    example["input_word_ids"] = ids
-    example["input_mask"] = tf.ones_like(ids)
-    example["input_type_ids"] = tf.zeros_like(ids)
-    return example
-
-  dataset = dataset.unbatch().map(trim, num_parallel_calls=AUTOTUNE, deterministic=True)
   boundaries = sorted(b for b in data_config.length_bucket_boundaries
                       if 0 < b <= data_config.max_text_length)
-  dataset = dataset.bucket_by_sequence_length(
+  dataset = dataset.unbatch().bucket_by_sequence_length(
       element_length_func=tf.autograph.experimental.do_not_convert(
-          lambda example: tf.shape(example["input_word_ids"])[0]),
+          lambda example: example["text_length"]),
       bucket_boundaries=[b + 1 for b in boundaries],     # bucket i: length < boundaries[i] + 1
       bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
       pad_to_bucket_boundary=False, drop_remainder=drop_remainder)
+
+  @tf.autograph.experimental.do_not_convert
+  def trim(batch):
+    """Cuts the batch to its own longest text (elements came padded to their chunk's longest)."""
+    lengths = batch.pop("text_length")
+    longest = tf.reduce_max(lengths)
+    batch["input_word_ids"] = batch["input_word_ids"][:, :longest]
+    batch["input_mask"] = tf.sequence_mask(lengths, longest, dtype=tf.int32)
+    batch["input_type_ids"] = tf.zeros_like(batch["input_word_ids"])
+    return batch
+
+  dataset = dataset.map(trim, num_parallel_calls=AUTOTUNE, deterministic=True)
   options = tf.data.Options()
   options.deterministic = True
   dataset = dataset.with_options(options)
