@@ -14,7 +14,9 @@ shards with the plain `tf.train.Example` schema every other part of this project
 writer with the same streaming is simpler and has no hidden downloads.
 """
 
+import concurrent.futures
 import glob
+import itertools
 import json
 import os
 import time
@@ -63,17 +65,25 @@ def convert_split(hdf5_path, directory, split, num_shards, image_format="png", j
   progress = _Progress(f"{split} ({os.path.basename(hdf5_path)})", num_rows)
   metadata = []
   bounds = [num_rows * i // num_shards for i in range(num_shards + 1)]
-  for shard in range(num_shards):
-    path = records.shard_path(directory, split, shard, num_shards)
-    with tf.io.TFRecordWriter(path + ".tmp") as writer:
-      for row in fashiongen_hdf5.iterate_rows(hdf5_path, chunk_size, on_bad_description, report,
-                                              start=bounds[shard], stop=bounds[shard + 1]):
-        image_bytes = records.encode_image(row["image"], image_format, jpeg_quality)
-        writer.write(records.make_example(row, image_bytes).SerializeToString())
-        metadata.append({key: row[key] for key in
-                         ("record_id", "product_id", "category", "subcategory")})
-        progress.update(report.num_rows)
-    os.replace(path + ".tmp", path)
+  # Image encoding (the slow part) runs on a few threads; rows are written in source order.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    for shard in range(num_shards):
+      path = records.shard_path(directory, split, shard, num_shards)
+      rows = fashiongen_hdf5.iterate_rows(hdf5_path, chunk_size, on_bad_description, report,
+                                          start=bounds[shard], stop=bounds[shard + 1])
+      with tf.io.TFRecordWriter(path + ".tmp") as writer:
+        while True:
+          chunk = list(itertools.islice(rows, 64))
+          if not chunk:
+            break
+          encoded = pool.map(
+              lambda row: records.encode_image(row["image"], image_format, jpeg_quality), chunk)
+          for row, image_bytes in zip(chunk, encoded):
+            writer.write(records.make_example(row, image_bytes).SerializeToString())
+            metadata.append({key: row[key] for key in
+                             ("record_id", "product_id", "category", "subcategory")})
+          progress.update(report.num_rows)
+      os.replace(path + ".tmp", path)
   progress.update(report.num_rows, force=True)
   return report, metadata
 
