@@ -169,14 +169,17 @@ def test_long_texts_are_truncated_by_whole_words_and_counted(toy_data_config, tm
   sampler = pairing.NegativeSampler.from_records(path)
   assert pipeline.log_truncation(tokenizer, sampler, 448) == 1
   full = tokenizer.tokenize(descriptions).merge_dims(1, 2).to_list()
+  # Without masking (as TIA evaluation reads pairs): plain `[CLS] text [SEP]`, no masked_* keys.
   dataset = pipeline.build_pretraining_dataset(toy_data_config, "train", 2, repeat=False,
-                                               file_pattern=path)
+                                               file_pattern=path, masking_enabled=False)
+  assert set(dataset.element_spec) == {"input_word_ids", "input_mask", "input_type_ids",
+                                       "image", "tia_label"}
   lengths = []
   for batch in dataset:
     batch = {k: v.numpy() for k, v in batch.items()}
     assert batch["input_word_ids"].shape[1] <= contract.MAX_TEXT_LENGTH
     for row in range(len(batch["tia_label"])):
-      text = _original_ids(batch, row)
+      text = tuple(batch["input_word_ids"][row][:batch["input_mask"][row].sum()])
       body = list(text[1:-1])
       lengths.append(len(text))
       if len(body) > 100:

@@ -5,7 +5,8 @@ dicts with exactly these keys, the model (`fashionbert_tf.modeling`) consumes th
 evaluation and serving code builds the same dicts for scoring.
 
 Shapes, with B = batch size, T = the batch's own longest text (<= `MAX_TEXT_LENGTH`, padded to it,
-not to 448), P = masked-LM slots, M = masked-patch slots, D = patch feature size (2048 in the paper):
+not to 448), P = masked-LM slots (`data.max_predictions_per_seq`, fixed), M = masked-patch slots
+(ceil(64 * `data.patch_mask_rate`) = 7, fixed), D = patch feature size (2048 in the paper):
 
   input_word_ids         int32   [B, T]   `[CLS] text [SEP]` WordPiece ids, 0-padded; masked
                                           positions hold the replacement id (80% [MASK], 10% random,

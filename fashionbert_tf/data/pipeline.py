@@ -82,7 +82,7 @@ def log_truncation(tokenizer, sampler, max_text_length):
 def build_pretraining_dataset(data_config, split, global_batch_size=None, input_context=None,
                               image_mode=True, repeat=None, shuffle=None, drop_remainder=False,
                               file_pattern=None, feature_dim=None, batch_size=None,
-                              tokenizer=None):
+                              tokenizer=None, masking_enabled=True):
   """A `tf.data.Dataset` of pretraining batches exactly per `data/contract.py`.
 
   Args:
@@ -101,6 +101,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
     feature_dim: D in feature mode (default: read from the first record).
     batch_size: per-replica batch size, instead of global_batch_size.
     tokenizer: a `tokenization.FashionBertTokenizer` (default: built from data_config).
+    masking_enabled: False -> no MLM / MPM masking and no masked_* keys (e.g. TIA evaluation on
+      intact text and images); input_word_ids are then the plain `[CLS] text [SEP]`.
 
   Returns:
     Dataset of dicts: input_word_ids, input_mask, input_type_ids int32 [B, T];
@@ -183,16 +185,21 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
                                negative_ratio, pair_seed)
     word_pieces, _ = tokenization.truncate_whole_words(tokenizer.tokenize(pairs["text"]),
                                                        max_pieces)
-    examples = masker(word_pieces, mask_seed)
+    if masking_enabled:
+      examples = masker(word_pieces, mask_seed)
+    else:
+      examples = {"input_word_ids": tokenization.add_special_tokens(
+          tf.cast(word_pieces.merge_dims(1, 2), tf.int32), tokenizer.cls_id, tokenizer.sep_id)}
     ids = examples.pop("input_word_ids")
     # Dense [E, longest in chunk] + each text's length: bucketing uses the true length, and
     # `trim` cuts each batch to its own longest text.
     examples["input_word_ids"] = ids.to_tensor(0)
     examples["text_length"] = tf.cast(ids.row_lengths(), tf.int32)
-    num_examples = tf.shape(pairs["tia_label"])[0]
-    (examples["masked_patch_positions"],
-     examples["masked_patch_weights"]) = masking.mask_patches(num_examples, patch_seed,
-                                                              patch_mask_rate)
+    if masking_enabled:
+      num_examples = tf.shape(pairs["tia_label"])[0]
+      (examples["masked_patch_positions"],
+       examples["masked_patch_weights"]) = masking.mask_patches(num_examples, patch_seed,
+                                                                patch_mask_rate)
     examples[contract.LABEL_KEY] = pairs["tia_label"]
     visual_key = contract.IMAGE_KEY if image_mode else contract.FEATURES_KEY
     examples[visual_key] = tf.gather(chunk[visual_key], pairs["image_index"])
