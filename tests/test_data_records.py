@@ -136,3 +136,17 @@ def test_prepare_replaces_stale_shards_and_candidates(toy_data_config, tmp_path)
   with open(os.path.join(config.tfrecord_dir, "dataset_info.json")) as handle:
     assert json.load(handle)["num_shards"] == 1
   shutil.rmtree(config.tfrecord_dir)
+
+
+def test_feature_shards_are_found_where_the_precompute_tool_writes_them(toy_data_config,
+                                                                        tmp_path):
+  config = toy_data_config.replace(tfrecord_dir=str(tmp_path / "tfrecords"))
+  assert pipeline.split_file_pattern(config, "train", image_mode=False) == (
+      records.split_file_pattern(config.tfrecord_dir, "train"))
+  os.makedirs(str(tmp_path / "tfrecords_features"))
+  open(records.shard_path(str(tmp_path / "tfrecords_features"), "train", 0, 1), "w").close()
+  assert pipeline.split_file_pattern(config, "train", image_mode=False) == (
+      records.split_file_pattern(str(tmp_path / "tfrecords_features"), "train"))
+  explicit = config.replace(features_tfrecord_dir=str(tmp_path / "elsewhere"))
+  assert pipeline.split_file_pattern(explicit, "validation", image_mode=False) == (
+      records.split_file_pattern(str(tmp_path / "elsewhere"), "validation"))

@@ -18,7 +18,8 @@ class DataConfig(base_config.Config):
   tfrecord_dir: str = "data/toy/tfrecords"
   num_shards: int = 4
   # Shards with the extra `patch_features` feature (tools/precompute_patch_features.py), read when
-  # model.use_precomputed_features is true; empty = `<tfrecord_dir>/patch_features`.
+  # model.use_precomputed_features is true; empty = `<tfrecord_dir>_features` if it has shards,
+  # else tfrecord_dir itself (see data/pipeline.py features_dir).
   features_tfrecord_dir: str = ""
   # How prepare-data encodes images in the TFRecords: "png" (lossless) or "jpeg" (smaller, lossy).
   image_format: str = "png"

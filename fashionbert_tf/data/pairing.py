@@ -17,6 +17,7 @@ of its poses; the first record's is used) in a lookup table built once from the 
 """
 
 import collections
+import os
 
 from absl import logging
 import numpy as np
@@ -66,8 +67,13 @@ class NegativeSampler:
 
   @classmethod
   def from_records(cls, file_pattern):
-    """Scans the TFRecords of `file_pattern` once (cached per pattern); errors name file+record."""
-    key = str(file_pattern)
+    """Scans the TFRecords of `file_pattern` once; errors name file + record.
+
+    Cached per pattern and per the files' (name, mtime, size), so rewritten shards are re-read.
+    """
+    key = (str(file_pattern),) + tuple(
+        (path, os.path.getmtime(path), os.path.getsize(path))
+        for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
       first = collections.OrderedDict()
       for _, _, batch in records.iterate_parsed_batches(file_pattern):

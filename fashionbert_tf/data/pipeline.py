@@ -40,17 +40,26 @@ from fashionbert_tf.data import tokenization
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def features_dir(data_config):
-  """Folder of the shards with precomputed `patch_features` (see DataConfig)."""
-  return data_config.features_tfrecord_dir or os.path.join(data_config.tfrecord_dir,
-                                                           "patch_features")
+def features_dir(data_config, split="train"):
+  """Folder of the shards that carry precomputed `patch_features`.
+
+  `data.features_tfrecord_dir` when set; else `<data.tfrecord_dir>_features` (the default output of
+  tools/precompute_patch_features.py) when it holds the split's shards; else `data.tfrecord_dir`
+  itself (the tool's documented alternative: point data.tfrecord_dir at its output).
+  """
+  if data_config.features_tfrecord_dir:
+    return data_config.features_tfrecord_dir
+  sibling = data_config.tfrecord_dir.rstrip("/") + "_features"
+  if tf.io.gfile.glob(records.split_file_pattern(sibling, split)):
+    return sibling
+  return data_config.tfrecord_dir
 
 
 def split_file_pattern(data_config, split, image_mode=True):
   """Glob pattern of a split's shards: image shards, or the feature copies when not image_mode."""
   if split not in records.SPLITS:
     raise ValueError(f"split must be one of {records.SPLITS}, got {split!r}")
-  directory = data_config.tfrecord_dir if image_mode else features_dir(data_config)
+  directory = data_config.tfrecord_dir if image_mode else features_dir(data_config, split)
   return records.split_file_pattern(directory, split)
 
 
