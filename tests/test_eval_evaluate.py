@@ -80,9 +80,11 @@ def test_evaluation_writes_table_json_and_tensorboard(run, checkpoint_results, c
   assert saved["image_to_text"]["rank@5"] == results["image_to_text"]["rank@5"]
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(eval_dir))
   table = evaluate.format_table(results, [1, 5, 10]).splitlines()
-  assert table[0].split() == ["Evaluation", "Accuracy", "Rank@1", "Rank@5", "Rank@10"]
+  assert table[0].split() == ["Evaluation", "Approach", "Accuracy", "Rank@1", "Rank@5",
+                              "Rank@10"]
   assert table[1].startswith("Image-to-Text") and table[2].startswith("Text-to-Image")
-  assert all(cell.endswith("%") for line in table[1:] for cell in line.split()[1:])
+  assert all(line.split()[1] == "FashionBERT-2L" for line in table[1:])
+  assert all(cell.endswith("%") for line in table[1:] for cell in line.split()[2:])
 
 
 def test_reused_features_give_the_scores_of_pair_by_pair_scoring(run, checkpoint_results):
@@ -117,9 +119,24 @@ def test_reused_features_give_the_scores_of_pair_by_pair_scoring(run, checkpoint
       assert checkpoint_results[direction][f"rank@{k}"] == pytest.approx(expected[k]), direction
 
 
-def test_saved_model_evaluation_matches_the_checkpoint(run, checkpoint_results):
-  config = run["config"]
-  path = export.export_saved_model(config, os.path.join(run["root"], "exports"), version=1)
+def run_cli(module, argv):
+  flags.FLAGS.unparse_flags()
+  try:
+    module.main(flags.FLAGS(argv))
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_saved_model_evaluation_matches_the_checkpoint(run, checkpoint_results, capsys):
+  """`fashionbert export` of the run's latest checkpoint, then evaluate the SavedModel."""
+  from fashionbert_tf.cli import export as export_cli  # pylint: disable=g-import-not-at-top
+  export_dir = os.path.join(run["root"], "exports")
+  run_cli(export_cli, ["fashionbert export", "--config=", "--version=1",
+                       f"--export_dir={export_dir}"]
+          + [f"--params_override={o}" for o in overrides(run["root"])])
+  path = os.path.join(export_dir, "1")
+  assert f"saved_model_cli show --dir {path} --all" in capsys.readouterr().out
+  assert os.path.exists(os.path.join(path, export.PARAMS_COPY))
   saved_config = experiment_config.load_config(
       None, overrides(run["root"]) + [f"eval.output_dir={run['root']}/eval_saved_model"])
   results = evaluate.run_evaluation(saved_config, saved_model=path)
@@ -137,11 +154,7 @@ def test_cli_evaluate_prints_the_table(run, capsys):
   argv += [f"--params_override={o}" for o in overrides(root)]
   argv += [f"--params_override=eval.output_dir={root}/eval_cli,eval.max_tia_pairs=10",
            f"--checkpoint={run['config'].train.model_dir}"]
-  flags.FLAGS.unparse_flags()
-  try:
-    evaluate_cli.main(flags.FLAGS(argv))
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_cli(evaluate_cli, argv)
   printed = capsys.readouterr().out
   assert "Image-to-Text" in printed and "Text-to-Image" in printed and "Rank@10" in printed
   with open(os.path.join(root, "eval_cli", "results.json"), encoding="utf-8") as f:

@@ -20,7 +20,7 @@ def test_ground_truth_first_and_last_column():
 
 
 def test_ties_count_against_the_ground_truth():
-  # All equal: every other candidate ties, so the ground truth is last (rank C), first or last column.
+  # All equal: every other candidate ties, so the ground truth is last (rank C), in any column.
   flat = np.full((2, 5), 0.5)
   np.testing.assert_array_equal(metrics.ground_truth_ranks(flat, [0, 4]), [5, 5])
   assert metrics.rank_at_k(flat, [0, 4], ks=(1, 4, 5)) == {1: 0.0, 4: 0.0, 5: 1.0}

@@ -15,9 +15,11 @@ from absl import logging
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.evaluation import evaluate
 
-CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None,
-    "Checkpoint prefix (runs/x/ckpt-N) or folder; default: the latest in train.model_dir.")
+# Shared by `evaluate` and `export` (both may be imported in one process, e.g. by tests).
+if "checkpoint" not in flags.FLAGS:
+  flags.DEFINE_string(
+      "checkpoint", None,
+      "Checkpoint prefix (runs/x/ckpt-N) or folder; default: the latest in train.model_dir.")
 SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None,
     "Evaluate an exported SavedModel version folder (<export_dir>/<version>) instead of a "
@@ -27,11 +29,12 @@ SAVED_MODEL = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if CHECKPOINT.value and SAVED_MODEL.value:
+  if flags.FLAGS.checkpoint and SAVED_MODEL.value:
     raise app.UsageError("give --checkpoint or --saved_model, not both")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  evaluate.run_evaluation(config, checkpoint=CHECKPOINT.value, saved_model=SAVED_MODEL.value)
+  evaluate.run_evaluation(config, checkpoint=flags.FLAGS.checkpoint,
+                          saved_model=SAVED_MODEL.value)
 
 
 if __name__ == "__main__":

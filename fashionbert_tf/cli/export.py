@@ -8,6 +8,8 @@ Signatures `serving_default` (text, image bytes -> match_probability) and `score
 (token ids + precomputed patch features -> match_probability); see fashionbert_tf/serving/README.md.
 """
 
+import os
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -15,9 +17,11 @@ from absl import logging
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.serving import export
 
-CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None,
-    "Checkpoint prefix (runs/x/ckpt-N) or folder; default: the latest in train.model_dir.")
+# Shared by `evaluate` and `export` (both may be imported in one process, e.g. by tests).
+if "checkpoint" not in flags.FLAGS:
+  flags.DEFINE_string(
+      "checkpoint", None,
+      "Checkpoint prefix (runs/x/ckpt-N) or folder; default: the latest in train.model_dir.")
 EXPORT_DIR = flags.DEFINE_string(
     "export_dir", "exports/fashionbert",
     "Base path of the servable; the version folder is created below it (TF Serving layout).")
@@ -30,12 +34,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  path = export.export_saved_model(config, EXPORT_DIR.value, checkpoint=CHECKPOINT.value,
+  path = export.export_saved_model(config, EXPORT_DIR.value, checkpoint=flags.FLAGS.checkpoint,
                                    version=VERSION.value)
   print(f"SavedModel for TF Serving: {path}\n"
         f"  inspect: saved_model_cli show --dir {path} --all\n"
         f"  serve:   tensorflow_model_server --rest_api_port=8501 --model_name=fashionbert "
-        f"--model_base_path={EXPORT_DIR.value}", flush=True)
+        f"--model_base_path={os.path.abspath(EXPORT_DIR.value)}", flush=True)
 
 
 if __name__ == "__main__":

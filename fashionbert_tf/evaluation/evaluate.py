@@ -73,13 +73,20 @@ def build_scorer(config, checkpoint=None, saved_model=None):
   return scorer, source, precomputed
 
 
+def approach_name(results):
+  """"FashionBERT-2L" etc. (the paper's Approaches column), from the results' source."""
+  num_layers = results.get("source", {}).get("num_layers")
+  return f"FashionBERT-{num_layers}L" if num_layers else "FashionBERT"
+
+
 def format_table(results, ks):
   """The results laid out like the paper's Table 1 (percentages)."""
-  header = ["Evaluation", "Accuracy"] + [f"Rank@{k}" for k in ks]
+  header = ["Evaluation", "Approach", "Accuracy"] + [f"Rank@{k}" for k in ks]
   rows = []
   for direction in retrieval.DIRECTIONS:
     numbers = results[direction]
-    rows.append([DIRECTION_TITLES[direction], f"{100 * numbers['accuracy']:.2f}%"]
+    rows.append([DIRECTION_TITLES[direction], approach_name(results),
+                 f"{100 * numbers['accuracy']:.2f}%"]
                 + [f"{100 * numbers[f'rank@{k}']:.2f}%" for k in ks])
   widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
@@ -88,11 +95,12 @@ def format_table(results, ks):
 
 
 def format_markdown_table(results, ks):
-  header = ["Evaluation", "Accuracy"] + [f"Rank@{k}" for k in ks]
+  header = ["Evaluation", "Approach", "Accuracy"] + [f"Rank@{k}" for k in ks]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for direction in retrieval.DIRECTIONS:
     numbers = results[direction]
-    cells = [DIRECTION_TITLES[direction], f"{100 * numbers['accuracy']:.2f}%"]
+    cells = [DIRECTION_TITLES[direction], approach_name(results),
+             f"{100 * numbers['accuracy']:.2f}%"]
     cells += [f"{100 * numbers[f'rank@{k}']:.2f}%" for k in ks]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -95,6 +95,7 @@ def tia_accuracy(match_probability, labels, threshold=0.5):
     first = np.flatnonzero(np.isnan(match_probability))[0]
     raise ValueError(f"match_probability holds NaN at pair {first}")
   if not np.isin(labels, (0, 1)).all():
-    raise ValueError(f"labels must be 0 or 1, got values {sorted(set(labels.tolist()) - {0, 1})[:5]}")
+    others = sorted(set(labels.tolist()) - {0, 1})[:5]
+    raise ValueError(f"labels must be 0 or 1, got values {others}")
   predicted = (match_probability > threshold).astype(labels.dtype)
   return float(np.mean(predicted == labels))

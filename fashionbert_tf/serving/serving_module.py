@@ -37,7 +37,7 @@ def decode_image(encoded):
   """Encoded image bytes (scalar string) -> uint8 [256, 256, 3].
 
   Decodes JPEG/PNG/BMP/GIF with 3 channels (grayscale is expanded, alpha dropped); an image of
-  another size is resized (bilinear, antialiased) to 256x256, which is what the model was trained on.
+  another size is resized (bilinear, antialiased) to 256x256, the size the model was trained on.
   """
   checks = [tf.debugging.assert_greater(
       tf.strings.length(encoded), 0, message="request field `image`: empty image bytes")]

@@ -153,7 +153,7 @@ def read_warmup_requests(path):
     if not log.HasField("predict_log"):
       raise ValueError(f"{path}: a record is not a predict_log")
     request = log.predict_log.request
-    parsed.append((request.model_spec.signature_name,
-                   {name: tf.make_ndarray(tensor_pb2.TensorProto.FromString(tensor.SerializeToString()))
-                    for name, tensor in request.inputs.items()}))
+    inputs = {name: tf.make_ndarray(tensor_pb2.TensorProto.FromString(tensor.SerializeToString()))
+              for name, tensor in request.inputs.items()}
+    parsed.append((request.model_spec.signature_name, inputs))
   return parsed
