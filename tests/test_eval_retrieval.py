@@ -55,6 +55,10 @@ def test_retrieval_grids_put_the_query_on_the_fixed_side():
   np.testing.assert_array_equal(plans["image_to_text"].text_ids, [[20, 10, 31]])
   np.testing.assert_array_equal(plans["text_to_image"].text_ids, [[21, 21, 21]])
   np.testing.assert_array_equal(plans["text_to_image"].image_ids, [[21, 40, 50]])
+  sets["image_to_text"].append({"query": 40, "candidates": [40, 50, 60], "ground_truth_index": 0})
+  assert retrieval.plan_retrieval(sets, table)["image_to_text"].text_ids.shape == (2, 3)
+  assert retrieval.plan_retrieval(sets, table, max_queries=1)["image_to_text"].text_ids.shape == (
+      1, 3)
   sets["text_to_image"][0]["candidates"][1] = 12345
   with pytest.raises(ValueError, match="text_to_image query 0 names record 12345"):
     retrieval.plan_retrieval(sets, table)

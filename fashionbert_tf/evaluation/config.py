@@ -14,6 +14,9 @@ class EvalConfig(base_config.Config):
   # 0 = every test pair for TIA accuracy; n = at most n pairs per direction (the first n // 2
   # records by record_id, each with one positive and one negative; toy demo time budget).
   max_tia_pairs: int = 0
+  # 0 = every saved retrieval query; n = the first n queries of each direction (time budget: each
+  # query costs num_candidates + 1 full encoder passes).
+  max_retrieval_queries: int = 0
   # Images whose patch features are computed (and held in memory) at once while scoring.
   images_per_step: int = 64
   # Seed of the fixed TIA negatives (the retrieval candidates have their own, data.seed).

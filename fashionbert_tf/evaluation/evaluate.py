@@ -148,7 +148,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
   tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs)
   candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
-  retrieval_plans = retrieval.plan_retrieval(candidate_sets, table)
+  retrieval_plans = retrieval.plan_retrieval(candidate_sets, table,
+                                             config.eval.max_retrieval_queries)
 
   # One list of pairs for everything: TIA of both directions, then both retrieval grids.
   parts = [(plan.text_ids, plan.image_ids) for plan in tia_plans.values()]

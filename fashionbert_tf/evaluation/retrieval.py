@@ -148,8 +148,13 @@ def plan_tia(table, seed, max_pairs_per_direction=0):
   return plans
 
 
-def plan_retrieval(candidate_sets, table):
+def plan_retrieval(candidate_sets, table, max_queries=0):
   """Both directions' [Q, C] pair grids from the saved candidate sets (BRIEF contract 4).
+
+  Args:
+    candidate_sets: the dict of `candidates.load_candidates`.
+    table: `RecordTable` of the validation records.
+    max_queries: 0 = all; n = the first n queries of each direction.
 
   Raises:
     ValueError: a query or candidate record is not in the validation records, or the candidate
@@ -158,6 +163,8 @@ def plan_retrieval(candidate_sets, table):
   plans = {}
   for direction in DIRECTIONS:
     entries = candidate_sets[direction]
+    if max_queries:
+      entries = entries[:max_queries]
     if not entries:
       raise ValueError(f"candidate sets: no {direction} queries")
     num_candidates = len(entries[0]["candidates"])
