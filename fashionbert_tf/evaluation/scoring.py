@@ -13,7 +13,6 @@ Two implementations with the same interface: `KerasPairScorer` (a restored `Fash
 signature and its `compute_patch_features` function).
 """
 
-import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
