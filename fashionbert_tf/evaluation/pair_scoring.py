@@ -3,7 +3,8 @@
 Work reuse (the issue: "an image's patch features are computed once per query, not 101 times"):
   - every distinct description is tokenized once (Fashion-Gen repeats a product's description on
     each of its poses, so texts are keyed by their string);
-  - the pairs of all tasks are merged and deduplicated, then grouped by image; the validation
+  - the pairs of all tasks are merged and deduplicated by content (description string, image
+    record), then grouped by image; the validation
     TFRecords are streamed once, in file order, keeping only the records some pair needs as an
     image; for each step of `images_per_step` such images the backbone runs once (or the
     precomputed `patch_features` are read), and every pair of those images is scored;
@@ -112,11 +113,17 @@ def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
   """
   text_ids = np.asarray(text_ids, np.int64)
   image_ids = np.asarray(image_ids, np.int64)
-  pairs, inverse = np.unique(np.stack([text_ids, image_ids], axis=1), axis=0, return_inverse=True)
+  # Pairs are keyed by content: (distinct description, image record). Records whose descriptions
+  # are the same string (a product's poses; look-alike products) give one pair, so equal content
+  # always gets exactly the same score (ties are then real ties, counted against the ground truth).
+  texts = sorted({table.description_of(rid) for rid in np.unique(text_ids)})
+  text_index = {text: i for i, text in enumerate(texts)}
+  text_keys = np.array([text_index[table.description_of(rid)] for rid in text_ids], np.int64)
+  pairs, inverse = np.unique(np.stack([text_keys, image_ids], axis=1), axis=0,
+                             return_inverse=True)
   inverse = inverse.reshape(-1)
-  descriptions = [table.description_of(rid) for rid in pairs[:, 0]]
-  token_ids = tokenize_texts(tokenizer, sorted(set(descriptions)), max_text_length)
-  pair_tokens = [token_ids[d] for d in descriptions]
+  token_ids = tokenize_texts(tokenizer, texts, max_text_length)
+  pair_tokens = [token_ids[texts[key]] for key in pairs[:, 0]]
   pair_lengths = np.array([len(t) for t in pair_tokens])
 
   # Pairs grouped by image record.
