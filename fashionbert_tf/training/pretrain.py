@@ -19,7 +19,6 @@ under the strategy, one step per call), because Keras' `fit` counts epochs from 
 call and cannot resume in the middle of one; `pretrainer.fit` still works for plain use.
 """
 
-import inspect
 import json
 import math
 import os
@@ -47,24 +46,19 @@ def save_params(config, model_dir):
   return path
 
 
-def build_pipeline_dataset(config, split):
+def build_pipeline_dataset(config, split, input_context=None):
   """The data engineer's tf.data pipeline (`data.pipeline.build_pretraining_dataset`) for `split`.
 
-  Batches are global batches (`train.global_batch_size`); the strategy splits them.
+  Global batches of `train.global_batch_size`; with an `input_context` (from
+  `strategy.distribute_datasets_from_function`) this input pipeline's share of them. Batches carry
+  `patch_features` when `model.use_precomputed_features`, else `image`.
   """
   from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  build = pipeline.build_pretraining_dataset
-  parameters = inspect.signature(build).parameters
-  kwargs = {}
-  for name, value in (("batch_size", config.train.global_batch_size),
-                      ("global_batch_size", config.train.global_batch_size),
-                      ("model_config", config.model),
-                      ("feature_dim", config.model.feature_dim),
-                      ("use_precomputed_features", config.model.use_precomputed_features),
-                      ("seed", config.data.seed)):
-    if name in parameters:
-      kwargs[name] = value
-  return build(config.data, split, **kwargs)
+  precomputed = config.model.use_precomputed_features
+  return pipeline.build_pretraining_dataset(
+      config.data, split, global_batch_size=config.train.global_batch_size,
+      input_context=input_context, image_mode=not precomputed,
+      feature_dim=config.model.feature_dim if precomputed else None)
 
 
 def build_training_objects(config, strategy):
@@ -92,10 +86,12 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
 
   Args:
     config: `ExperimentConfig` (sections data, model, train).
-    train_dataset: optional `tf.data.Dataset` of global batches (batch contract), repeated;
-      default: the data pipeline's "train" split.
-    validation_dataset: optional dataset for validation; default: the pipeline's "validation"
-      split when `train.validation_steps` > 0.
+    train_dataset: optional `tf.data.Dataset` of global batches (batch contract), repeated, or a
+      function of no arguments returning one (called after the strategy exists: a
+      MultiWorkerMirroredStrategy must be created before any TensorFlow op runs); default: the
+      data pipeline's "train" split.
+    validation_dataset: optional dataset (or function returning one) for validation; default:
+      the pipeline's "validation" split when `train.validation_steps` > 0.
     extra_callbacks: more Keras callbacks driven by the loop (see `callbacks.py`).
 
   Returns:
@@ -142,12 +138,19 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
     logging.info("the run in %s is complete (step %d of %d)", model_dir, first_step, total_steps)
     return summary
 
+  if callable(train_dataset):
+    train_dataset = train_dataset()
+  if callable(validation_dataset):
+    validation_dataset = validation_dataset()
   if train_dataset is None:
-    train_dataset = build_pipeline_dataset(config, "train")
+    distributed_train = strategy.distribute_datasets_from_function(
+        lambda input_context: build_pipeline_dataset(config, "train", input_context))
+  else:
+    distributed_train = strategy.experimental_distribute_dataset(train_dataset)
   validate = train_config.validation_steps > 0
   if validate and validation_dataset is None:
     validation_dataset = build_pipeline_dataset(config, "validation")
-  iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
+  iterator = iter(distributed_train)
   train_function = pretrainer.make_train_function()
 
   callback_list = callbacks_lib.StepCallbacks(

@@ -147,7 +147,8 @@ class FashionBertPretrainer(tf_keras.Model):
     """All-reduced gradient of sum_i w_i l_i: one backward pass."""
     gradients = tape.gradient(scaled_losses, variables, output_gradients=weights,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return _replica_sum(self._unscale(gradients))
+    # Dense before the all-reduce: IndexedSlices would be all-gathered with per-replica shapes.
+    return _replica_sum([_densify(gradient) for gradient in self._unscale(gradients)])
 
   def _grad_norm_over_shared_variables(self, tape, scaled_losses, variables):
     """The paper's grad_norm: per-task gradients once, norms on shared parts, then combined."""

@@ -1,0 +1,125 @@
+"""`run_pretraining`: run directory (params.yaml, checkpoints, TensorBoard), resume after a kill."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from fashionbert_tf import experiment_config
+from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import synthetic
+
+DATA = dict(vocab_size=40, feature_dim=8, num_examples=32, num_products=2)
+
+
+def tiny_config(model_dir, **train):
+  train = dict(dict(model_dir=model_dir, train_steps=12, global_batch_size=8, warmup_steps=2,
+                    learning_rate=1e-3, checkpoint_every_steps=4, validation_every_steps=6,
+                    validation_steps=2, log_every_steps=3), **train)
+  return experiment_config.load_config(None, [{"model": synthetic.tiny_model_overrides(),
+                                               "train": train}])
+
+
+def datasets():
+  return (synthetic.synthetic_dataset(8, **DATA),
+          synthetic.synthetic_dataset(8, repeat=False, seed=1, **DATA))
+
+
+def scalar_tags(directory):
+  tags = set()
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add(value.tag)
+  return tags
+
+
+def test_run_directory_contract(tmp_path):
+  model_dir = str(tmp_path / "run")
+  summary = pretrain.run_pretraining(tiny_config(model_dir), *datasets())
+  assert summary["final_step"] == 12 and summary["first_step"] == 0
+  # Contract 6: params.yaml, ckpt-N by a CheckpointManager, train/ and validation/ logs.
+  reloaded = experiment_config.load_config(os.path.join(model_dir, "params.yaml"))
+  assert reloaded.train.train_steps == 12 and reloaded.model.hidden_size == 32
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-12")
+  assert os.path.exists(os.path.join(model_dir, "ckpt-8.index"))
+  train_tags = scalar_tags(os.path.join(model_dir, "train"))
+  for tag in ("loss", "mlm_loss", "mpm_loss", "tia_loss", "weight_mlm", "weight_mpm",
+              "weight_tia", "tia_accuracy", "mlm_accuracy", "learning_rate",
+              "examples_per_second"):
+    assert tag in train_tags, tag
+  assert {"loss", "mlm_loss", "tia_accuracy"} <= scalar_tags(os.path.join(model_dir, "validation"))
+  assert [entry["step"] for entry in summary["validation_history"]] == [6, 12]
+  with open(os.path.join(model_dir, "train_summary.json")) as f:
+    assert json.load(f)["final_step"] == 12
+  # Evaluation restores the model alone (contract 6).
+  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
+  model = model_builder.build_fashionbert(reloaded.model)
+  tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+  word_embeddings = [name for name in reader.get_variable_to_shape_map()
+                     if "word_embeddings" in name and "OPTIMIZER_SLOT" not in name]
+  assert word_embeddings
+  np.testing.assert_allclose(
+      model.encoder.get_embedding_table().numpy(), reader.get_tensor(word_embeddings[0]))
+  # Running again on a finished run does nothing more.
+  again = pretrain.run_pretraining(tiny_config(model_dir), *datasets())
+  assert again["first_step"] == 12 and again["final_step"] == 12
+
+
+def test_early_stopping_on_validation_loss(tmp_path):
+  # A learning rate of 0 never improves the validation loss: stop after `patience` validations
+  # that did not improve on the first.
+  config = tiny_config(str(tmp_path / "run"), learning_rate=0.0, train_steps=40,
+                       validation_every_steps=2, early_stopping_patience=2,
+                       checkpoint_every_steps=100)
+  summary = pretrain.run_pretraining(config, *datasets())
+  assert summary["stopped_early"]
+  assert summary["final_step"] == 6
+  assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-6")
+
+
+RESUMABLE = dict(train_steps=30, checkpoint_every_steps=3, validation_steps=0, log_every_steps=1)
+KILLED_RUN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from test_training_pretrain_run import RESUMABLE, datasets, tiny_config
+    from fashionbert_tf.training import pretrain
+    pretrain.run_pretraining(tiny_config(sys.argv[1], **RESUMABLE), *datasets())
+""")
+
+
+def test_resume_after_kill_continues_the_step_count(tmp_path):
+  model_dir = str(tmp_path / "run")
+  process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, model_dir,
+                              os.path.dirname(__file__)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 180
+    while not os.path.exists(os.path.join(model_dir, "ckpt-6.index")):
+      assert process.poll() is None, process.stderr.read()[-3000:]
+      assert time.time() < deadline, "no checkpoint within 180 s"
+      time.sleep(0.2)
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  killed_at = int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
+  assert 6 <= killed_at < 30
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+  saved_step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+  assert saved_step == killed_at
+
+  summary = pretrain.run_pretraining(tiny_config(model_dir, **RESUMABLE), *datasets())
+  assert summary["first_step"] == killed_at  # model, optimizer and step restored
+  assert summary["final_step"] == 30         # ends where an uninterrupted run would
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-30")
+  slot_names = [name for name in tf.train.load_checkpoint(
+      tf.train.latest_checkpoint(model_dir)).get_variable_to_shape_map() if "OPTIMIZER_SLOT" in name]
+  assert slot_names, "the optimizer's Adam moments are checkpointed"

@@ -1,0 +1,148 @@
+"""The pretrainer's train step on a tiny FashionBERT: weights per mode, grad norms, learning."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from fashionbert_tf import experiment_config
+from fashionbert_tf.modeling import model_builder
+from fashionbert_tf.training import adaptive_loss
+from fashionbert_tf.training import optimizer as optimizer_lib
+from fashionbert_tf.training import pretrainer as pretrainer_lib
+from fashionbert_tf.training import synthetic
+
+DATA = dict(vocab_size=40, feature_dim=8, num_products=2)
+
+
+def tiny_config(**train):
+  train = dict(dict(learning_rate=1e-3, warmup_steps=0, train_steps=1000, gradient_clip_norm=0.0),
+               **train)
+  return experiment_config.load_config(None, [{"model": synthetic.tiny_model_overrides(),
+                                               "train": train}])
+
+
+def tiny_pretrainer(**train):
+  config = tiny_config(**train)
+  tf_keras.utils.set_random_seed(1)
+  model = model_builder.build_fashionbert(config.model)
+  pretrainer = pretrainer_lib.FashionBertPretrainer(model, config.train)
+  pretrainer.compile(optimizer=optimizer_lib.build_optimizer(config.train))
+  return pretrainer
+
+
+def tiny_batch(size=8, seed=0):
+  examples = synthetic.synthetic_examples(size, seed=seed, **DATA)
+  return {key: tf.constant(value) for key, value in examples.items()}
+
+
+def separate_task_gradients(pretrainer, batch, variables):
+  """Each task's gradient from its own forward pass and tape (the reference)."""
+  gradients = []
+  for index in range(3):
+    with tf.GradientTape() as tape:
+      losses, _ = pretrainer.task_losses(batch, pretrainer(batch, training=True))
+      loss = losses[index]
+    gradients.append([tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
+                      for g, v in zip(tape.gradient(loss, variables), variables)])
+  return gradients
+
+
+@pytest.mark.parametrize("normalization", ["sum", "max"])
+def test_per_task_gradient_norms_equal_separate_tapes(normalization):
+  pretrainer = tiny_pretrainer(grad_norm_normalization=normalization)
+  batch = tiny_batch()
+  variables = pretrainer.fashionbert.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    losses, _ = pretrainer.task_losses(batch, pretrainer(batch, training=True))
+  combined, weights, squared_norms = pretrainer._grad_norm_over_shared_variables(
+      tape, losses, variables)
+
+  reference = separate_task_gradients(pretrainer, batch, variables)
+  shared = {id(v) for v in pretrainer.fashionbert.shared_variables}
+  expected_norms = [sum(float(tf.reduce_sum(tf.square(g))) for g, v in zip(grads, variables)
+                        if id(v) in shared) for grads in reference]
+  assert all(norm > 0 for norm in expected_norms)
+  np.testing.assert_allclose(squared_norms.numpy(), expected_norms, rtol=1e-4)
+  s = np.array(expected_norms)
+  g = s / (s.sum() if normalization == "sum" else s.max())
+  expected_weights = (1 / (3 - g)) / (1 / (3 - g)).sum()
+  np.testing.assert_allclose(weights.numpy(), expected_weights, rtol=1e-5)
+  # The update is the weighted sum of the same per-task gradients.
+  for k in range(len(variables)):
+    expected = sum(expected_weights[i] * reference[i][k].numpy() for i in range(3))
+    np.testing.assert_allclose(combined[k].numpy(), expected, rtol=1e-3, atol=1e-6)
+
+
+def test_sequence_output_scope_norms_equal_separate_tapes():
+  pretrainer = tiny_pretrainer(grad_norm_scope="sequence_output")
+  batch = tiny_batch()
+  expected = []
+  for index in range(3):
+    with tf.GradientTape() as tape:
+      outputs = pretrainer(batch, training=True)
+      loss = pretrainer.task_losses(batch, outputs)[0][index]
+    gradient = tape.gradient(loss, outputs["sequence_output"])
+    expected.append(float(tf.reduce_sum(tf.square(gradient))))
+  with tf.GradientTape(persistent=True) as tape:
+    outputs = pretrainer(batch, training=True)
+    losses, _ = pretrainer.task_losses(batch, outputs)
+  _, weights, squared_norms = pretrainer._grad_norm_over_sequence_output(
+      tape, losses, outputs["sequence_output"], pretrainer.fashionbert.trainable_variables)
+  np.testing.assert_allclose(squared_norms.numpy(), expected, rtol=1e-4)
+  assert all(value > 0 for value in expected)
+  np.testing.assert_allclose(weights.numpy(), adaptive_loss.grad_norm_weights(expected).numpy(),
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "loss_softmax", "grad_norm"])
+def test_each_mode_weights_on_a_tiny_model(mode):
+  pretrainer = tiny_pretrainer(loss_weighting=mode)
+  batch = tiny_batch()
+  losses, _ = pretrainer.task_losses(batch, pretrainer(batch, training=True))
+  if mode == "fixed":
+    expected = [1 / 3] * 3
+  elif mode == "loss_softmax":
+    softmax = tf.nn.softmax(losses).numpy()
+    g = softmax ** 2
+    expected = (1 / (3 - g)) / (1 / (3 - g)).sum()
+  else:
+    reference = separate_task_gradients(pretrainer, batch,
+                                        pretrainer.fashionbert.trainable_variables)
+    shared = {id(v) for v in pretrainer.fashionbert.shared_variables}
+    s = np.array([sum(float(tf.reduce_sum(tf.square(g))) for g, v in zip(
+        grads, pretrainer.fashionbert.trainable_variables) if id(v) in shared)
+                  for grads in reference])
+    g = s / s.sum()
+    expected = (1 / (3 - g)) / (1 / (3 - g)).sum()
+  before = [v.numpy().copy() for v in pretrainer.fashionbert.trainable_variables]
+  logs = pretrainer.train_step(batch)
+  weights = [float(logs[f"weight_{task}"]) for task in ("mlm", "mpm", "tia")]
+  np.testing.assert_allclose(weights, expected, rtol=1e-4)
+  assert abs(sum(weights) - 1) < 1e-5
+  np.testing.assert_allclose([float(logs[f"{t}_loss"]) for t in ("mlm", "mpm", "tia")],
+                             losses.numpy(), rtol=1e-5)
+  total = float(logs["loss"])
+  assert abs(total - float(np.dot(weights, losses.numpy()))) < 1e-4
+  # Attention key biases have an exactly zero gradient (softmax is shift invariant); every other
+  # trainable variable moves in one update.
+  unchanged = [v.name for b, v in zip(before, pretrainer.fashionbert.trainable_variables)
+               if np.allclose(b, v.numpy()) and "/key/bias" not in v.name]
+  assert not unchanged, f"not updated: {unchanged}"
+  assert int(pretrainer.optimizer.iterations.numpy()) == 1
+  if mode != "grad_norm":
+    assert "g_mlm" not in logs
+
+
+def test_a_few_steps_of_pretraining_lower_every_loss():
+  # The paper's mode with the cheaper gradient-norm scope (the full scope's weights are checked
+  # above); a pool of 2 products the tiny model can memorize.
+  pretrainer = tiny_pretrainer(loss_weighting="grad_norm", grad_norm_scope="sequence_output",
+                               learning_rate=2e-3)
+  dataset = synthetic.synthetic_dataset(16, num_examples=64, **DATA)
+  history = pretrainer.fit(dataset, steps_per_epoch=15, epochs=4, verbose=0).history
+  for name in ("mlm_loss", "mpm_loss", "tia_loss"):
+    first, last = history[name][0], history[name][-1]
+    assert last < first - 0.01, f"{name} went from {first} to {last}"
+  assert history["mlm_accuracy"][-1] > history["mlm_accuracy"][0]
+  assert history["tia_accuracy"][-1] > 0.55
