@@ -64,9 +64,10 @@ def test_run_directory_contract(tmp_path):
   model = model_builder.build_fashionbert(reloaded.model)
   tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir)).expect_partial()
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
-  word_embeddings = [name for name in reader.get_variable_to_shape_map()
-                     if "word_embeddings" in name and "OPTIMIZER_SLOT" not in name]
-  assert word_embeddings
+  word_embeddings = [name for name, shape in reader.get_variable_to_shape_map().items()
+                     if name.startswith("model/") and shape == [40, 32]
+                     and "OPTIMIZER_SLOT" not in name]
+  assert len(word_embeddings) == 1, word_embeddings
   np.testing.assert_allclose(
       model.encoder.get_embedding_table().numpy(), reader.get_tensor(word_embeddings[0]))
   # Running again on a finished run does nothing more.

@@ -146,3 +146,25 @@ def test_a_few_steps_of_pretraining_lower_every_loss():
     assert last < first - 0.01, f"{name} went from {first} to {last}"
   assert history["mlm_accuracy"][-1] > history["mlm_accuracy"][0]
   assert history["tia_accuracy"][-1] > 0.55
+
+
+@pytest.mark.parametrize("mode", ["fixed", "grad_norm"])
+def test_mixed_float16_step_with_loss_scaling(mode):
+  from fashionbert_tf.training import strategies  # pylint: disable=g-import-not-at-top
+  config = tiny_config(loss_weighting=mode, mixed_precision="mixed_float16")
+  try:
+    strategies.set_precision_policy(config.train)
+    tf_keras.utils.set_random_seed(1)
+    model = model_builder.build_fashionbert(config.model)
+    pretrainer = pretrainer_lib.FashionBertPretrainer(model, config.train)
+    optimizer = strategies.maybe_wrap_for_loss_scaling(
+        optimizer_lib.build_optimizer(config.train), config.train)
+    pretrainer.compile(optimizer=optimizer)
+    assert isinstance(pretrainer.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    logs = pretrainer.train_step(tiny_batch())
+  finally:
+    tf_keras.mixed_precision.set_global_policy("float32")
+  values = {name: float(value) for name, value in logs.items()}
+  assert all(np.isfinite(value) for value in values.values()), values
+  assert abs(values["weight_mlm"] + values["weight_mpm"] + values["weight_tia"] - 1) < 1e-5
+  assert int(pretrainer.optimizer.iterations.numpy()) == 1
