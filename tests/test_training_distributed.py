@@ -27,7 +27,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     examples["masked_lm_weights"][::3, 1] = 0.0      # uneven masked counts across replicas
     examples["masked_patch_weights"][1::4, :2] = 0.0
     config = experiment_config.load_config(None, [{
-        "model": synthetic.tiny_model_overrides(),
+        "model": dict(synthetic.tiny_model_overrides(), num_layers=1),
         "train": {"loss_weighting": mode, "grad_norm_scope": scope, "learning_rate": 1e-3,
                   "warmup_steps": 0, "train_steps": 100, "global_batch_size": 8,
                   "gradient_clip_norm": 1.0}}])
@@ -87,11 +87,11 @@ MULTI_WORKER_SCRIPT = textwrap.dedent("""
     from fashionbert_tf import experiment_config
     from fashionbert_tf.training import pretrain, synthetic
     config = experiment_config.load_config(None, [{
-        "model": synthetic.tiny_model_overrides(),
+        "model": dict(synthetic.tiny_model_overrides(), num_layers=1),
         "train": {"strategy": "multi_worker", "model_dir": sys.argv[1], "train_steps": 3,
                   "global_batch_size": 8, "warmup_steps": 0, "checkpoint_every_steps": 3,
                   "log_every_steps": 1, "validation_every_steps": 3, "validation_steps": 1,
-                  "loss_weighting": "grad_norm"}}])
+                  "loss_weighting": "grad_norm", "grad_norm_scope": "sequence_output"}}])
     data = dict(vocab_size=40, feature_dim=8, num_examples=32)
     # Factories: MultiWorkerMirroredStrategy must exist before any TensorFlow op runs.
     summary = pretrain.run_pretraining(
