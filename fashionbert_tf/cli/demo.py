@@ -7,6 +7,8 @@ order by `main`; later stages append theirs to `STEPS`):
   1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same)
   2. prepare_data        HDF5 -> TFRecords + retrieval candidate sets (skipped when up to date)
   3. summarize_batches   a few pretraining batches: shapes, masking counts, positives/negatives
+  4. pretrain            `fashionbert pretrain` with the config (resumes a finished or killed run)
+  5. evaluate            `fashionbert evaluate` on the latest checkpoint: prints the Table 1 layout
 """
 
 import os
@@ -93,7 +95,25 @@ def summarize_batches(config, state):
   state["batch_summary"] = totals
 
 
-STEPS = [generate_toy_data, prepare_data, summarize_batches]
+def pretrain(config, state):
+  """Pre-trains (or resumes) in train.model_dir; a complete run is not trained again."""
+  from fashionbert_tf.training import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
+  summary = pretrain_lib.run_pretraining(config)
+  logs = summary["train_logs"]
+  print(f"pretraining: steps {summary['first_step']} -> {summary['final_step']} in "
+        f"{summary['elapsed_seconds']:.0f} s ({summary['examples_per_second']:.1f} examples/s); "
+        + ", ".join(f"{name} {logs[name]:.4f}" for name in sorted(logs)
+                    if name.endswith("loss") or name.startswith("weight_")))
+  state["pretrain"] = summary
+
+
+def evaluate(config, state):
+  """Scores TIA accuracy and Rank@K both directions on the latest checkpoint; prints the table."""
+  from fashionbert_tf.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  state["evaluation"] = evaluate_lib.run_evaluation(config)
+
+
+STEPS = [generate_toy_data, prepare_data, summarize_batches, pretrain, evaluate]
 
 
 def main(argv):
