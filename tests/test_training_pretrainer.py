@@ -148,10 +148,13 @@ def test_a_few_steps_of_pretraining_lower_every_loss():
   assert history["tia_accuracy"][-1] > 0.55
 
 
-@pytest.mark.parametrize("mode", ["fixed", "grad_norm"])
-def test_mixed_float16_step_with_loss_scaling(mode):
+@pytest.mark.parametrize("mode,scope", [("fixed", "shared_variables"),
+                                        ("grad_norm", "shared_variables"),
+                                        ("grad_norm", "sequence_output")])
+def test_mixed_float16_step_with_loss_scaling(mode, scope):
   from fashionbert_tf.training import strategies  # pylint: disable=g-import-not-at-top
-  config = tiny_config(loss_weighting=mode, mixed_precision="mixed_float16")
+  config = tiny_config(loss_weighting=mode, grad_norm_scope=scope,
+                       mixed_precision="mixed_float16")
   try:
     strategies.set_precision_policy(config.train)
     tf_keras.utils.set_random_seed(1)

@@ -114,12 +114,16 @@ class FashionBertModel(tf_keras.Model):
              dense_inputs=patch_embeddings,
              dense_mask=tf.ones([batch_size, contract.NUM_PATCHES], tf.int32)),
         training=training)
-    sequence_output = encoder_outputs["sequence_output"]  # [B, T+64, H]
-    pooled_output = encoder_outputs["pooled_output"]  # [B, H]
+    # The heads read the very float32 tensors returned as `sequence_output` / `pooled_output`
+    # (under a mixed policy Keras casts them back to the compute dtype inside each head), so a
+    # gradient w.r.t. the returned `sequence_output` reaches every head (the training's cheaper
+    # grad-norm scope relies on it). Under float32 the cast is the identity.
+    sequence_output = _as_float32(encoder_outputs["sequence_output"])  # [B, T+64, H]
+    pooled_output = _as_float32(encoder_outputs["pooled_output"])  # [B, H]
 
     outputs = dict(
-        sequence_output=_as_float32(sequence_output),
-        pooled_output=_as_float32(pooled_output),
+        sequence_output=sequence_output,
+        pooled_output=pooled_output,
         tia_logits=_as_float32(self.tia_head(pooled_output)))
     if "masked_lm_positions" in inputs:
       # Text comes first, so text positions are sequence positions.

@@ -14,9 +14,9 @@ Backward work per mode (`train.loss_weighting`, `train.grad_norm_scope`):
     same per-task gradients, so there is no further backward pass.
   * grad_norm, scope "sequence_output" (cheaper): the gradient of each l_i w.r.t. the encoder's last
     layer output only (three backward passes through the small heads), then one backward pass of
-    the weighted sum. Needs the heads to read the very `sequence_output` tensor the model returns,
-    which holds under float32; under a mixed policy the model returns a float32 copy and this
-    scope raises a clear error (use shared_variables there).
+    the weighted sum. Needs the heads to read the very `sequence_output` tensor the model returns
+    (the model feeds its heads that float32 tensor, also under a mixed policy); otherwise this
+    scope raises a clear error.
   The weighted sum's gradient is `tape.gradient(losses [3], variables, output_gradients=w)`, so
   the weights never enter the tape (they are constants, Algorithm 1 step 4).
 
