@@ -152,8 +152,15 @@ def test_fresh_process_gives_the_keras_probabilities(exported):
   np.testing.assert_allclose(answer["score_features"], expected, atol=1e-5, rtol=0)
 
 
-def test_serving_tokenizer_matches_the_data_tokenizer(exported):
-  """The asset-backed serving tokenizer gives the training/evaluation tokenizer's ids."""
+def test_vocabulary_is_an_asset_not_a_graph_constant(exported):
+  """The tokenizer's table is initialized from assets/vocab.txt when the SavedModel loads."""
+  with open(os.path.join(exported["path"], "assets", "vocab.txt"), encoding="utf-8") as f:
+    assert f.read().split() == VOCAB
+  with open(os.path.join(exported["path"], "saved_model.pb"), "rb") as f:
+    graph = f.read()
+  # An embedded vocabulary would be a string constant: consecutive TensorProto string_val entries
+  # (field 8, tag 0x42, then the length) "cotton", "wool".
+  assert b"\x42\x06cotton\x42\x04wool" not in graph
   module = export.build_serving_module(exported["model"], exported["config"].data)
   texts = tf.constant(TEXTS + ["Ünïcödé  RED\tdress!!", "x" * 300])
   expected = tokenization.text_to_model_inputs(

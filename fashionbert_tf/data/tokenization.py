@@ -4,6 +4,10 @@ Paper 2.2 ("Text Representation"): the text is WordPiece-tokenized with the BERT
 processed the standard BERT way, `[CLS] text [SEP]`. The tokenizer is the classic
 `tensorflow_text.BertTokenizer` (not FastBertTokenizer: TF Serving's model server has no Fast* ops),
 built from `data.vocab_file` (empty -> the BERT uncased `vocab.txt` of the offline MiniLM default).
+The vocabulary table is initialized from that *file* (tf.text's own file-backed table, id = line
+number, one OOV bucket), so a SavedModel that tracks the tokenizer saves the file as an asset
+(`assets/vocab.txt`) rather than the whole vocabulary as a graph constant; training, evaluation and
+serving use this one tokenizer.
 
 Truncation rule (paper 3.1: at most 448 text positions including the specials): a text longer than
 `max_text_length - 2` WordPieces keeps its leading whole words that fit; a word is never cut in the
@@ -58,10 +62,8 @@ class FashionBertTokenizer(tf_text.BertTokenizer):
     missing = [token for token in SPECIAL_TOKENS if token not in ids]
     if missing:
       raise ValueError(f"vocabulary {vocab_file} lacks the special token(s) {missing}")
-    table = tf.lookup.StaticVocabularyTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(vocab), tf.range(len(vocab), dtype=tf.int64)), num_oov_buckets=1)
-    super().__init__(table, token_out_type=tf.int64, lower_case=lower_case,
+    # A path: tf.text builds a table initialized from the file (an asset when saved).
+    super().__init__(vocab_file, token_out_type=tf.int64, lower_case=lower_case,
                      unknown_token=UNK_TOKEN)
     self.vocab_file = vocab_file
     self.vocab_size = len(vocab)
@@ -114,20 +116,11 @@ def add_special_tokens(pieces, cls_id, sep_id):
   return tf.concat([cls, pieces, sep], axis=1)
 
 
-def _special_ids(tokenizer):
-  if isinstance(tokenizer, FashionBertTokenizer):
-    return tokenizer.cls_id, tokenizer.sep_id
-  # A plain BertTokenizer: look the ids up in its vocabulary table.
-  table = tokenizer._wordpiece_tokenizer._vocab_lookup_table  # pylint: disable=protected-access
-  ids = table.lookup(tf.constant([CLS_TOKEN, SEP_TOKEN]))
-  return ids[0], ids[1]
-
-
 def text_to_model_inputs(tokenizer, texts, max_text_length=contract.MAX_TEXT_LENGTH):
   """Unmasked model text inputs for a batch of raw texts.
 
   Args:
-    tokenizer: from `build_tokenizer` (or any BertTokenizer over a BERT vocab).
+    tokenizer: a `FashionBertTokenizer` (`build_tokenizer`).
     texts: string [B].
     max_text_length: T limit including [CLS] and [SEP] (paper: 448); longer texts are truncated
       by whole words (module docstring).
@@ -141,8 +134,7 @@ def text_to_model_inputs(tokenizer, texts, max_text_length=contract.MAX_TEXT_LEN
                      f"got {max_text_length}")
   texts = tf.convert_to_tensor(texts, tf.string)
   word_pieces, _ = truncate_whole_words(tokenizer.tokenize(texts), max_text_length - 2)
-  cls_id, sep_id = _special_ids(tokenizer)
-  ids = add_special_tokens(word_pieces.merge_dims(1, 2), cls_id, sep_id)
+  ids = add_special_tokens(word_pieces.merge_dims(1, 2), tokenizer.cls_id, tokenizer.sep_id)
   input_word_ids = tf.cast(ids.to_tensor(0), tf.int32)
   input_mask = tf.cast(tf.ones_like(ids, tf.int32).to_tensor(0), tf.int32)
   return input_word_ids, input_mask, tf.zeros_like(input_word_ids)

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import restore
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import serving_module
-from fashionbert_tf.serving import text_inputs
 from fashionbert_tf.serving import warmup
 
 WARMUP_TEXT = ("long sleeve cotton shirt in navy blue. spread collar. button closure at front. "
@@ -40,11 +40,12 @@ def warmup_image_png(size=contract.IMAGE_SIZE):
 
 def build_serving_module(model, data_config, feature_dim=None):
   """A `FashionBertServingModule` around `model` with the data config's tokenizer."""
+  tokenizer = tokenization.build_tokenizer(data_config)
   return serving_module.FashionBertServingModule(
       model=model,
-      tokenizer=text_inputs.build_serving_tokenizer(data_config),
+      tokenizer=tokenizer,
       feature_dim=feature_dim or restore.feature_dim_of(model),
-      vocab_size=text_inputs.vocab_size(data_config),
+      vocab_size=tokenizer.vocab_size,
       max_text_length=data_config.max_text_length)
 
 
@@ -52,7 +53,7 @@ def warmup_requests(module):
   """(signature, inputs) pairs, batch 1: one per signature, as a typical online request."""
   text = np.array([WARMUP_TEXT.encode("utf-8")], dtype=object)
   image = np.array([warmup_image_png()], dtype=object)
-  ids, mask, types = text_inputs.text_to_model_inputs(
+  ids, mask, types = tokenization.text_to_model_inputs(
       module.tokenizer, tf.constant(text), module.max_text_length)
   image_tensor = tf.expand_dims(serving_module.decode_image(tf.constant(image[0])), 0)
   features = module.compute_patch_features(image_tensor)

@@ -27,8 +27,8 @@ the signature itself. So no request yields NaN.
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
-from fashionbert_tf.serving import text_inputs
 
 OUTPUT_KEY = "match_probability"
 
@@ -75,7 +75,7 @@ class FashionBertServingModule(tf.Module):
                max_text_length=contract.MAX_TEXT_LENGTH, name="fashionbert_serving"):
     """Args:
       model: a `FashionBertModel` (weights restored).
-      tokenizer: the classic BertTokenizer from `text_inputs.build_serving_tokenizer` (tracked: its
+      tokenizer: `tokenization.FashionBertTokenizer` (a classic BertTokenizer; tracked: its
         vocabulary file is saved as a SavedModel asset).
       feature_dim: D, the patch feature size.
       vocab_size: number of WordPieces; `score_features` refuses ids outside [0, vocab_size).
@@ -131,7 +131,7 @@ class FashionBertServingModule(tf.Module):
     with tf.control_dependencies(checks):
       text = tf.identity(text)
       image = tf.identity(image)
-    input_word_ids, input_mask, input_type_ids = text_inputs.text_to_model_inputs(
+    input_word_ids, input_mask, input_type_ids = tokenization.text_to_model_inputs(
         self.tokenizer, text, self.max_text_length)
     images = tf.map_fn(decode_image, image,
                        fn_output_signature=tf.TensorSpec(
