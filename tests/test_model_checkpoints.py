@@ -248,16 +248,20 @@ def tfhub_bert(tmp_path_factory):
   return export_dir, source
 
 
-def test_tfhub_saved_model_reproduces_the_source_encoder(tfhub_bert):
-  export_dir, source = tfhub_bert
-  expected = source(text_inputs(), training=False)
-  model = model_builder.build_fashionbert(model_config("tfhub", export_dir))
+def assert_loads_like_the_source(encoder_format, path, expected):
+  """All layers reproduce the source's outputs; num_layers=1 reproduces its first layer."""
+  model = model_builder.build_fashionbert(model_config(encoder_format, path))
   out = model.encoder(text_inputs(), training=False)
   assert_close_where_real(out["sequence_output"], expected["sequence_output"])
   np.testing.assert_allclose(out["pooled_output"], expected["pooled_output"], atol=1e-4)
-  first = model_builder.build_fashionbert(model_config("tfhub", export_dir, num_layers=1))
+  first = model_builder.build_fashionbert(model_config(encoder_format, path, num_layers=1))
   assert_close_where_real(first.encoder(text_inputs(), training=False)["sequence_output"],
                           expected["encoder_outputs"][0])
+
+
+def test_tfhub_saved_model_reproduces_the_source_encoder(tfhub_bert):
+  export_dir, source = tfhub_bert
+  assert_loads_like_the_source("tfhub", export_dir, source(text_inputs(), training=False))
 
 
 def test_tfhub_load_is_verified_against_the_saved_model(tfhub_bert):
@@ -274,14 +278,8 @@ def test_model_garden_checkpoint_loads_first_k_layers(tmp_path):
   randomize(source, seed=3)
   expected = source(text_inputs())
   tf.train.Checkpoint(encoder=source).save(str(tmp_path / "ckpt"))
-  # A directory (latest checkpoint in it) and all layers.
-  model = model_builder.build_fashionbert(model_config("model_garden", tmp_path))
-  out = model.encoder(text_inputs(), training=False)
-  assert_close_where_real(out["sequence_output"], expected["sequence_output"])
-  np.testing.assert_allclose(out["pooled_output"], expected["pooled_output"], atol=1e-4)
-  first = model_builder.build_fashionbert(model_config("model_garden", tmp_path, num_layers=1))
-  assert_close_where_real(first.encoder(text_inputs(), training=False)["sequence_output"],
-                          expected["encoder_outputs"][0])
+  # A directory (the latest checkpoint in it).
+  assert_loads_like_the_source("model_garden", tmp_path, expected)
 
 
 def test_model_garden_checkpoint_missing_variable_is_named(tmp_path):
