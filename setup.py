@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets",
     "numpy",
     "pillow",
+    "matplotlib",
     "absl-py",
     "h5py",
     "safetensors",
