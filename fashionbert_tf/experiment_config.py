@@ -23,6 +23,10 @@ class ExperimentConfig(base_config.Config):
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
+  def validate(self):
+    super().validate()
+    self.data.validate()   # choices read only deep in the data pipeline fail here, at load time
+
 
 def load_config(config_file=None, overrides=()):
   """Builds an `ExperimentConfig` from defaults, a YAML file and override strings.

@@ -214,3 +214,161 @@ def test_missing_tfrecords_give_a_clear_error(toy_data_config, tmp_path):
     pipeline.build_pretraining_dataset(config, "train", 4)
   with pytest.raises(ValueError, match="split"):
     pipeline.build_pretraining_dataset(toy_data_config, "test", 4)
+
+
+# Negatives by record: a product's text must be as likely in a negative as in a positive, whatever
+# its number of poses (data/pairing.py module docstring). Products with 1..6 poses, as Fashion-Gen.
+POSE_GROUPS = ("a", "b")
+PRODUCTS_PER_GROUP = 30
+
+
+def _pose_products(per_group=PRODUCTS_PER_GROUP):
+  """product ids, pose counts and groups: per group per_group / 6 products of each count 1..6."""
+  product_ids = 1000 + 7 * np.arange(len(POSE_GROUPS) * per_group)
+  poses = 1 + np.arange(len(product_ids)) % 6
+  groups = [POSE_GROUPS[i // per_group] for i in range(len(product_ids))]
+  return product_ids, poses, groups
+
+
+def _match_rate_by_pose_count(text_products, labels, poses_of):
+  """P(label = 1 | the text's product has n poses) for each n, from paired examples."""
+  pose_counts = np.array([poses_of[p] for p in text_products])
+  return {n: labels[pose_counts == n].mean() for n in sorted(set(poses_of.values()))}
+
+
+@pytest.mark.parametrize("negative_sampling", ["same_subcategory", "random"])
+def test_negatives_are_a_uniform_record_of_the_other_products(negative_sampling):
+  """Each product's share of an image's negatives is its share of the other products' records."""
+  product_ids, poses, groups = _pose_products(per_group=12)
+  # One more product, alone in group "c": its negatives come from any other product.
+  product_ids = np.append(product_ids, 5)
+  poses, groups = np.append(poses, 3), groups + ["c"]
+  sampler = pairing.NegativeSampler(product_ids, [f"text {p}" for p in product_ids], groups,
+                                    record_counts=poses, negative_sampling=negative_sampling)
+  assert sampler.num_records == poses.sum()
+  assert sampler.num_fallback_products == (1 if negative_sampling == "same_subcategory" else 0)
+  draws = 10000
+  own = np.repeat(product_ids, draws)
+  texts, negative = sampler.sample(tf.constant(own), tf.constant([3, 4]))
+  negative = negative.numpy()
+  np.testing.assert_array_equal(texts.numpy(), [f"text {p}".encode() for p in negative])
+  assert (negative != own).all()
+  group_of = dict(zip(product_ids.tolist(), groups))
+  poses_of = dict(zip(product_ids.tolist(), poses.tolist()))
+  worst = 0.0
+  for product in product_ids:
+    chosen = negative[own == product]
+    if negative_sampling == "random" or group_of[product] == "c":
+      pool = [p for p in product_ids if p != product]
+    else:
+      pool = [p for p in product_ids if p != product and group_of[p] == group_of[product]]
+      assert all(group_of[p] == group_of[product] for p in chosen)     # same group when possible
+    pool_records = sum(poses_of[p] for p in pool)
+    shares = collections.Counter(chosen.tolist())
+    for p in pool:
+      worst = max(worst, abs(shares[p] / draws - poses_of[p] / pool_records))
+    assert {group_of[p] for p in chosen} == {group_of[p] for p in pool}  # random: all groups
+  # Shares are at most 6/36 with 10000 draws each: standard error <= 0.0038. Products drawn
+  # uniformly would be off by >= 0.06 (same group: 1/11 instead of 1/41 for a 1-pose product) and
+  # >= 0.03 (random: 1/24 instead of 1/84).
+  assert worst < 0.02, worst
+
+
+def test_pair_labels_do_not_reveal_the_pose_count():
+  """Over many records, P(label = 1 | text) ~ 1/2 for texts of 1-pose and 6-pose products alike."""
+  product_ids, poses, groups = _pose_products()
+  sampler = pairing.NegativeSampler(product_ids, [f"text {p}" for p in product_ids], groups,
+                                    record_counts=poses)
+  records_products = np.repeat(product_ids, poses)          # one record per pose
+  epochs = 100
+  chunk = tf.constant(np.tile(records_products, epochs), tf.int64)
+  pairs = pairing.pair_chunk(chunk, tf.strings.as_string(chunk), sampler, 1.0,
+                             tf.constant([5, 6]))
+  labels = pairs["tia_label"].numpy()
+  own = chunk.numpy()[pairs["image_index"].numpy()]
+  text_products = np.where(labels == 1, own, pairs["negative_product_id"].numpy())
+  rate = _match_rate_by_pose_count(text_products, labels,
+                                   dict(zip(product_ids.tolist(), poses.tolist())))
+  # Per pose count >= 2 * 10 * 100 examples (standard error <= 0.011); drawing the product
+  # uniformly would give ~0.22 for 1 pose and ~0.63 for 6.
+  for n, value in rate.items():
+    assert abs(value - 0.5) < 0.04, (n, rate)
+
+
+def test_pipeline_negatives_are_record_weighted(toy_data_config, tmp_path, train_index):
+  """End to end: the sampler counts records per product; labels do not reveal the pose count."""
+  tokenizer = train_index[2]
+  product_ids, poses, groups = _pose_products()
+  descriptions = {p: f"shirt {p} with {'dots' if g == 'a' else 'checks'}"
+                  for p, g in zip(product_ids, groups)}
+  path = str(tmp_path / "poses.tfrecord")
+  buffer = io.BytesIO()
+  Image.fromarray(np.zeros([256, 256, 3], np.uint8)).save(buffer, format="PNG")
+  with tf.io.TFRecordWriter(path) as writer:
+    for product, count, group in zip(product_ids, poses, groups):
+      for pose in range(count):
+        row = {"record_id": int(100 * product + pose), "product_id": int(product),
+               "description": descriptions[product], "name": "n", "category": "TOPS",
+               "subcategory": group, "pose": f"id_gridfs_{pose + 1}"}
+        # The "image" features carry the product id, so a batch tells whose image it is.
+        features = np.full([contract.NUM_PATCHES, 2], product, np.float32)
+        writer.write(records.make_example(row, buffer.getvalue(), features).SerializeToString())
+  sampler = pairing.NegativeSampler.from_records(path)
+  np.testing.assert_array_equal(sampler.record_counts, poses)   # products already in id order
+  random_sampler = pairing.NegativeSampler.from_records(path, "random")
+  assert random_sampler is not sampler and len(random_sampler.group_names) == 1
+  with pytest.raises(ValueError, match="data.negative_sampling.*same_subcategory"):
+    pipeline.build_pretraining_dataset(toy_data_config.replace(negative_sampling="hardest"),
+                                       "train", 8, file_pattern=path, image_mode=False)
+
+  ids, mask, _ = tokenization.text_to_model_inputs(tokenizer,
+                                                   [descriptions[p] for p in product_ids])
+  owner = {tuple(row[:length]): p for p, row, length in
+           zip(product_ids.tolist(), ids.numpy(), mask.numpy().sum(1))}
+  group_of = dict(zip(product_ids.tolist(), groups))
+  poses_of = dict(zip(product_ids.tolist(), poses.tolist()))
+  epochs = 30
+  streams = {}
+  for mode in ("same_subcategory", "random"):
+    config = toy_data_config.replace(negative_sampling=mode, pairing_chunk_size=64)
+    dataset = pipeline.build_pretraining_dataset(config, "train", 64, file_pattern=path,
+                                                 image_mode=False, masking_enabled=False)
+    image_products, text_products, labels = [], [], []
+    for batch in dataset.take(epochs * 2 * int(poses.sum()) // 64):
+      image_products += batch[contract.FEATURES_KEY][:, 0, 0].numpy().astype(np.int64).tolist()
+      for row, length in zip(batch["input_word_ids"].numpy(), batch["input_mask"].numpy().sum(1)):
+        text_products.append(owner[tuple(row[:length])])
+      labels += batch["tia_label"].numpy().tolist()
+    streams[mode] = np.array(image_products), np.array(text_products), np.array(labels)
+    image_products, text_products, labels = streams[mode]
+    np.testing.assert_array_equal(labels == 1, image_products == text_products)
+  image_products, text_products, labels = streams["same_subcategory"]
+  assert all(group_of[i] == group_of[t] for i, t in zip(image_products, text_products))
+  rate = _match_rate_by_pose_count(text_products, labels, poses_of)
+  # >= 2 * 10 * 30 examples per pose count (standard error <= 0.02); uniform products: 0.22..0.63.
+  for n, value in rate.items():
+    assert abs(value - 0.5) < 0.07, (n, rate)
+  # "random" ignores groups: about half of the negatives (105 of ~207 other records) cross over.
+  image_products, text_products, labels = streams["random"]
+  negatives = labels == 0
+  crossed = np.mean([group_of[i] != group_of[t] for i, t in
+                     zip(image_products[negatives], text_products[negatives])])
+  assert 0.42 < crossed < 0.6, crossed
+  rate = _match_rate_by_pose_count(text_products, labels, poses_of)
+  for n, value in rate.items():
+    assert abs(value - 0.5) < 0.07, (n, rate)
+
+
+def test_negative_sampling_option_is_validated():
+  from fashionbert_tf.data import config as data_config_lib  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  assert data_config_lib.DataConfig().negative_sampling == "same_subcategory"
+  with pytest.raises(ValueError, match=r"data.negative_sampling = 'hard'; expected one of "
+                     r"\('same_subcategory', 'random'\)"):
+    data_config_lib.DataConfig(negative_sampling="hard").validate()
+  with pytest.raises(ValueError, match="data.negative_sampling"):
+    experiment_config.load_config(None, ["data.negative_sampling=hard"])
+  assert experiment_config.load_config(
+      None, ["data.negative_sampling=random"]).data.negative_sampling == "random"
+  with pytest.raises(ValueError, match="data.negative_sampling"):
+    pairing.NegativeSampler([1, 2], ["a", "b"], ["g", "g"], negative_sampling="hard")

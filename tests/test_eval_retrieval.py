@@ -1,5 +1,7 @@
 """The evaluation's pair plans: TIA negatives and the retrieval grids (paper 3.1)."""
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,75 @@ def test_retrieval_grids_put_the_query_on_the_fixed_side():
   sets["text_to_image"][0]["candidates"][1] = 12345
   with pytest.raises(ValueError, match="text_to_image query 0 names record 12345"):
     retrieval.plan_retrieval(sets, table)
+
+
+def make_pose_table():
+  """Groups A and B of 30 products each, 5 of every pose count 1..6 (one record per pose)."""
+  rows = []
+  for index in range(60):
+    product, poses, group = 100 + index, 1 + index % 6, "A" if index < 30 else "B"
+    rows += [(1000 * product + pose, product, group) for pose in range(poses)]
+  order = np.random.default_rng(0).permutation(len(rows))       # table rows in no special order
+  rows = [rows[i] for i in order]
+  return retrieval.RecordTable(
+      record_id=np.array([r for r, _, _ in rows], np.int64),
+      product_id=np.array([p for _, p, _ in rows], np.int64),
+      description=[f"text of product {p}" for _, p, _ in rows],
+      group=[("tops", g) for _, _, g in rows])
+
+
+@pytest.mark.parametrize("negative_sampling", ["same_subcategory", "random"])
+def test_tia_labels_do_not_reveal_the_pose_count_in_either_direction(negative_sampling):
+  """Negatives are a uniform record of another product: every text / image ~ half positive."""
+  table = make_pose_table()
+  product_of = dict(zip(table.record_id.tolist(), table.product_id.tolist()))
+  group_of = dict(zip(table.record_id.tolist(), table.group))
+  poses = collections.Counter(table.product_id.tolist())
+  seeds = 40
+  for direction in retrieval.DIRECTIONS:
+    replaced_side, labels, crossed = [], [], []
+    for seed in range(seeds):
+      plan = retrieval.plan_tia(table, seed, negative_sampling=negative_sampling)[direction]
+      fixed, replaced = ((plan.image_ids, plan.text_ids) if direction == "image_to_text"
+                         else (plan.text_ids, plan.image_ids))
+      negatives = plan.labels == 0
+      assert all(product_of[a] != product_of[b]
+                 for a, b in zip(fixed[negatives], replaced[negatives]))
+      crossed += [group_of[a] != group_of[b] for a, b in zip(fixed[negatives], replaced[negatives])]
+      expected_pools = ({"subcategory": len(table), "any": 0} if negative_sampling ==
+                        "same_subcategory" else {"subcategory": 0, "any": len(table)})
+      assert plan.negative_pools == expected_pools
+      replaced_side.append(replaced)
+      labels.append(plan.labels)
+    replaced_side, labels = np.concatenate(replaced_side), np.concatenate(labels)
+    pose_count = np.array([poses[product_of[r]] for r in replaced_side])
+    for n in range(1, 7):
+      # >= 2 * 5 * 2 * 40 = 800 pairs per pose count (standard error <= 0.018); products drawn
+      # uniformly would give ~0.22 (1 pose) to ~0.63 (6 poses).
+      rate = labels[pose_count == n].mean()
+      assert abs(rate - 0.5) < 0.07, (direction, n, rate)
+    if negative_sampling == "same_subcategory":
+      assert not any(crossed)
+    else:                          # ~105 of the ~207 other records are in the other group
+      assert 0.42 < np.mean(crossed) < 0.6
+
+
+def test_tia_negatives_are_a_uniform_record_of_the_group():
+  """Each other product's share of a record's negatives is its share of the group's records."""
+  table = make_pose_table()
+  rng = np.random.default_rng(7)
+  product_ids = table.product_id
+  poses = collections.Counter(product_ids.tolist())
+  group_of = dict(zip(product_ids.tolist(), table.group))
+  anchor = int(np.flatnonzero(product_ids == 100)[0])         # product 100: 1 pose, group A
+  draws = 20000
+  chosen, _ = retrieval.draw_negatives(table, np.full(draws, anchor), rng)
+  shares = collections.Counter(product_ids[chosen].tolist())
+  pool = [p for p in poses if p != 100 and group_of[p] == group_of[100]]
+  assert set(shares) == set(pool)
+  pool_records = sum(poses[p] for p in pool)
+  for p in pool:
+    # Share <= 6/104 with 20000 draws: standard error <= 0.0017; uniform products: 1/29.
+    assert abs(shares[p] / draws - poses[p] / pool_records) < 0.008, p
+  with pytest.raises(ValueError, match="data.negative_sampling"):
+    retrieval.plan_tia(table, 0, negative_sampling="hard")

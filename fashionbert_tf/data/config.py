@@ -7,6 +7,18 @@ from official.modeling.hyperparams import base_config
 
 from fashionbert_tf.data import contract
 
+# Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
+# (category, subcategory) when there is one, or any other product.
+NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
+
+
+def check_negative_sampling(mode):
+  """Raises ValueError naming `data.negative_sampling` unless `mode` is an allowed value."""
+  if mode not in NEGATIVE_SAMPLING_MODES:
+    raise ValueError(f"data.negative_sampling = {mode!r}; expected one of "
+                     f"{NEGATIVE_SAMPLING_MODES}")
+  return mode
+
 
 @dataclasses.dataclass
 class DataConfig(base_config.Config):
@@ -47,9 +59,15 @@ class DataConfig(base_config.Config):
   random_token_rate: float = 0.1
   # Paper 2.2: 10% of the 64 patches masked (features zeroed by the model).
   patch_mask_rate: float = 0.1
-  # Negatives (text of another product, same subcategory) per positive pair; 1.0 = 1:1. Each
-  # image gives floor(r) negatives plus one more with probability frac(r) (data/pairing.py).
+  # Negatives (text of another product) per positive pair; 1.0 = 1:1. Each image gives floor(r)
+  # negatives plus one more with probability frac(r) (data/pairing.py).
   negative_ratio: float = 1.0
+  # Which other products a negative text comes from: "same_subcategory" (same (category,
+  # subcategory) when it has another product, else any; harder negatives) or "random" (any other
+  # product). Either way the negative is a uniformly drawn record of those products, so products
+  # count by their number of records (poses) and a text is as likely in a negative as in a
+  # positive (data/pairing.py). Evaluation's TIA negatives follow the same rule.
+  negative_sampling: str = "same_subcategory"
   # Shuffle buffer in records (encoded, before decoding; ~5-30 KB each).
   shuffle_buffer: int = 4096
   # Records per vectorized pairing / tokenization / masking step (then unbatched for bucketing).
@@ -59,3 +77,7 @@ class DataConfig(base_config.Config):
   length_bucket_boundaries: List[int] = dataclasses.field(
       default_factory=lambda: [24, 32, 48, 64, 96, 128, 192, 256, 320])
   seed: int = 42
+
+  def validate(self):
+    super().validate()
+    check_negative_sampling(self.negative_sampling)

@@ -1,19 +1,40 @@
 """Positive / negative text-image pairs for the TIA task (paper 2.2, "Text and Image Alignment").
 
 Paper: a positive pairs an image with its own product's text; a negative pairs it with the text of
-a different product. This project draws the negative text from a random other product of the SAME
-subcategory (harder negatives, the issue's choice), uniformly over products; when the image's
-(category, subcategory) has no other product, from any other product (such products are counted
-and logged when the sampler is built). Negatives are drawn with stateless ops seeded by
-(data.seed, chunk index), and the chunk index keeps growing across epochs, so negatives are
-re-drawn every epoch and the whole stream is reproducible.
+a different product. Which other products (`data.negative_sampling`):
+
+  same_subcategory (default)  another product of the image's (category, subcategory): harder
+                              negatives, this project's documented choice (the paper only says
+                              "other products"). When the group has no other product, any other
+                              product (such products are counted and logged when the sampler is
+                              built).
+  random                      any other product (the paper's literal reading; the group is all
+                              products).
+
+How a negative is drawn: a uniformly random RECORD among the records of those other products, and
+that record's product's description; i.e. products are weighted by their number of records
+(poses), not drawn uniformly. Why: Fashion-Gen has 1-6 images per product and every image gives a
+positive with its own text, so a text appears in positives once per pose. With products drawn
+uniformly a text's share of negatives would not depend on its pose count: P(match | text) ran from
+about 0.22 (1 pose) to 0.63 (6 poses) on the toy data, a text-only model could beat chance and
+image-to-text ranking would favour many-pose products. Drawn by record, in a group of G records a
+product with n_j records gets, per epoch at ratio 1, n_j * (S - n_j / (G - n_j)) negatives in
+expectation with S = sum_o n_o / (G - n_o) ~ 1, i.e. as many as its positives up to O(n_j / G):
+P(match | text) ~ 1/2 whatever the pose count (exactly 1/2 is impossible in small groups, as a
+negative may never be the own product). Evaluation's TIA negatives (evaluation/retrieval.py) are
+drawn by the same rule.
+
+Negatives are drawn with stateless ops seeded by (data.seed, chunk index), and the chunk index
+keeps growing across epochs, so negatives are re-drawn every epoch and the whole stream is
+reproducible.
 
 Ratio (`data.negative_ratio` = r, default 1.0 = 1:1): each image gives one positive and
 floor(r) + Bernoulli(frac(r)) negatives, so integer ratios are kept exactly (r = 1: every image
 appears once with its own text and once with another product's).
 
 The sampler holds one description per product (Fashion-Gen repeats a product's description on each
-of its poses; the first record's is used) in a lookup table built once from the TFRecords.
+of its poses; the first record's is used) and each product's record count, in lookup tables built
+once from the TFRecords.
 """
 
 import collections
@@ -23,38 +44,63 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from fashionbert_tf.data import config as data_config_lib
 from fashionbert_tf.data import records
 
 _SAMPLER_CACHE = {}
 
 
 class NegativeSampler:
-  """Draws negative descriptions: another product, same (category, subcategory) when possible.
+  """Draws negative descriptions: a random record of another product (module docstring).
+
+  Products are kept ordered by (group, product id) with an exclusive prefix sum of their record
+  counts, so a group's records are one contiguous range [cum[start], cum[start + count]) and a
+  record index maps back to its product with a binary search.
 
   Args:
     product_ids: int [N] distinct product ids.
     descriptions: str [N] one description per product.
     groups: hashable [N] the (category, subcategory) of each product.
+    record_counts: int [N] records (poses) per product, each >= 1; None = 1 each (products then
+      weigh the same).
+    negative_sampling: "same_subcategory" (negatives from the product's group when it has another
+      product, else from any other product) or "random" (groups ignored: any other product).
   """
 
-  def __init__(self, product_ids, descriptions, groups):
+  def __init__(self, product_ids, descriptions, groups, record_counts=None,
+               negative_sampling="same_subcategory"):
+    self.negative_sampling = data_config_lib.check_negative_sampling(negative_sampling)
     product_ids = np.asarray(product_ids, np.int64)
     if len(product_ids) < 2:
       raise ValueError(f"negative pairs need at least 2 products, got {len(product_ids)}")
     if len(set(product_ids.tolist())) != len(product_ids):
       raise ValueError("NegativeSampler: product_ids must be distinct")
+    if len(descriptions) != len(product_ids) or len(groups) != len(product_ids):
+      raise ValueError(f"NegativeSampler: {len(product_ids)} product_ids, {len(descriptions)} "
+                       f"descriptions and {len(groups)} groups; expected one of each per product")
+    record_counts = (np.ones(len(product_ids), np.int64) if record_counts is None
+                     else np.asarray(record_counts, np.int64))
+    if record_counts.shape != product_ids.shape or (record_counts < 1).any():
+      raise ValueError("NegativeSampler: record_counts must be one integer >= 1 per product, got "
+                       f"shape {record_counts.shape}, min {record_counts.min(initial=1)}")
+    if negative_sampling == "random":
+      groups = [("*", "*")] * len(product_ids)       # one group: all products
     group_keys = sorted(set(groups))
     group_index = {key: i for i, key in enumerate(group_keys)}
     group_of = np.array([group_index[g] for g in groups], np.int64)
     order = np.lexsort((product_ids, group_of))           # by group, then product id
     self.product_ids = product_ids[order]
     self.descriptions = [descriptions[i] for i in order]
+    self.record_counts = record_counts[order]
     group_of = group_of[order]
     counts = np.bincount(group_of, minlength=len(group_keys))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     self.group_start = starts[group_of]
     self.group_count = counts[group_of]
+    # cum[k] = records of the products before k (in this order); cum[N] = all records.
+    self.record_offsets = np.concatenate([[0], np.cumsum(self.record_counts)]).astype(np.int64)
     self.num_products = len(self.product_ids)
+    self.num_records = int(self.record_offsets[-1])
     self.num_fallback_products = int(np.sum(self.group_count < 2))
     self.group_names = group_keys
     self._table = tf.lookup.StaticHashTable(
@@ -64,21 +110,27 @@ class NegativeSampler:
     self._product_ids = tf.constant(self.product_ids, tf.int64)
     self._group_start = tf.constant(self.group_start, tf.int64)
     self._group_count = tf.constant(self.group_count, tf.int64)
+    self._record_counts = tf.constant(self.record_counts, tf.int64)
+    self._record_offsets = tf.constant(self.record_offsets, tf.int64)
 
   @classmethod
-  def from_records(cls, file_pattern):
-    """Scans the TFRecords of `file_pattern` once; errors name file + record.
+  def from_records(cls, file_pattern, negative_sampling="same_subcategory"):
+    """Scans the TFRecords of `file_pattern` once (descriptions, groups, records per product).
 
-    Cached per pattern and per the files' (name, mtime, size), so rewritten shards are re-read.
+    Errors name file + record. Cached per pattern, mode and the files' (name, mtime, size), so
+    rewritten shards are re-read.
     """
-    key = (str(file_pattern),) + tuple(
+    data_config_lib.check_negative_sampling(negative_sampling)
+    key = (str(file_pattern), negative_sampling) + tuple(
         (path, os.path.getmtime(path), os.path.getsize(path))
         for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
       first = collections.OrderedDict()
+      num_records = collections.Counter()
       for _, _, batch in records.iterate_parsed_batches(file_pattern):
         for i, product_id in enumerate(batch["product_id"]):
           product_id = int(product_id)
+          num_records[product_id] += 1
           if product_id not in first:
             first[product_id] = (batch["description"][i].decode("utf-8"),
                                  (batch["category"][i].decode("utf-8"),
@@ -86,12 +138,14 @@ class NegativeSampler:
       if len(first) < 2:
         raise ValueError(f"{file_pattern}: {len(first)} product(s); negative pairs need at "
                          "least 2 products")
-      sampler = cls(list(first), [d for d, _ in first.values()], [g for _, g in first.values()])
+      sampler = cls(list(first), [d for d, _ in first.values()], [g for _, g in first.values()],
+                    record_counts=[num_records[p] for p in first],
+                    negative_sampling=negative_sampling)
       logging.info(
-          "negative sampler for %s: %d products in %d (category, subcategory) groups; %d "
-          "products are alone in their subcategory and get negatives from any other product",
-          file_pattern, sampler.num_products, len(sampler.group_names),
-          sampler.num_fallback_products)
+          "negative sampler for %s (%s, record-weighted): %d products, %d records, %d groups; "
+          "%d products are alone in their group and get negatives from any other product",
+          file_pattern, negative_sampling, sampler.num_products, sampler.num_records,
+          len(sampler.group_names), sampler.num_fallback_products)
       _SAMPLER_CACHE[key] = sampler
     return _SAMPLER_CACHE[key]
 
@@ -107,29 +161,37 @@ class NegativeSampler:
   def sample(self, product_ids, seed):
     """Negatives for a batch of product ids.
 
+    Each is a uniformly random record of the other products of the own product's group (of all
+    other products when the group has none; groups are all products with "random"), reported as
+    its product.
+
     Args:
       product_ids: int64 [E].
       seed: int [2] stateless seed.
 
     Returns:
       (descriptions string [E], negative product ids int64 [E]); never the own product; the same
-      (category, subcategory) whenever that group has another product.
+      (category, subcategory) whenever that group has another product ("same_subcategory").
     """
-    own = self.product_index(product_ids)
-    start = tf.gather(self._group_start, own)
+    own = self.product_index(product_ids)                                   # [E]
     count = tf.gather(self._group_count, own)
-    uniform = tf.random.stateless_uniform(tf.shape(own), seed, dtype=tf.float32)
     same_group = count >= 2
-    # Same group: uniform over the group's other products (skip own slot).
-    offset = tf.cast(tf.floor(uniform * tf.cast(count - 1, tf.float32)), tf.int64)
-    offset = tf.minimum(offset, tf.maximum(count - 2, 0))
-    in_group = start + offset
-    in_group = tf.where(in_group >= own, in_group + 1, in_group)
-    # Fallback: uniform over all other products.
-    anywhere = tf.cast(tf.floor(uniform * float(self.num_products - 1)), tf.int64)
-    anywhere = tf.minimum(anywhere, self.num_products - 2)
-    anywhere = tf.where(anywhere >= own, anywhere + 1, anywhere)
-    chosen = tf.where(same_group, in_group, anywhere)
+    # Products [start, start + count) to draw from: the group, else all products (fallback).
+    start = tf.where(same_group, tf.gather(self._group_start, own), tf.zeros_like(own))
+    count = tf.where(same_group, count, tf.fill(tf.shape(own), tf.constant(
+        self.num_products, tf.int64)))
+    first_record = tf.gather(self._record_offsets, start)
+    own_first = tf.gather(self._record_offsets, own)
+    own_records = tf.gather(self._record_counts, own)
+    # Records of the other products in the range; >= 1 since the range has another product.
+    other_records = tf.gather(self._record_offsets, start + count) - first_record - own_records
+    # float64: floor(u * R) reaches every record with equal probability (up to 2^-53 * R).
+    uniform = tf.random.stateless_uniform(tf.shape(own), seed, dtype=tf.float64)
+    offset = tf.cast(tf.floor(uniform * tf.cast(other_records, tf.float64)), tf.int64)
+    offset = tf.clip_by_value(offset, 0, other_records - 1)   # u * R may round up to R
+    record = first_record + offset
+    record = tf.where(record >= own_first, record + own_records, record)   # skip own records
+    chosen = tf.searchsorted(self._record_offsets, record, side="right", out_type=tf.int64) - 1
     return tf.gather(self._descriptions, chosen), tf.gather(self._product_ids, chosen)
 
 

@@ -11,7 +11,9 @@ Stages (all TensorFlow ops; no Python generators or py_function on the hot path)
                    `patch_features` float32 [64, D] from the copies with precomputed features)
   chunk            `data.pairing_chunk_size` records, numbered (the number seeds every draw)
   pair             `pairing.pair_chunk`: each image + own text (label 1) and `negative_ratio`
-                   texts of other products of its subcategory (label 0), re-drawn every epoch
+                   texts of other products (label 0; `data.negative_sampling`: same subcategory
+                   or any; a random record of them, so products weigh by their poses),
+                   re-drawn every epoch
   tokenize         `tensorflow_text.BertTokenizer` (tokenization.py); texts longer than
                    max_text_length - 2 WordPieces lose whole words at the end (the number of such
                    product descriptions is counted and logged when the dataset is built)
@@ -141,7 +143,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
 
   tokenizer = tokenizer or tokenization.build_tokenizer(data_config)
   masker = masking.WholeWordMasker.from_config(data_config, tokenizer)
-  sampler = pairing.NegativeSampler.from_records(file_pattern)
+  sampler = pairing.NegativeSampler.from_records(file_pattern,
+                                                 data_config.negative_sampling)
   log_truncation(tokenizer, sampler, data_config.max_text_length)
 
   num_pipelines = input_context.num_input_pipelines if input_context else 1

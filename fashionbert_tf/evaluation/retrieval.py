@@ -5,10 +5,14 @@ of another (or the same) record. Three tasks, one list of pairs:
 
 TIA accuracy (paper 3.1, "Text and Image Matching"), per direction:
   image-to-text: each validation record's image with its own description (positive) and with the
-    description of another product (negative: same (category, subcategory) when there is one,
-    else any other product; as the training pipeline pairs, without masking);
+    description of another product (negative; as the training pipeline pairs, without masking);
   text-to-image: each record's description with its own image (the same positives) and with the
     image of another product (negative drawn the same way).
+  A negative is a uniformly random record among the records of the other products of the
+  anchor's (category, subcategory) (else of all other products; with data.negative_sampling =
+  random, always of all other products): products weigh by their number of records, so in each
+  direction every text and every image is about as likely in a negative as in a positive, as in
+  training (data/pairing.py says why: drawing the product uniformly leaks the pose count).
   The paper reports one accuracy per direction (Table 1) without defining the negatives; these
   are this project's reading: a direction's negatives replace that direction's candidate side.
   `tia_accuracy` in the results is over all these pairs (positives counted once).
@@ -25,6 +29,7 @@ from typing import Dict, List
 import numpy as np
 
 from fashionbert_tf.data import candidates as candidates_lib
+from fashionbert_tf.data import config as data_config_lib
 
 DIRECTIONS = candidates_lib.DIRECTIONS
 NEGATIVE_POOL_NAMES = ("subcategory", "any")
@@ -71,51 +76,69 @@ class RetrievalPlan:
   ground_truth_index: np.ndarray  # int64 [Q]
 
 
-def _other_of(sorted_products, own, rng):
-  """A uniformly drawn element of `sorted_products` (int64, sorted, contains own) other than own."""
-  index = int(rng.integers(len(sorted_products) - 1))
-  if index >= int(np.searchsorted(sorted_products, own)):
-    index += 1  # skip the own product's slot
-  return int(sorted_products[index])
-
-
-def draw_negatives(table, rows, rng):
+def draw_negatives(table, rows, rng, negative_sampling="same_subcategory"):
   """For each record row, one record (row index) of another product, same group when possible.
 
-  The other product is uniform over the group's other products (else over all other products),
-  then one of its records (poses) uniformly.
+  The record is uniform over the records of the other products of the row's group (a product's
+  group is its first record's (category, subcategory)); over the records of all other products
+  when the group has no other product, or always with negative_sampling="random". Products are
+  thus weighted by their record count (module docstring).
+
+  Args:
+    table: `RecordTable`.
+    rows: int [R] rows of `table` to draw negatives for.
+    rng: `np.random.Generator`.
+    negative_sampling: "same_subcategory" or "random" (`data.negative_sampling`).
 
   Returns:
-    (int64 [len(rows)] rows of the chosen records, dict pool name -> count).
+    (int64 [R] rows of the chosen records, dict pool name -> count), pools "subcategory" (drawn
+    from the own group) and "any" (from all other products).
   """
-  product_rows = {}
-  for row, product_id in enumerate(table.product_id):
-    product_rows.setdefault(int(product_id), []).append(row)
-  products = np.array(sorted(product_rows), np.int64)
+  data_config_lib.check_negative_sampling(negative_sampling)
+  rows = np.asarray(rows, np.int64)
+  products, product_of_row = np.unique(np.asarray(table.product_id, np.int64),
+                                       return_inverse=True)
+  product_of_row = product_of_row.reshape(-1)
   if len(products) < 2:
     raise ValueError(f"TIA negatives need at least 2 products in the validation records, got "
                      f"{len(products)}")
-  group_products = {}
-  for product_id in products:
-    group_products.setdefault(table.group[product_rows[int(product_id)][0]], []).append(
-        int(product_id))
-  group_products = {group: np.array(members, np.int64)  # sorted: built from sorted `products`
-                    for group, members in group_products.items()}
-  chosen, pools = [], {name: 0 for name in NEGATIVE_POOL_NAMES}
-  for row in rows:
-    own = int(table.product_id[row])
-    same_group = group_products[table.group[row]]
-    if len(same_group) >= 2:
-      other, pool = _other_of(same_group, own, rng), "subcategory"
-    else:
-      other, pool = _other_of(products, own, rng), "any"
-    pools[pool] += 1
-    other_rows = product_rows[other]
-    chosen.append(other_rows[int(rng.integers(len(other_rows)))])
-  return np.array(chosen, np.int64), pools
+  num_rows = len(table)
+  first_row = np.full(len(products), num_rows, np.int64)
+  np.minimum.at(first_row, product_of_row, np.arange(num_rows))
+  if negative_sampling == "random":
+    group_of_product = np.zeros(len(products), np.int64)
+  else:
+    group_keys = {}
+    group_of_product = np.array(
+        [group_keys.setdefault(table.group[row], len(group_keys)) for row in first_row], np.int64)
+  group_of_row = group_of_product[product_of_row]
+  # Rows ordered by (group, product): a group's records are one contiguous range, and within it a
+  # product's records are one contiguous block.
+  order = np.lexsort((np.arange(num_rows), product_of_row, group_of_row))
+  position = np.empty(num_rows, np.int64)
+  position[order] = np.arange(num_rows)
+  group_records = np.bincount(group_of_row)
+  group_first = np.concatenate([[0], np.cumsum(group_records)[:-1]])
+  group_products = np.bincount(group_of_product)
+  product_records = np.bincount(product_of_row, minlength=len(products))
+  product_first = np.full(len(products), num_rows, np.int64)
+  np.minimum.at(product_first, product_of_row, position)
+
+  own = product_of_row[rows]
+  group = group_of_product[own]
+  in_group = group_products[group] >= 2
+  start = np.where(in_group, group_first[group], 0)
+  size = np.where(in_group, group_records[group], num_rows)
+  others = size - product_records[own]                   # >= 1: the range has another product
+  drawn = start + rng.integers(0, others)
+  drawn = np.where(drawn >= product_first[own], drawn + product_records[own], drawn)
+  chosen = order[drawn].astype(np.int64)
+  from_group = int(in_group.sum()) if negative_sampling != "random" else 0
+  pools = {"subcategory": from_group, "any": len(rows) - from_group}
+  return chosen, pools
 
 
-def plan_tia(table, seed, max_pairs_per_direction=0):
+def plan_tia(table, seed, max_pairs_per_direction=0, negative_sampling="same_subcategory"):
   """Both directions' TIA pairs (module docstring).
 
   Args:
@@ -123,6 +146,7 @@ def plan_tia(table, seed, max_pairs_per_direction=0):
     seed: int; the same seed and records give the same pairs.
     max_pairs_per_direction: 0 = every record; n = the first n // 2 records (by record_id), so a
       direction has at most n pairs (one positive + one negative per record).
+    negative_sampling: "same_subcategory" or "random" (`data.negative_sampling`, as in training).
 
   Returns:
     dict direction -> `TiaPlan`.
@@ -134,7 +158,7 @@ def plan_tia(table, seed, max_pairs_per_direction=0):
   record_ids = table.record_id[rows]
   plans = {}
   for direction in DIRECTIONS:
-    negative_rows, pools = draw_negatives(table, rows, rng)
+    negative_rows, pools = draw_negatives(table, rows, rng, negative_sampling)
     negative_ids = table.record_id[negative_rows]
     if direction == "image_to_text":   # image fixed, text replaced
       text_ids = np.concatenate([record_ids, negative_ids])
