@@ -146,7 +146,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                                              image_mode=not precomputed)
   table = read_record_table(file_pattern)
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
-  tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs)
+  tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
+                                config.data.negative_sampling)
   candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
   retrieval_plans = retrieval.plan_retrieval(candidate_sets, table,
                                              config.eval.max_retrieval_queries)
