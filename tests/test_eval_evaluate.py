@@ -90,6 +90,29 @@ def test_evaluation_writes_table_json_and_tensorboard(run, checkpoint_results, c
   assert all(cell.endswith("%") for line in table[1:] for cell in line.split()[2:])
 
 
+def test_evaluation_saves_the_scored_retrieval_grids(run, checkpoint_results):
+  """retrieval_scores.npz (what gallery.py draws) holds the saved candidate sets as [Q, C] grids
+  and the very scores behind the reported Rank@K."""
+  path = checkpoint_results["retrieval_scores_file"]
+  assert path == os.path.join(run["config"].train.model_dir, "eval", "retrieval_scores.npz")
+  sets = candidates_lib.load_candidates(run["config"].data.candidates_file)
+  with np.load(path) as saved:
+    assert int(saved["step"]) == STEP
+    for direction, candidate_side, query_side in (("image_to_text", "text_ids", "image_ids"),
+                                                  ("text_to_image", "image_ids", "text_ids")):
+      entries = sets[direction]
+      np.testing.assert_array_equal(saved[f"{direction}_{candidate_side}"],
+                                    [entry["candidates"] for entry in entries])
+      np.testing.assert_array_equal(saved[f"{direction}_{query_side}"],
+                                    [[entry["query"]] * 11 for entry in entries])
+      np.testing.assert_array_equal(saved[f"{direction}_ground_truth"],
+                                    [entry["ground_truth_index"] for entry in entries])
+      scores = saved[f"{direction}_scores"]
+      assert scores.shape == (len(entries), 11)
+      for k, value in metrics.rank_at_k(scores, saved[f"{direction}_ground_truth"]).items():
+        assert value == checkpoint_results[direction][f"rank@{k}"], (direction, k)
+
+
 def test_reused_features_give_the_scores_of_pair_by_pair_scoring(run, checkpoint_results):
   """The work-reusing scorer (dedup, grouping by image, length-sorted VSL batches) returns, for
   every pair, the probability of scoring that pair alone; the reported Rank@K are those of its

@@ -10,9 +10,12 @@
 4. Metrics (`metrics.py`): TIA accuracy per direction, Rank@1/5/10 per direction (ties count
    against the ground truth).
 5. Output: a table laid out like the paper's Table 1, `<output_dir>/results.json` (default
-   `<model_dir>/eval/`), and the table as TensorBoard text (plus each number as a scalar).
+   `<model_dir>/eval/`), and the table as TensorBoard text (plus each number as a scalar);
+   `<output_dir>/retrieval_scores.npz`, the scored Rank@K grids (`write_retrieval_scores`), which
+   `gallery.py` draws.
 """
 
+import io
 import json
 import os
 import re
@@ -32,6 +35,7 @@ from fashionbert_tf.evaluation import retrieval
 from fashionbert_tf.evaluation import scoring
 
 RESULTS_FILE = "results.json"
+RETRIEVAL_SCORES_FILE = "retrieval_scores.npz"
 DIRECTION_TITLES = {"image_to_text": "Image-to-Text", "text_to_image": "Text-to-Image"}
 
 
@@ -125,6 +129,25 @@ def write_outputs(results, table_markdown, directory, step):
   return path
 
 
+def write_retrieval_scores(arrays, directory, step):
+  """Saves the scored retrieval grids as `<directory>/retrieval_scores.npz`; returns its path.
+
+  Args:
+    arrays: per direction d in `retrieval.DIRECTIONS`: `{d}_text_ids`, `{d}_image_ids` int64 [Q, C]
+      (record ids of each pair), `{d}_scores` float [Q, C] (P(match)), `{d}_ground_truth`
+      int64 [Q] (the ground truth's column).
+    directory: the evaluation output folder.
+    step: the evaluated checkpoint's step (stored as `step`, int64 scalar).
+  """
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, RETRIEVAL_SCORES_FILE)
+  buffer = io.BytesIO()  # np.savez seeks, which a GFile opened for writing cannot
+  np.savez(buffer, step=np.int64(step), **arrays)
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())
+  return path
+
+
 def run_evaluation(config, checkpoint=None, saved_model=None):
   """Evaluates per the module docstring and returns the results dict.
 
@@ -137,7 +160,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
     {"image_to_text": {"accuracy", "rank@1", "rank@5", "rank@10", "num_queries",
                        "num_candidates", "num_tia_pairs"}, "text_to_image": {...},
      "tia_accuracy": float, "scoring": {pairs, distinct_pairs, images, texts, seconds,
-     pairs_per_second}, "source": {...}, "results_file": path}
+     pairs_per_second}, "source": {...}, "retrieval_scores_file": path (`write_retrieval_scores`),
+     "results_file": path}
     Every accuracy and Rank@K is a fraction in [0, 1].
   """
   ks = [int(k) for k in config.eval.rank_ks]
@@ -168,6 +192,7 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
   results = {"source": source, "scoring": stats, "candidates_file": config.data.candidates_file,
              "validation_records": len(table)}
   all_probabilities, all_labels = [], []
+  retrieval_arrays = {}
   for i, (direction, plan) in enumerate(tia_plans.items()):
     tia_probability = pieces[i]
     retrieval_plan = retrieval_plans[direction]
@@ -179,6 +204,11 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                     "num_tia_pairs": int(len(plan.labels)),
                     "tia_negative_pools": plan.negative_pools})
     results[direction] = numbers
+    retrieval_arrays.update({
+        f"{direction}_text_ids": retrieval_plan.text_ids,
+        f"{direction}_image_ids": retrieval_plan.image_ids,
+        f"{direction}_scores": grid,
+        f"{direction}_ground_truth": retrieval_plan.ground_truth_index})
     # Positives are the same pairs in both directions: count them once overall.
     keep = plan.labels == 0 if i else np.ones_like(plan.labels, bool)
     all_probabilities.append(tia_probability[keep])
@@ -191,6 +221,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
         f"TIA accuracy over all {sum(len(l) for l in all_labels)} pairs: "
         f"{100 * results['tia_accuracy']:.2f}%; scored {stats['distinct_pairs']} distinct pairs at "
         f"{stats['pairs_per_second']:.1f} pairs/s", flush=True)
+  results["retrieval_scores_file"] = write_retrieval_scores(
+      retrieval_arrays, output_dir(config), source.get("step", 0))
   results["results_file"] = write_outputs(
       results, format_markdown_table(results, ks), output_dir(config), source.get("step", 0))
   logging.info("evaluation results -> %s", results["results_file"])
