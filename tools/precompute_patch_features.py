@@ -9,10 +9,15 @@ reads every shard of `data.tfrecord_dir` (or --input_pattern), runs the configur
 `patch_features` = tf.io.serialize_tensor(float32 [64, D]). Train on them with
 `data.tfrecord_dir=<output_dir>,model.use_precomputed_features=true`.
 
+Without --checkpoint it then also writes the training images' per-dimension feature statistics
+(`model.patch_feature_normalization: standardize`; `fashionbert_tf/modeling/feature_statistics.py`)
+from the features it has just written, to `<data.tfrecord_dir>/patch_feature_statistics/`.
+
 With --checkpoint, the features come from a trained FashionBERT checkpoint's own (possibly
-fine-tuned) backbone instead of `model.backbone_weights`.
+fine-tuned) backbone instead of `model.backbone_weights` (the checkpoint holds its statistics).
 """
 
+import dataclasses
 import os
 
 from absl import app
@@ -21,6 +26,7 @@ from absl import logging
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.modeling import feature_precompute
+from fashionbert_tf.modeling import feature_statistics
 
 INPUT_PATTERN = flags.DEFINE_string(
     "input_pattern", "",
@@ -64,6 +70,12 @@ def main(argv):
       config.model, input_pattern, output_dir, batch_size=BATCH_SIZE.value, feature_fn=feature_fn)
   print(f"wrote {sum(s['records'] for s in summary.values())} records with patch_features "
         f"[64, {config.model.feature_dim}] in {len(summary)} shards to {output_dir}")
+  if not CHECKPOINT.value and config.model.patch_feature_normalization == "standardize":
+    config.data = dataclasses.replace(config.data, features_tfrecord_dir=output_dir)
+    config.model = dataclasses.replace(config.model, use_precomputed_features=True)
+    statistics = feature_statistics.write_statistics(config)
+    print(f"patch feature statistics of {statistics.num_images} training images -> "
+          f"{statistics.source}")
 
 
 if __name__ == "__main__":

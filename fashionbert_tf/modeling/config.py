@@ -16,6 +16,16 @@ class ModelConfig(base_config.Config):
   feature_dim: int = 2048          # D: patch feature size (paper: 2048)
   # True: batches carry precomputed `patch_features` [B,64,D] instead of `image`.
   use_precomputed_features: bool = False
+  # Conditioning of the patch features before the projection (not in the paper; see
+  # modeling/patch_feature_normalization.py): "standardize" ((x - mean) / std per dimension, with
+  # statistics of the training images computed once and stored with the data; without it the
+  # shared component of CNN / pixel features keeps TIA at chance) or "none" (raw features).
+  patch_feature_normalization: str = "standardize"
+  # Statistics file; empty = <data.tfrecord_dir>/patch_feature_statistics/<backbone>-<hash>.npz
+  # (modeling/feature_statistics.py), computed on first use when missing.
+  patch_feature_statistics: str = ""
+  # Training records the statistics are computed from (first N in file order; 0 = all).
+  feature_statistics_max_images: int = 4096
   # Encoder checkpoint: format is "hf_safetensors", "tfhub", "model_garden" or "none" (random
   # init from the sizes below, for tests). Empty path with hf_safetensors = the MiniLM default.
   encoder_format: str = "hf_safetensors"

@@ -17,8 +17,11 @@ Output dict (all float32, also under a mixed-precision policy):
                                 logits over the D feature dims of each masked patch.
   mpm_targets     [B, M, D]     with mpm_logits: the original (unmasked) features of those patches,
                                 stop-gradient.
-Masked patches (`masked_patch_positions` with weight > 0) have their features zeroed before the
-patch embedding (paper 2.2, MPM).
+Patch features are first conditioned by `patch_feature_normalization` (per-dimension
+standardization with the training images' statistics, `model.patch_feature_normalization`; see
+`patch_feature_normalization.py`), then masked patches (`masked_patch_positions` with weight > 0)
+have their features zeroed before the patch embedding (paper 2.2, MPM); `mpm_targets` are the
+conditioned features.
 """
 
 import tensorflow as tf
@@ -42,6 +45,7 @@ class FashionBertModel(tf_keras.Model):
                mlm_head,
                mpm_head,
                tia_head,
+               patch_feature_normalization=None,
                **kwargs):
     """Args:
       encoder: `encoder.FashionBertEncoder`.
@@ -50,6 +54,9 @@ class FashionBertModel(tf_keras.Model):
       mlm_head: Model Garden `MaskedLM` tied to the encoder's word embeddings.
       mpm_head: `heads.MaskedPatchHead`.
       tia_head: `heads.TextImageAlignmentHead`.
+      patch_feature_normalization: optional layer float [B, 64, D] -> float32 [B, 64, D] applied
+        to the patch features first (`patch_feature_normalization.PatchFeatureStandardization`);
+        None = raw features.
     """
     super().__init__(**kwargs)
     self.encoder = encoder
@@ -58,6 +65,7 @@ class FashionBertModel(tf_keras.Model):
     self.mlm_head = mlm_head
     self.mpm_head = mpm_head
     self.tia_head = tia_head
+    self.patch_feature_normalization = patch_feature_normalization
 
   def compute_patch_features(self, image):
     """The backbone step alone: uint8 [B, 256, 256, 3] -> float32 [B, 64, D] (inference mode)."""
@@ -82,6 +90,17 @@ class FashionBertModel(tf_keras.Model):
       variables.append(variable)
     return variables
 
+  @property
+  def new_layer_variables(self):
+    """Trainable variables of the layers FashionBERT adds to BERT, which start untrained.
+
+    The patch embedding (projection, patch position table) and the MPM and TIA heads. Not the MLM
+    head (BERT's own pre-training head, loaded when the checkpoint has one) and not the patch
+    backbone (a pre-trained CNN). `train.new_layers_learning_rate_multiplier` applies to them.
+    """
+    return (self.patch_embedding.trainable_variables + self.mpm_head.trainable_variables +
+            self.tia_head.trainable_variables)
+
   def call(self, inputs, training=None):
     if contract.FEATURES_KEY in inputs:
       patch_features = _as_float32(inputs[contract.FEATURES_KEY])  # Precomputed: no backbone.
@@ -92,6 +111,8 @@ class FashionBertModel(tf_keras.Model):
       raise ValueError(
           f"FashionBERT inputs need `{contract.IMAGE_KEY}` or `{contract.FEATURES_KEY}`; got keys "
           f"{sorted(inputs)}")
+    if self.patch_feature_normalization is not None:
+      patch_features = self.patch_feature_normalization(patch_features)  # [B, 64, D] float32
 
     has_mpm = "masked_patch_positions" in inputs
     visible_features = patch_features

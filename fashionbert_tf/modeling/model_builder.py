@@ -5,7 +5,9 @@
    (`bert_checkpoints.py`: Hugging Face safetensors, TF-Hub SavedModel, Model Garden checkpoint;
    empty path + hf_safetensors = the offline MiniLM default) and takes the encoder sizes from it;
    `none` = random init with the sizes in the config;
-2. builds the patch feature extractor (`patch_features.build_patch_feature_extractor`), the encoder
+2. builds the patch feature extractor (`patch_features.build_patch_feature_extractor`), the
+   patch-feature standardization (`model.patch_feature_normalization`; its statistics are set by
+   the caller, `pretrain.py`, or restored from a checkpoint), the encoder
    (`encoder.FashionBertEncoder`, `model.num_layers` layers: 0 = all of the checkpoint's), the
    patch embedding and the three heads, and creates every variable with one call on a dummy batch;
 3. assigns the checkpoint's weights (all checked first: a missing or mis-shaped variable is an error
@@ -23,6 +25,7 @@ from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import encoder as encoder_lib
 from fashionbert_tf.modeling import heads
 from fashionbert_tf.modeling import patch_embedding as patch_embedding_lib
+from fashionbert_tf.modeling import patch_feature_normalization
 from fashionbert_tf.modeling import patch_features
 from fashionbert_tf.modeling.fashionbert_model import FashionBertModel
 
@@ -136,6 +139,8 @@ def build_model_from_sizes(sizes, model_config, patch_feature_extractor=None):
           hidden_size=sizes.hidden_size, feature_dim=feature_dim, activation=activation,
           initializer=initializer, name="mpm"),
       tia_head=heads.TextImageAlignmentHead(initializer=initializer, name="tia"),
+      patch_feature_normalization=patch_feature_normalization.build_patch_feature_normalization(
+          model_config, feature_dim),
       name="fashionbert")
   model(text, training=False)
   return model

@@ -66,11 +66,26 @@ def build_training_objects(config, strategy):
   with strategy.scope():
     model = model_builder.build_fashionbert(config.model)
     optimizer = strategies.maybe_wrap_for_loss_scaling(
-        optimizer_lib.build_optimizer(config.train), config.train)
+        optimizer_lib.build_optimizer(config.train, model.new_layer_variables), config.train)
     pretrainer = pretrainer_lib.FashionBertPretrainer(model, config.train)
     pretrainer.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     step = optimizer.iterations  # The global step: the schedule and the checkpoints use it.
   return model, optimizer, pretrainer, step
+
+
+def set_patch_feature_statistics(config, model):
+  """Gives a fresh model the training images' patch-feature statistics (`standardize` mode).
+
+  They are read from the data folder, or computed there once when missing
+  (`feature_statistics.ensure_statistics`); a resumed run restores them from its checkpoint.
+  """
+  normalization = model.patch_feature_normalization
+  if normalization is None:
+    return None
+  from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
+  statistics = feature_statistics.ensure_statistics(config)
+  normalization.set_statistics(statistics)
+  return statistics
 
 
 def current_learning_rate(optimizer, step):
@@ -123,6 +138,8 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("resumed from %s at step %d", latest, int(step.numpy()))
+  else:
+    set_patch_feature_statistics(config, model)
   first_step = int(step.numpy())
   total_steps = train_config.train_steps
 

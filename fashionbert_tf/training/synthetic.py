@@ -78,8 +78,13 @@ def synthetic_dataset(global_batch_size, repeat=True, **kwargs):
 
 
 def tiny_model_overrides(feature_dim=8, vocab_size=40):
-  """`model.*` overrides of a tiny random FashionBERT (2 layers, hidden 32) for tests."""
+  """`model.*` overrides of a tiny random FashionBERT (2 layers, hidden 32) for tests.
+
+  Synthetic features are already centred with a spread of 2 (`synthetic_examples`), and there are
+  no TFRecords to take statistics from: no patch-feature standardization.
+  """
   return {
+      "patch_feature_normalization": "none",
       "encoder_format": "none", "backbone": "linear", "num_layers": 2, "hidden_size": 32,
       "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": vocab_size,
       "feature_dim": feature_dim, "max_position_embeddings": 128, "dropout_rate": 0.0,
