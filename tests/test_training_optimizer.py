@@ -64,3 +64,28 @@ def test_strategies(monkeypatch):
   with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
     strategies.build_strategy(train_config_lib.TrainConfig(strategy="multi_worker"))
   assert os.environ["TF_CONFIG"] == "{not json"
+
+
+def test_new_layers_learning_rate_multiplier_scales_only_their_steps():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config = train_config_lib.TrainConfig(
+      train_steps=100, warmup_steps=10, learning_rate=1e-3, weight_decay=0.01,
+      new_layers_learning_rate_multiplier=10.0)
+  new = tf.Variable(np.ones([2, 3], np.float32), name="patch_embedding/projection/kernel")
+  old = tf.Variable(np.ones([2, 3], np.float32), name="encoder/transformer/layer_0/kernel")
+  optimizer = optimizer_lib.build_optimizer(config, new_layer_variables=[new])
+  reference = optimizer_lib.build_optimizer(
+      train_config_lib.TrainConfig(train_steps=100, warmup_steps=10, learning_rate=1e-3,
+                                   weight_decay=0.01))
+  assert type(reference).__name__ == "AdamWeightDecay"
+  twin = tf.Variable(np.ones([2, 3], np.float32), name="twin")
+  gradient = tf.constant(np.linspace(-1, 2, 6, dtype=np.float32).reshape(2, 3))
+  for _ in range(3):   # inside the warm-up: the multiplier follows the schedule
+    optimizer.apply_gradients([(gradient, new), (gradient, old)])
+    reference.apply_gradients([(gradient, twin)])
+  np.testing.assert_allclose(old.numpy(), twin.numpy(), rtol=1e-6)          # untouched: the paper
+  np.testing.assert_allclose(1 - new.numpy(), 10 * (1 - twin.numpy()), rtol=1e-3)
+  assert optimizer_lib.variable_key("patch_embedding/projection/kernel/replica_1:0") == (
+      "patch_embedding/projection/kernel")
+  with pytest.raises(ValueError, match="new_layers_learning_rate_multiplier"):
+    train_config_lib.TrainConfig(new_layers_learning_rate_multiplier=0.0).validate()

@@ -28,6 +28,10 @@ class TrainConfig(base_config.Config):
   epsilon: float = 1e-6
   weight_decay: float = 1e-4
   warmup_steps: int = 5000
+  # Learning rate of the layers FashionBERT adds to the pre-trained BERT (patch embedding, MPM and
+  # TIA heads; they start from random weights) as a multiple of `learning_rate`; 1 = one rate for
+  # all, as in the paper. See training/optimizer.py.
+  new_layers_learning_rate_multiplier: float = 1.0
   # Clip the (all-reduced, weighted) gradient to this global norm; 0 = no clipping. The paper does
   # not mention clipping; 1.0 is what BERT pre-training (and Model Garden's AdamWeightDecay) use.
   gradient_clip_norm: float = 1.0
@@ -72,6 +76,9 @@ class TrainConfig(base_config.Config):
       value = getattr(self, name)
       if value not in allowed:
         raise ValueError(f"train.{name} = {value!r}; expected one of {allowed}")
+    if self.new_layers_learning_rate_multiplier <= 0:
+      raise ValueError("train.new_layers_learning_rate_multiplier must be positive, got "
+                       f"{self.new_layers_learning_rate_multiplier}")
     for name in ("global_batch_size", "train_steps", "checkpoint_every_steps",
                  "validation_every_steps", "log_every_steps"):
       if getattr(self, name) <= 0:
