@@ -6,9 +6,14 @@ Steps (each a small function taking the `ExperimentConfig` and the shared `state
 order by `main`; later stages append theirs to `STEPS`):
   1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same)
   2. prepare_data        HDF5 -> TFRecords + retrieval candidate sets (skipped when up to date)
-  3. summarize_batches   a few pretraining batches: shapes, masking counts, positives/negatives
-  4. pretrain            `fashionbert pretrain` with the config (resumes a finished or killed run)
-  5. evaluate            `fashionbert evaluate` on the latest checkpoint: prints the Table 1 layout
+  3. precompute_features  with model.use_precomputed_features: the backbone runs once over every
+                         image (tools/precompute_patch_features.py does the same), skipped when up
+                         to date; then the training images' patch-feature statistics
+                         (model.patch_feature_normalization: standardize)
+  4. summarize_batches   a few pretraining batches: shapes, masking counts, positives/negatives
+  5. pretrain            `fashionbert pretrain` with the config (resumes a finished or killed run)
+  6. evaluate            `fashionbert evaluate` on the latest checkpoint: prints the Table 1 layout
+  7. write_figures       Figure 4 (w_i and TIA accuracy over steps) and the retrieval gallery PNGs
 """
 
 import os
@@ -38,8 +43,9 @@ def generate_toy_data(config, state):
           f"{path} is missing and is not a toy-data path; the demo only generates toy data "
           "(see data/README.md for real Fashion-Gen)")
   start = time.time()
-  written = toy_fashiongen.make_toy_fashiongen(data.train_hdf5, data.validation_hdf5,
-                                               seed=data.seed)
+  written = toy_fashiongen.make_toy_fashiongen(
+      data.train_hdf5, data.validation_hdf5, num_train_products=data.toy_num_train_products,
+      num_validation_products=data.toy_num_validation_products, seed=data.toy_seed)
   logging.info("toy Fashion-Gen generated in %.1f s: %s", time.time() - start,
                {split: rows for split, (_, rows) in written.items()})
   state["generated"] = True
@@ -58,6 +64,35 @@ def prepare_data(config, state):
     state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
     return
   state["dataset_info"] = prepare.prepare_dataset(data)
+
+
+def precompute_features(config, state):
+  """Shard copies with precomputed patch features (when configured) and the feature statistics."""
+  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data import records  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.modeling import feature_precompute  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
+  data = config.data
+  if config.model.use_precomputed_features:
+    source_pattern = os.path.join(data.tfrecord_dir, "*.tfrecord")
+    output_dir = pipeline.features_dir(data, "train")
+    if output_dir == data.tfrecord_dir:
+      output_dir = data.tfrecord_dir.rstrip("/") + "_features"
+    info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
+    sources = records.list_record_files(source_pattern)
+    outputs = [os.path.join(output_dir, os.path.basename(path)) for path in sources]
+    up_to_date = all(os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(info_path)
+                     for path in outputs)
+    if up_to_date:
+      logging.info("precomputed patch features up to date in %s", output_dir)
+    else:
+      feature_precompute.precompute_patch_features(config.model, source_pattern, output_dir)
+      statistics_path = feature_statistics.default_path(data, config.model)
+      if os.path.exists(statistics_path):
+        os.remove(statistics_path)  # Stale: computed from the features just replaced.
+  if config.model.patch_feature_normalization == "standardize":
+    state["feature_statistics"] = feature_statistics.ensure_statistics(config)
 
 
 def summarize_batches(config, state):
@@ -113,7 +148,18 @@ def evaluate(config, state):
   state["evaluation"] = evaluate_lib.run_evaluation(config)
 
 
-STEPS = [generate_toy_data, prepare_data, summarize_batches, pretrain, evaluate]
+def write_figures(config, state):
+  """Figure 4 (loss weights w_i and TIA accuracy over steps) and the retrieval gallery, as PNGs."""
+  from fashionbert_tf.evaluation import gallery  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.training import loss_weight_figure  # pylint: disable=g-import-not-at-top
+  state["figures"] = [loss_weight_figure.write_loss_weight_figure(config.train.model_dir),
+                      gallery.write_evaluation_gallery(config)]
+  for path in state["figures"]:
+    logging.info("figure written: %s (also in TensorBoard's Images tab)", path)
+
+
+STEPS = [generate_toy_data, prepare_data, precompute_features, summarize_batches, pretrain,
+         evaluate, write_figures]
 
 
 def main(argv):

@@ -77,6 +77,12 @@ class DataConfig(base_config.Config):
   length_bucket_boundaries: List[int] = dataclasses.field(
       default_factory=lambda: [24, 32, 48, 64, 96, 128, 192, 256, 320])
   seed: int = 42
+  # The toy Fashion-Gen the demo generates when `train_hdf5` / `validation_hdf5` are missing
+  # (data/toy_fashiongen.py; tools/make_toy_fashiongen.py takes the same numbers as flags).
+  # Products of the same generator and seed draw; another `toy_seed` gives other products.
+  toy_num_train_products: int = 320
+  toy_num_validation_products: int = 120
+  toy_seed: int = 0
 
   def validate(self):
     super().validate()
