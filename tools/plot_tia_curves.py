@@ -35,11 +35,14 @@ def main(argv):
     raise app.UsageError("give at least one --run LABEL=MODEL_DIR")
   curves = []
   for spec in RUNS.value:
-    label, separator, model_dir = spec.partition("=")
-    if not separator or not model_dir:
+    label, separator, model_dir = spec.rpartition("=")  # labels may hold "=", paths rarely do
+    if not separator or not label or not model_dir:
       raise app.UsageError(f"--run {spec!r}: expected LABEL=MODEL_DIR")
-    scalars = loss_weight_figure.read_scalars(os.path.join(model_dir, "validation"),
-                                              ["tia_accuracy"])
+    try:
+      scalars = loss_weight_figure.read_scalars(os.path.join(model_dir, "validation"),
+                                                ["tia_accuracy"])
+    except FileNotFoundError as error:
+      raise app.UsageError(str(error)) from None
     if "tia_accuracy" not in scalars:
       raise app.UsageError(f"{model_dir}/validation has no tia_accuracy scalar")
     curves.append((label, *scalars["tia_accuracy"]))
