@@ -90,13 +90,21 @@ def test_early_stopping_on_validation_loss(tmp_path):
 
 
 RESUMABLE = dict(train_steps=15, checkpoint_every_steps=3, validation_steps=0, log_every_steps=1)
+# The killed run is set to go on far longer, so it cannot finish (and rotate ckpt-6 away) between
+# two polls; only the step count and the restored state matter for the resume below.
 KILLED_RUN = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
     from test_training_pretrain_run import RESUMABLE, datasets, tiny_config
     from fashionbert_tf.training import pretrain
-    pretrain.run_pretraining(tiny_config(sys.argv[1], **RESUMABLE), *datasets())
+    pretrain.run_pretraining(tiny_config(sys.argv[1], **dict(RESUMABLE, train_steps=100000)),
+                             *datasets())
 """)
+
+
+def _latest_step(model_dir):
+  latest = tf.train.latest_checkpoint(model_dir)
+  return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 def test_resume_after_kill_continues_the_step_count(tmp_path):
@@ -106,10 +114,10 @@ def test_resume_after_kill_continues_the_step_count(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 180
-    while not os.path.exists(os.path.join(model_dir, "ckpt-6.index")):
+    while _latest_step(model_dir) < 6:
       assert process.poll() is None, process.stderr.read()[-3000:]
       assert time.time() < deadline, "no checkpoint within 180 s"
-      time.sleep(0.2)
+      time.sleep(0.05)
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
