@@ -17,7 +17,6 @@ With --checkpoint, the features come from a trained FashionBERT checkpoint's own
 fine-tuned) backbone instead of `model.backbone_weights` (the checkpoint holds its statistics).
 """
 
-import dataclasses
 import os
 
 from absl import app
@@ -26,7 +25,6 @@ from absl import logging
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.modeling import feature_precompute
-from fashionbert_tf.modeling import feature_statistics
 
 INPUT_PATTERN = flags.DEFINE_string(
     "input_pattern", "",
@@ -66,14 +64,17 @@ def main(argv):
     feature_fn = _checkpoint_feature_fn(config.model, CHECKPOINT.value)
   logging.info("backbone %s (weights %r, feature_dim %d): %s -> %s", config.model.backbone,
                config.model.backbone_weights, config.model.feature_dim, input_pattern, output_dir)
-  summary = feature_precompute.precompute_patch_features(
-      config.model, input_pattern, output_dir, batch_size=BATCH_SIZE.value, feature_fn=feature_fn)
+  if CHECKPOINT.value:  # The checkpoint holds its own statistics.
+    summary = feature_precompute.precompute_patch_features(
+        config.model, input_pattern, output_dir, batch_size=BATCH_SIZE.value,
+        feature_fn=feature_fn)
+    statistics = None
+  else:
+    summary, statistics = feature_precompute.precompute_with_statistics(
+        config, input_pattern, output_dir, batch_size=BATCH_SIZE.value)
   print(f"wrote {sum(s['records'] for s in summary.values())} records with patch_features "
         f"[64, {config.model.feature_dim}] in {len(summary)} shards to {output_dir}")
-  if not CHECKPOINT.value and config.model.patch_feature_normalization == "standardize":
-    config.data = dataclasses.replace(config.data, features_tfrecord_dir=output_dir)
-    config.model = dataclasses.replace(config.model, use_precomputed_features=True)
-    statistics = feature_statistics.write_statistics(config)
+  if statistics is not None:
     print(f"patch feature statistics of {statistics.num_images} training images -> "
           f"{statistics.source}")
 

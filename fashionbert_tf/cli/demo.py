@@ -87,10 +87,7 @@ def precompute_features(config, state):
     if up_to_date:
       logging.info("precomputed patch features up to date in %s", output_dir)
     else:
-      feature_precompute.precompute_patch_features(config.model, source_pattern, output_dir)
-      statistics_path = feature_statistics.default_path(data, config.model)
-      if os.path.exists(statistics_path):
-        os.remove(statistics_path)  # Stale: computed from the features just replaced.
+      feature_precompute.precompute_with_statistics(config, source_pattern, output_dir)
   if config.model.patch_feature_normalization == "standardize":
     state["feature_statistics"] = feature_statistics.ensure_statistics(config)
 

@@ -190,3 +190,27 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
   logging.info("patch features for %d records in %d shards in %.1f s (%.1f records/s)", done[0],
                len(input_files), elapsed, done[0] / max(elapsed, 1e-9))
   return summary
+
+
+def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32):
+  """`precompute_patch_features`, then (`standardize` mode) the training images' statistics.
+
+  The statistics are computed from the training features just written (`output_dir`) and saved at
+  `feature_statistics.default_path`, replacing any computed from older features.
+
+  Args:
+    config: `ExperimentConfig` (its `model` picks the backbone, its `data` where statistics go).
+    input_pattern, output_dir, batch_size: as for `precompute_patch_features`.
+
+  Returns:
+    (summary of `precompute_patch_features`, `FeatureStatistics` or None).
+  """
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
+  summary = precompute_patch_features(config.model, input_pattern, output_dir, batch_size)
+  if config.model.patch_feature_normalization != "standardize":
+    return summary, None
+  stats_config = dataclasses.replace(config)
+  stats_config.data = dataclasses.replace(config.data, features_tfrecord_dir=output_dir)
+  stats_config.model = dataclasses.replace(config.model, use_precomputed_features=True)
+  return summary, feature_statistics.write_statistics(stats_config)

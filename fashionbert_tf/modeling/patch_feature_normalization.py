@@ -34,9 +34,9 @@ class PatchFeatureStandardization(tf_keras.layers.Layer):
   """float [B, 64, D] patch features -> float32 [B, 64, D], (x - mean) / std per dimension.
 
   `mean` and `std` [D] are non-trainable variables (saved in checkpoints and SavedModels) set once
-  with `set_statistics` from `feature_statistics.FeatureStatistics`; `num_patches` records how many
-  patches they were computed from (0 = never set: `statistics_are_set` is False and training
-  refuses to start). Always computes in float32, also under a mixed-precision policy.
+  with `set_statistics` from `feature_statistics.FeatureStatistics` (pretraining does it on a fresh
+  start; a resumed run, evaluation and export restore them from the checkpoint); `num_patches`
+  records how many patches they were computed from (0 = never set: `statistics_are_set` is False). Always computes in float32, also under a mixed-precision policy.
   """
 
   def __init__(self, feature_dim, **kwargs):
