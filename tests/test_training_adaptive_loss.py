@@ -119,3 +119,18 @@ def test_squared_norm_densifies_repeated_indexed_slices():
 def test_unknown_mode_is_an_error():
   with pytest.raises(ValueError, match="unknown loss weighting"):
     adaptive_loss.weights_for_mode("uniform")
+
+
+def test_fixed_loss_weights_are_used_as_given():
+  weights = adaptive_loss.weights_for_mode("fixed", fixed=[0.0, 0.0, 1.0])
+  np.testing.assert_array_equal(weights.numpy(), [0.0, 0.0, 1.0])
+  np.testing.assert_allclose(adaptive_loss.weights_for_mode("fixed", fixed=[]).numpy(), [1 / 3] * 3)
+
+
+@pytest.mark.parametrize("bad", [[1.0, 1.0], [0.0, 0.0, 0.0], [1.0, -1.0, 1.0],
+                                 [1.0, float("nan"), 1.0]])
+def test_bad_fixed_loss_weights_name_the_option(bad):
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="train.fixed_loss_weights"):
+    experiment_config.load_config(None, [{"train": {"loss_weighting": "fixed",
+                                                    "fixed_loss_weights": bad}}]).train.validate()

@@ -134,6 +134,26 @@ def test_each_mode_weights_on_a_tiny_model(mode):
     assert "g_mlm" not in logs
 
 
+def test_fixed_loss_weights_train_only_the_weighted_task():
+  # [0, 0, 1]: only TIA's gradient reaches the update, so the MLM head (MLM's alone) does not
+  # move (beyond weight decay, lr * 1e-4 relative); Adam's first step moves a weight by ~lr.
+  pretrainer = tiny_pretrainer(loss_weighting="fixed", fixed_loss_weights=[0.0, 0.0, 1.0])
+  batch = tiny_batch()
+  encoder_ids = {id(v) for v in pretrainer.fashionbert.encoder.trainable_variables}
+  # The MLM head's own variables (its output matrix is the encoder's word embeddings, tied).
+  mlm_head = [v for v in pretrainer.fashionbert.mlm_head.trainable_variables
+              if id(v) not in encoder_ids]
+  assert mlm_head
+  tia_head = pretrainer.fashionbert.tia_head.trainable_variables
+  mlm_before = [v.numpy().copy() for v in mlm_head]
+  tia_before = [v.numpy().copy() for v in tia_head]
+  logs = pretrainer.train_step(batch)
+  assert [float(logs[f"weight_{t}"]) for t in ("mlm", "mpm", "tia")] == [0.0, 0.0, 1.0]
+  for before, variable in zip(mlm_before, mlm_head):
+    np.testing.assert_allclose(variable.numpy(), before, rtol=1e-5, atol=1e-8)
+  assert any(not np.allclose(b, v.numpy()) for b, v in zip(tia_before, tia_head))
+
+
 def test_a_few_steps_of_pretraining_lower_every_loss():
   # The paper's mode with the cheaper gradient-norm scope (the full scope's weights are checked
   # above); a pool of 2 products the tiny model can memorize.

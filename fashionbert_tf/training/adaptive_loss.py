@@ -56,6 +56,19 @@ def fixed_weights(num_tasks=len(TASKS)):
   return tf.fill([num_tasks], 1.0 / num_tasks)
 
 
+def fixed_loss_weights_checked(weights, num_tasks=len(TASKS)):
+  """`train.fixed_loss_weights` as a list of L floats; raises ValueError naming the option.
+
+  Non-negative, not all zero, and not required to sum to 1 (e.g. [0, 0, 1] trains TIA alone, a
+  diagnostic; [1, 1, 1] is 3x the paper's 1/3 each, which Adam makes nearly equivalent).
+  """
+  weights = [float(w) for w in weights]
+  if len(weights) != num_tasks or any(not w >= 0 for w in weights) or not any(weights):
+    raise ValueError(f"train.fixed_loss_weights = {weights}: expected {num_tasks} non-negative "
+                     f"weights ({', '.join(TASKS)}), not all zero")
+  return weights
+
+
 def loss_softmax_weights(losses):
   """The authors' public code: g = softmax(losses)^2, then Eq. 6.
 
@@ -125,7 +138,8 @@ def squared_norm(tensors):
   return total
 
 
-def weights_for_mode(mode, losses=None, squared_norms=None, normalization="sum"):
+def weights_for_mode(mode, losses=None, squared_norms=None, normalization="sum",
+                     fixed=None):
   """The weights of one batch for `train.loss_weighting` = `mode`.
 
   Args:
@@ -133,11 +147,14 @@ def weights_for_mode(mode, losses=None, squared_norms=None, normalization="sum")
     losses: float [L] task losses (needed by "loss_softmax").
     squared_norms: float [L] per-task squared gradient norms (needed by "grad_norm").
     normalization: see `normalize_squared_norms`.
+    fixed: optional [L] weights for "fixed" (`train.fixed_loss_weights`); None or empty = 1 / L.
 
   Returns:
-    float32 [L] weights summing to 1, as constants.
+    float32 [L] weights summing to 1 (those of `fixed` as given), as constants.
   """
   if mode == "fixed":
+    if fixed:
+      return tf.constant(fixed_loss_weights_checked(fixed), tf.float32)
     return fixed_weights()
   if mode == "loss_softmax":
     if losses is None:

@@ -5,6 +5,8 @@ from typing import List
 
 from official.modeling.hyperparams import base_config
 
+from fashionbert_tf.training import adaptive_loss
+
 LOSS_WEIGHTINGS = ("grad_norm", "loss_softmax", "fixed")
 GRAD_NORM_SCOPES = ("shared_variables", "sequence_output")
 GRAD_NORM_NORMALIZATIONS = ("sum", "max")
@@ -37,6 +39,9 @@ class TrainConfig(base_config.Config):
   gradient_clip_norm: float = 1.0
   # "grad_norm" (paper Eq. 6), "loss_softmax" (authors' public code), "fixed" (w_i = 1/3).
   loss_weighting: str = "grad_norm"
+  # With loss_weighting "fixed": the weights of (MLM, MPM, TIA); empty = 1/3 each (the paper's
+  # ablation). E.g. [0, 0, 1] trains text-image alignment alone (a diagnostic, not FashionBERT).
+  fixed_loss_weights: List[float] = dataclasses.field(default_factory=list)
   # Where grad_norm measures each task's gradient: "shared_variables" (the paper: the encoder's
   # parameters shared by all three tasks, `model.shared_variables`) or "sequence_output" (cheaper:
   # the gradient w.r.t. the encoder's last-layer output, the representation all heads share).
@@ -76,6 +81,8 @@ class TrainConfig(base_config.Config):
       value = getattr(self, name)
       if value not in allowed:
         raise ValueError(f"train.{name} = {value!r}; expected one of {allowed}")
+    if self.fixed_loss_weights:
+      adaptive_loss.fixed_loss_weights_checked(self.fixed_loss_weights)
     if self.new_layers_learning_rate_multiplier <= 0:
       raise ValueError("train.new_layers_learning_rate_multiplier must be positive, got "
                        f"{self.new_layers_learning_rate_multiplier}")

@@ -79,6 +79,7 @@ class FashionBertPretrainer(tf_keras.Model):
     self.grad_norm_scope = train_config.grad_norm_scope
     self.grad_norm_normalization = train_config.grad_norm_normalization
     self.masked_losses_on = train_config.masked_losses_on
+    self.fixed_loss_weights = list(train_config.fixed_loss_weights or [])
     self.gradient_clip_norm = float(train_config.gradient_clip_norm)
     if self.loss_weighting not in ("grad_norm", "loss_softmax", "fixed"):
       raise ValueError(f"train.loss_weighting = {self.loss_weighting!r}; expected grad_norm, "
@@ -216,7 +217,8 @@ class FashionBertPretrainer(tf_keras.Model):
       gradients, weights, squared_norms = self._grad_norm_over_sequence_output(
           tape, scaled_losses, outputs["sequence_output"], variables)
     else:  # fixed, loss_softmax: the weights come from the forward pass alone.
-      weights = adaptive_loss.weights_for_mode(self.loss_weighting, losses=global_losses)
+      weights = adaptive_loss.weights_for_mode(self.loss_weighting, losses=global_losses,
+                                               fixed=self.fixed_loss_weights)
       gradients = self._weighted_gradients(tape, scaled_losses, variables, weights)
     del tape
 
