@@ -58,7 +58,9 @@ def test_precomputed_features_equal_online_features(tmp_path, overrides):
     expected = online(images[record_id][None], training=False).numpy()[0]
     stored = record["patch_features"].numpy()
     assert stored.shape == (64, config.feature_dim) and stored.dtype == np.float32
-    np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-5)
+    # Batches of 2 here and of 1 online run different oneDNN convolution kernels: float32
+    # round-off of ~1e-5 on features of size ~0.1-1 (seen on an AMX CPU), far below any real error.
+    np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_records_keep_their_order_and_existing_features_are_replaced(tmp_path):

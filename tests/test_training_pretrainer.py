@@ -191,3 +191,80 @@ def test_mixed_float16_step_with_loss_scaling(mode, scope):
   assert all(np.isfinite(value) for value in values.values()), values
   assert abs(values["weight_mlm"] + values["weight_mpm"] + values["weight_tia"] - 1) < 1e-5
   assert int(pretrainer.optimizer.iterations.numpy()) == 1
+
+
+def _task_gradients(pretrainer, batch, variables, index, through_encoder):
+  """Task `index`'s gradient: full (through the encoder) or of the heads alone."""
+  model = pretrainer.fashionbert
+  with tf.GradientTape() as tape:
+    encoded = model.encode(batch, training=True)
+    sequence_output = encoded["sequence_output"]
+    if not through_encoder:
+      sequence_output = tf.stop_gradient(sequence_output)
+    tape.watch(sequence_output)
+    outputs = model.apply_heads(batch, encoded, sequence_output=sequence_output)
+    loss = pretrainer.task_losses(batch, outputs)[0][index]
+  gradients = tape.gradient(loss, [sequence_output] + variables,
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  return gradients[0], [tf.convert_to_tensor(g) for g in gradients[1:]]
+
+
+@pytest.mark.parametrize("weighting", ["grad_norm", "fixed"])
+def test_task_gradient_normalization_equalizes_tasks_at_the_encoder_output(weighting):
+  """delta = sum_i w_i * scale * delta_i / |delta_i| goes into the encoder; heads keep their own.
+
+  Reference from separate tapes: the heads-only gradient h_i (encoder output stop-gradient) and the
+  full gradient f_i of each task; the encoder part of task i is f_i - h_i, so the expected update
+  is sum_i w_i (h_i + scale / |delta_i| (f_i - h_i)).
+  """
+  pretrainer = tiny_pretrainer(loss_weighting=weighting, grad_norm_scope="sequence_output",
+                               task_gradient_normalization="sequence_output")
+  batch = tiny_batch()
+  variables = pretrainer.fashionbert.trainable_variables
+  _, _, _, gradients, weights, squared_norms = pretrainer._normalized_task_gradients(
+      batch, variables)
+
+  deltas, heads, full = [], [], []
+  for index in range(3):
+    delta, head = _task_gradients(pretrainer, batch, variables, index, through_encoder=False)
+    _, whole = _task_gradients(pretrainer, batch, variables, index, through_encoder=True)
+    deltas.append(delta), heads.append(head), full.append(whole)
+  norms = np.array([float(tf.norm(delta)) for delta in deltas])
+  assert norms.min() > 0 and norms.max() / norms.min() > 2  # the tasks do differ in strength
+  np.testing.assert_allclose(squared_norms.numpy(), norms ** 2, rtol=1e-4)
+  if weighting == "grad_norm":
+    g = norms ** 2 / (norms ** 2).sum()
+    expected_weights = (1 / (3 - g)) / (1 / (3 - g)).sum()
+  else:
+    expected_weights = np.full(3, 1 / 3)
+  np.testing.assert_allclose(weights.numpy(), expected_weights, rtol=1e-5)
+  scale = float((expected_weights * norms).sum())
+  for k in range(len(variables)):
+    expected = sum(expected_weights[i] * (heads[i][k].numpy() + scale / norms[i] *
+                                          (full[i][k].numpy() - heads[i][k].numpy()))
+                   for i in range(3))
+    np.testing.assert_allclose(gradients[k].numpy(), expected, rtol=2e-3, atol=1e-6)
+  # The encoder receives every task with the same strength: the TIA part of its gradient is no
+  # longer the smallest by the ratio of the raw norms.
+  assert not np.allclose(gradients[0].numpy(), sum(
+      expected_weights[i] * full[i][0].numpy() for i in range(3)), rtol=1e-2, atol=1e-7)
+
+
+def test_task_gradient_normalization_trains():
+  pretrainer = tiny_pretrainer(task_gradient_normalization="sequence_output",
+                               grad_norm_scope="sequence_output")
+  batch = tiny_batch()
+  first = pretrainer.train_step(batch)
+  for _ in range(20):
+    logs = pretrainer.train_step(batch)
+  assert float(logs["loss"]) < float(first["loss"])
+  assert 0 < float(logs["weight_tia"]) < 1 and float(logs["g_mlm"]) > 0
+
+
+def test_task_gradient_normalization_needs_the_sequence_output_scope():
+  config = tiny_config(task_gradient_normalization="sequence_output",
+                       grad_norm_scope="shared_variables")
+  with pytest.raises(ValueError, match="train.grad_norm_scope"):
+    config.train.validate()
+  with pytest.raises(ValueError, match="grad_norm_scope"):
+    pretrainer_lib.FashionBertPretrainer(None, config.train)

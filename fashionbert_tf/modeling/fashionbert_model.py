@@ -92,16 +92,27 @@ class FashionBertModel(tf_keras.Model):
 
   @property
   def new_layer_variables(self):
-    """Trainable variables of the layers FashionBERT adds to BERT, which start untrained.
+    """Trainable variables of the layers that start untrained for FashionBERT's tasks.
 
-    The patch embedding (projection, patch position table) and the MPM and TIA heads. Not the MLM
-    head (BERT's own pre-training head, loaded when the checkpoint has one) and not the patch
-    backbone (a pre-trained CNN). `train.new_layers_learning_rate_multiplier` applies to them.
+    The patch embedding (projection, patch position table), the MPM and TIA heads, and the pooler:
+    only TIA reads it, and a checkpoint's pooler was trained for next-sentence prediction at best
+    (the MiniLM default's was not: its weights have std 0.009 and zero bias). Not the MLM head
+    (BERT's own pre-training head, loaded when the checkpoint has one) and not the patch backbone
+    (a pre-trained CNN). `train.new_layers_learning_rate_multiplier` applies to them.
     """
     return (self.patch_embedding.trainable_variables + self.mpm_head.trainable_variables +
-            self.tia_head.trainable_variables)
+            self.tia_head.trainable_variables + self.encoder.pooler_layer.trainable_variables)
 
   def call(self, inputs, training=None):
+    return self.apply_heads(inputs, self.encode(inputs, training=training), training=training)
+
+  def encode(self, inputs, training=None):
+    """Patch features -> patch embedding -> encoder: the part all three tasks share.
+
+    Returns a dict: `sequence_output` float32 [B, T+64, H] (the encoder's last layer),
+    `patch_features` float32 [B, 64, D] (after `patch_feature_normalization`, before masking: the
+    MPM targets come from them) and `text_length` (T, scalar int32).
+    """
     if contract.FEATURES_KEY in inputs:
       patch_features = _as_float32(inputs[contract.FEATURES_KEY])  # Precomputed: no backbone.
     elif contract.IMAGE_KEY in inputs:
@@ -114,20 +125,17 @@ class FashionBertModel(tf_keras.Model):
     if self.patch_feature_normalization is not None:
       patch_features = self.patch_feature_normalization(patch_features)  # [B, 64, D] float32
 
-    has_mpm = "masked_patch_positions" in inputs
     visible_features = patch_features
-    if has_mpm:
-      masked_patch_positions = inputs["masked_patch_positions"]
+    if "masked_patch_positions" in inputs:
       masked_patch_weights = inputs.get("masked_patch_weights")
       if masked_patch_weights is None:
         raise ValueError("FashionBERT inputs: `masked_patch_positions` needs `masked_patch_weights`")
       visible_features = patch_embedding_lib.zero_masked_patches(
-          patch_features, masked_patch_positions, masked_patch_weights)
+          patch_features, inputs["masked_patch_positions"], masked_patch_weights)
 
     patch_embeddings = self.patch_embedding(visible_features)  # [B, 64, E]
     input_word_ids = inputs["input_word_ids"]
     batch_size = tf.shape(input_word_ids)[0]
-    text_length = tf.shape(input_word_ids)[1]
     encoder_outputs = self.encoder(
         dict(input_word_ids=input_word_ids,
              input_mask=inputs["input_mask"],
@@ -135,13 +143,30 @@ class FashionBertModel(tf_keras.Model):
              dense_inputs=patch_embeddings,
              dense_mask=tf.ones([batch_size, contract.NUM_PATCHES], tf.int32)),
         training=training)
-    # The heads read the very float32 tensors returned as `sequence_output` / `pooled_output`
-    # (under a mixed policy Keras casts them back to the compute dtype inside each head), so a
-    # gradient w.r.t. the returned `sequence_output` reaches every head (the training's cheaper
-    # grad-norm scope relies on it). Under float32 the cast is the identity.
-    sequence_output = _as_float32(encoder_outputs["sequence_output"])  # [B, T+64, H]
-    pooled_output = _as_float32(encoder_outputs["pooled_output"])  # [B, H]
+    return dict(sequence_output=_as_float32(encoder_outputs["sequence_output"]),
+                patch_features=patch_features,
+                text_length=tf.shape(input_word_ids)[1])
 
+  def apply_heads(self, inputs, encoded, sequence_output=None, training=None):
+    """The pooler and the three heads on the encoder output: the output dict (module docstring).
+
+    Args:
+      inputs: the batch dict (the masked_* keys select what MLM and MPM predict).
+      encoded: what `encode` returned for `inputs`.
+      sequence_output: optional float32 [B, T+64, H] to read instead of
+        `encoded["sequence_output"]` (same values): the training step passes a stop-gradient copy
+        it watches, so that each task's gradient w.r.t. the encoder output can be taken through
+        the heads alone (`train.task_gradient_normalization`).
+
+    Every head reads this one float32 tensor (the pooler included: pooled = tanh(dense([CLS]))
+    over it, as BERT's pooler does over the encoder's last layer), so a gradient w.r.t. the
+    returned `sequence_output` reaches every head. Under a mixed policy Keras casts it back to the
+    compute dtype inside each head.
+    """
+    del training  # The heads have no dropout.
+    if sequence_output is None:
+      sequence_output = encoded["sequence_output"]  # [B, T+64, H]
+    pooled_output = _as_float32(self.encoder.pooler_layer(sequence_output[:, 0, :]))  # [B, H]
     outputs = dict(
         sequence_output=sequence_output,
         pooled_output=pooled_output,
@@ -150,9 +175,10 @@ class FashionBertModel(tf_keras.Model):
       # Text comes first, so text positions are sequence positions.
       outputs["mlm_logits"] = _as_float32(
           self.mlm_head(sequence_output, inputs["masked_lm_positions"]))
-    if has_mpm:
-      patch_sequence = sequence_output[:, text_length:, :]  # [B, 64, H]
+    if "masked_patch_positions" in inputs:
+      masked_patch_positions = inputs["masked_patch_positions"]
+      patch_sequence = sequence_output[:, encoded["text_length"]:, :]  # [B, 64, H]
       outputs["mpm_logits"] = _as_float32(self.mpm_head(patch_sequence, masked_patch_positions))
       outputs["mpm_targets"] = tf.stop_gradient(
-          tf.gather(patch_features, masked_patch_positions, batch_dims=1))
+          tf.gather(encoded["patch_features"], masked_patch_positions, batch_dims=1))
     return outputs

@@ -17,7 +17,6 @@ import time
 from absl import logging
 import numpy as np
 import tensorflow as tf
-import tf_keras
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import records
@@ -143,7 +142,7 @@ def inference_feature_fn(extractor):
 
 
 def precompute_patch_features(model_config, input_pattern, output_dir, batch_size=32,
-                              feature_fn=None, verbose=True):
+                              feature_fn=None, verbose=True, progress_interval=10.0):
   """Writes copies of every shard matching `input_pattern` into `output_dir`, with features.
 
   Args:
@@ -154,7 +153,7 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     batch_size: images per backbone call.
     feature_fn: optional callable uint8 [b, 256, 256, 3] -> float32 [b, 64, D] replacing the
       extractor built from `model_config` (e.g. a trained model's `compute_patch_features`).
-    verbose: show a progress bar (records, records/s).
+    verbose: log progress (records, records/s, ETA) every `progress_interval` seconds.
 
   Returns:
     dict: output path -> {"records": n, "replaced": n}.
@@ -173,12 +172,20 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     feature_fn = inference_feature_fn(extractor)
 
   total = sum(count_records(path) for path in input_files)
-  progress = tf_keras.utils.Progbar(total, unit_name="record", verbose=1 if verbose else 0)
+  # One log line every `progress_interval` seconds (records, records/s, ETA), never a per-batch
+  # progress bar: the demo's and CI's logs are files, not terminals.
   done = [0]
+  begun, last = time.time(), [time.time()]
 
   def on_batch(count):
     done[0] += count
-    progress.update(done[0])
+    now = time.time()
+    if verbose and (now - last[0] >= progress_interval or done[0] >= total):
+      last[0] = now
+      rate = done[0] / max(now - begun, 1e-9)
+      logging.info("patch features: %d / %d records (%.0f%%), %.1f records/s, ETA %.0f s",
+                   done[0], total, 100.0 * done[0] / max(total, 1), rate,
+                   (total - done[0]) / max(rate, 1e-9))
 
   start = time.time()
   output_files = [os.path.join(output_dir, os.path.basename(path)) for path in input_files]

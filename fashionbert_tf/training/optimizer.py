@@ -12,9 +12,9 @@ Gradient clipping is done by the pretrainer on the all-reduced gradient (so it i
 any strategy), so the optimizer's own clipping is switched off here.
 
 Learning rate of the new layers (`train.new_layers_learning_rate_multiplier`, not in the paper):
-the layers FashionBERT adds to the pre-trained BERT (the patch embedding and the MPM and TIA heads,
-`FashionBertModel.new_layer_variables`) start from random weights, while the encoder starts from a
-checkpoint. With a multiplier m != 1 those variables get m x the scheduled learning rate (same
+the layers FashionBERT adds to the pre-trained BERT (the patch embedding and the MPM and TIA heads)
+start from random weights and the pooler (read by TIA alone) was never trained for it
+(`FashionBertModel.new_layer_variables`), while the encoder starts from a checkpoint. With a multiplier m != 1 those variables get m x the scheduled learning rate (same
 warm-up and decay; the decoupled weight decay scales with it), through `AdamWeightDecayWithMultiplier`,
 Model Garden's AdamWeightDecay with the per-variable learning rate applied where it reads its
 coefficients. m = 1 is exactly Model Garden's optimizer.

@@ -81,9 +81,17 @@ class FashionBertPretrainer(tf_keras.Model):
     self.masked_losses_on = train_config.masked_losses_on
     self.fixed_loss_weights = list(train_config.fixed_loss_weights or [])
     self.gradient_clip_norm = float(train_config.gradient_clip_norm)
+    self.task_gradient_normalization = getattr(train_config, "task_gradient_normalization", "none")
     if self.loss_weighting not in ("grad_norm", "loss_softmax", "fixed"):
       raise ValueError(f"train.loss_weighting = {self.loss_weighting!r}; expected grad_norm, "
                        "loss_softmax or fixed")
+    if self.task_gradient_normalization not in ("none", "sequence_output"):
+      raise ValueError(f"train.task_gradient_normalization = "
+                       f"{self.task_gradient_normalization!r}; expected none or sequence_output")
+    if (self.task_gradient_normalization == "sequence_output" and
+        self.loss_weighting == "grad_norm" and self.grad_norm_scope != "sequence_output"):
+      raise ValueError("train.task_gradient_normalization = 'sequence_output' needs "
+                       "train.grad_norm_scope = 'sequence_output' with grad_norm weighting")
     if self.grad_norm_scope not in ("shared_variables", "sequence_output"):
       raise ValueError(f"train.grad_norm_scope = {self.grad_norm_scope!r}; expected "
                        "shared_variables or sequence_output")
@@ -196,12 +204,78 @@ class FashionBertPretrainer(tf_keras.Model):
         "grad_norm", squared_norms=squared_norms, normalization=self.grad_norm_normalization)
     return self._weighted_gradients(tape, scaled_losses, variables, weights), weights, squared_norms
 
+  def _normalized_task_gradients(self, batch, variables):
+    """`task_gradient_normalization: sequence_output`: one step's losses, weights and gradients.
+
+    The heads (pooler included) read a watched stop-gradient copy of the encoder output, so:
+      1. per task i, one backward pass through the heads alone gives delta_i = d l_i / d
+         sequence_output [B, T+64, H] and the gradient of the heads' variables (the tied word
+         embeddings get MLM's output-layer part here);
+      2. the weights w (Eq. 6 on the squared norms of delta_i for grad_norm; else per mode);
+      3. delta = (sum_j w_j |delta_j|) * sum_i w_i delta_i / |delta_i|: every task pushes the
+         encoder with the same strength before weighting, and the overall scale is the weighted
+         mean norm (so clipping and Adam's epsilon see gradients of the usual size);
+      4. one backward pass of delta through the encoder (and the patch embedding);
+    the update is sum_i w_i (heads' gradient of task i) + (encoder gradient of delta). Norms are
+    global (squared norms summed over replicas); gradients are all-reduced.
+
+    Returns:
+      (task_losses [3], global losses [3], statistics, gradients, weights [3], squared norms [3]).
+    """
+    with tf.GradientTape(persistent=True) as tape:
+      encoded = self.fashionbert.encode(batch, training=True)
+      sequence_output = encoded["sequence_output"]
+      head_input = tf.stop_gradient(sequence_output)
+      tape.watch(head_input)
+      outputs = self.fashionbert.apply_heads(batch, encoded, sequence_output=head_input,
+                                             training=True)
+      task_losses, statistics = self.task_losses(batch, outputs)
+      scaled_losses = self._scale(task_losses)
+    global_losses = tf.stop_gradient(_replica_sum(task_losses))
+
+    deltas, head_gradients = [], []
+    for index in range(len(TASKS)):
+      gradients = tape.gradient(scaled_losses, [head_input] + list(variables),
+                                output_gradients=tf.one_hot(index, len(TASKS)),
+                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      deltas.append(gradients[0])
+      head_gradients.append([_densify(gradient) for gradient in gradients[1:]])
+    # Squared norms in the (possibly loss-scaled) units of the deltas; scale-free where used.
+    squared_norms = _replica_sum(tf.stack([adaptive_loss.squared_norm([d]) for d in deltas]))
+    if self.loss_weighting == "grad_norm":
+      weights = adaptive_loss.weights_for_mode(
+          "grad_norm", squared_norms=squared_norms, normalization=self.grad_norm_normalization)
+    else:
+      weights = adaptive_loss.weights_for_mode(self.loss_weighting, losses=global_losses,
+                                               fixed=self.fixed_loss_weights)
+    norms = tf.sqrt(squared_norms)
+    scale = tf.reduce_sum(weights * norms)
+    delta = tf.add_n([tf.math.divide_no_nan(weights[i] * scale, norms[i]) * deltas[i]
+                      for i in range(len(TASKS))])
+    encoder_gradients = tape.gradient(sequence_output, variables, output_gradients=delta,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del tape
+    gradients = [
+        _densify(encoder_gradient) + weights[0] * head_gradients[0][k] +
+        weights[1] * head_gradients[1][k] + weights[2] * head_gradients[2][k]
+        for k, encoder_gradient in enumerate(encoder_gradients)]
+    gradients = _replica_sum(self._unscale(gradients))
+    return task_losses, global_losses, statistics, gradients, weights, squared_norms
+
   # ----------------------------------------------------------------------------------------------
   # Keras steps
 
   def train_step(self, data):
     batch = data
     variables = self.fashionbert.trainable_variables
+    if self.task_gradient_normalization == "sequence_output":
+      (task_losses, global_losses, statistics, gradients, weights,
+       squared_norms) = self._normalized_task_gradients(batch, variables)
+      if self.loss_weighting != "grad_norm":
+        squared_norms = None
+      self._apply(gradients, variables)
+      return self._finish_step(global_losses, weights, statistics, squared_norms)
+
     needs_several_backward_passes = self.loss_weighting == "grad_norm"
     with tf.GradientTape(persistent=needs_several_backward_passes) as tape:
       outputs = self.fashionbert(batch, training=True)
@@ -221,13 +295,18 @@ class FashionBertPretrainer(tf_keras.Model):
                                                fixed=self.fixed_loss_weights)
       gradients = self._weighted_gradients(tape, scaled_losses, variables, weights)
     del tape
+    self._apply(gradients, variables)
+    return self._finish_step(global_losses, weights, statistics, squared_norms)
 
+  def _apply(self, gradients, variables):
+    """Clips (`train.gradient_clip_norm`) and applies the all-reduced gradients."""
     if self.gradient_clip_norm > 0:
       gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clip_norm)
     # The gradients are already summed over replicas: no second aggregation.
     self.optimizer.apply_gradients(zip(gradients, variables),
                                    experimental_aggregate_gradients=False)
 
+  def _finish_step(self, global_losses, weights, statistics, squared_norms):
     self._update_metrics(global_losses, weights, statistics)
     if squared_norms is not None:
       g = adaptive_loss.normalize_squared_norms(squared_norms, self.grad_norm_normalization)

@@ -90,3 +90,60 @@ def tiny_model_overrides(feature_dim=8, vocab_size=40):
       "feature_dim": feature_dim, "max_position_embeddings": 128, "dropout_rate": 0.0,
       "attention_dropout_rate": 0.0, "use_precomputed_features": True,
   }
+
+
+def attribute_matching_examples(num_pairs, num_products, vocab_size=40, feature_dim=16,
+                                text_length=10, num_attributes=6, product_seed=0, pair_seed=1,
+                                code_seed=7, code_scale=1.5, num_masked_patches=6):
+  """A small toy set where matching text and image needs both: pairs of a learnable rule.
+
+  Each product has one attribute a in [0, num_attributes) (think "colour"). Its text is
+  `[CLS] w ... w [SEP]` of random filler words with the attribute's word (id 5 + a) at a random
+  position; its image is `patch_features` [64, D] of per-product Gaussian noise plus `code_scale`
+  times the attribute's code (a fixed random vector, the same for every product: `code_seed`).
+  Products drawn with another `product_seed` are new products sharing the rule, so accuracy on them
+  is held-out accuracy. Half the pairs are positive (a product's own text and image); a negative
+  pairs an image with the text of a product whose attribute differs. Neither the text nor the image
+  alone says whether a pair matches. One filler-or-attribute word per text is masked for MLM (its
+  id in `masked_lm_ids`) and `num_masked_patches` patches for MPM, as the contract says.
+
+  Returns a dict of NumPy arrays per the batch contract (patch-feature mode), `num_pairs` rows.
+  """
+  if vocab_size <= 5 + num_attributes:
+    raise ValueError(f"vocab_size {vocab_size} leaves no filler words for {num_attributes} "
+                     "attributes")
+  codes = np.random.default_rng(code_seed).normal(size=(num_attributes, feature_dim))
+  rng = np.random.default_rng(product_seed)
+  attribute = rng.integers(0, num_attributes, num_products)
+  texts = rng.integers(5 + num_attributes, vocab_size,
+                       size=(num_products, text_length)).astype(np.int32)
+  texts[:, 0], texts[:, -1] = 1, 2
+  texts[np.arange(num_products), rng.integers(1, text_length - 1, num_products)] = 5 + attribute
+  features = (rng.normal(size=(num_products, contract.NUM_PATCHES, feature_dim)) +
+              code_scale * codes[attribute][:, None, :]).astype(np.float32)
+
+  rng = np.random.default_rng(pair_seed)
+  image_product = rng.integers(0, num_products, num_pairs)
+  label = (np.arange(num_pairs) % 2 == 0).astype(np.int32)
+  text_product = image_product.copy()
+  for i in np.flatnonzero(label == 0):
+    others = np.flatnonzero(attribute != attribute[image_product[i]])
+    text_product[i] = rng.choice(others)
+  word_ids = texts[text_product].copy()
+  positions = rng.integers(1, text_length - 1, size=(num_pairs, 1)).astype(np.int32)
+  masked_ids = np.take_along_axis(word_ids, positions, 1)
+  np.put_along_axis(word_ids, positions, 3, 1)
+  patch_positions = np.stack([rng.choice(contract.NUM_PATCHES, num_masked_patches, replace=False)
+                              for _ in range(num_pairs)]).astype(np.int32)
+  return {
+      "input_word_ids": word_ids,
+      "input_mask": np.ones_like(word_ids),
+      "input_type_ids": np.zeros_like(word_ids),
+      "masked_lm_positions": positions,
+      "masked_lm_ids": masked_ids,
+      "masked_lm_weights": np.ones(positions.shape, np.float32),
+      "masked_patch_positions": patch_positions,
+      "masked_patch_weights": np.ones(patch_positions.shape, np.float32),
+      "tia_label": label,
+      contract.FEATURES_KEY: features[image_product],
+  }
