@@ -166,8 +166,13 @@ def main(argv):
   config = common_flags.config_from_flags()
   np.set_printoptions(linewidth=120)
   state = {}
+  seconds = {}
   for step in STEPS:
     start = time.time()
     logging.info("demo step %s ...", step.__name__)
     step(config, state)
-    logging.info("demo step %s done in %.1f s", step.__name__, time.time() - start)
+    seconds[step.__name__] = time.time() - start
+    logging.info("demo step %s done in %.1f s", step.__name__, seconds[step.__name__])
+  print("\ndemo wall time per step: " + ", ".join(
+      f"{name} {value:.0f} s" for name, value in seconds.items()) +
+        f"; total {sum(seconds.values()) / 60:.1f} min", flush=True)

@@ -69,10 +69,13 @@ def build_scorer(config, checkpoint=None, saved_model=None):
     source = {"saved_model": saved_model}
     precomputed = config.model.use_precomputed_features
   else:
-    model, path, model_config = restore.restore_model(config, checkpoint)
+    from fashionbert_tf.training import strategies  # pylint: disable=g-import-not-at-top
+    with strategies.precision_policy(config.eval.mixed_precision):
+      model, path, model_config = restore.restore_model(config, checkpoint)
     scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model))
     source = {"checkpoint": path, "step": _checkpoint_step(path),
-              "num_layers": int(model.encoder.get_config()["num_layers"])}
+              "num_layers": int(model.encoder.get_config()["num_layers"]),
+              "mixed_precision": config.eval.mixed_precision}
     precomputed = model_config.use_precomputed_features
   return scorer, source, precomputed
 

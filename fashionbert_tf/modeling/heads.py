@@ -63,8 +63,11 @@ class TextImageAlignmentHead(tf_keras.layers.Layer):
 
   def __init__(self, initializer, **kwargs):
     super().__init__(**kwargs)
+    # float32 whatever the policy: under a mixed policy the logits (and so P(match), which ranks
+    # 101 candidates per query) are not rounded to 16 bits, where near scores would tie.
     self.classifier = tf_keras.layers.Dense(
-        2, kernel_initializer=tf_utils.clone_initializer(initializer), name="classifier")
+        2, kernel_initializer=tf_utils.clone_initializer(initializer), dtype="float32",
+        name="classifier")
 
   def call(self, pooled_output):
     return self.classifier(pooled_output)

@@ -14,6 +14,7 @@ Mixed precision (`train.mixed_precision`): "mixed_float16" (dynamic loss scaling
 built. XLA (`train.jit_compile`) compiles the train step (`Model.compile(jit_compile=True)`).
 """
 
+import contextlib
 import json
 import os
 
@@ -67,6 +68,23 @@ def set_precision_policy(train_config):
                      "mixed_bfloat16")
   tf_keras.mixed_precision.set_global_policy(policy)
   return policy
+
+
+@contextlib.contextmanager
+def precision_policy(policy):
+  """Within the block the global Keras dtype policy is `policy`; the previous one comes back after.
+
+  Layers take the policy when they are built, so a model built inside keeps it.
+  """
+  if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
+    raise ValueError(f"mixed precision {policy!r}; expected float32, mixed_float16 or "
+                     "mixed_bfloat16")
+  previous = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy(policy)
+  try:
+    yield policy
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
 
 
 def maybe_wrap_for_loss_scaling(optimizer, train_config):

@@ -47,11 +47,23 @@ def synthetic_examples(num_examples, vocab_size, feature_dim, text_length=12,
   word_ids = texts[text_product].copy()
   positions = np.stack([rng.choice(np.arange(1, text_length - 1), num_masked_tokens, replace=False)
                         for _ in range(num_examples)]).astype(np.int32)
+  examples = _masked_examples(rng, word_ids, positions, num_masked_patches, label)
+  if image_mode:
+    examples[contract.IMAGE_KEY] = images[image_product]
+  else:
+    examples[contract.FEATURES_KEY] = features[image_product]
+  return examples
+
+
+def _masked_examples(rng, word_ids, positions, num_masked_patches, label):
+  """The contract's text, masking and label keys: the words at `positions` [N, P] become [MASK]
+  (id 3; their ids go to `masked_lm_ids`) and `num_masked_patches` random patches per pair are
+  listed for MPM. `word_ids` int32 [N, T] is modified in place."""
   masked_ids = np.take_along_axis(word_ids, positions, 1)
   np.put_along_axis(word_ids, positions, 3, 1)
   patch_positions = np.stack([rng.choice(contract.NUM_PATCHES, num_masked_patches, replace=False)
-                              for _ in range(num_examples)]).astype(np.int32)
-  examples = {
+                              for _ in range(len(word_ids))]).astype(np.int32)
+  return {
       "input_word_ids": word_ids,
       "input_mask": np.ones_like(word_ids),
       "input_type_ids": np.zeros_like(word_ids),
@@ -62,11 +74,6 @@ def synthetic_examples(num_examples, vocab_size, feature_dim, text_length=12,
       "masked_patch_weights": np.ones(patch_positions.shape, np.float32),
       "tia_label": label,
   }
-  if image_mode:
-    examples[contract.IMAGE_KEY] = images[image_product]
-  else:
-    examples[contract.FEATURES_KEY] = features[image_product]
-  return examples
 
 
 def synthetic_dataset(global_batch_size, repeat=True, **kwargs):
@@ -131,19 +138,6 @@ def attribute_matching_examples(num_pairs, num_products, vocab_size=40, feature_
     text_product[i] = rng.choice(others)
   word_ids = texts[text_product].copy()
   positions = rng.integers(1, text_length - 1, size=(num_pairs, 1)).astype(np.int32)
-  masked_ids = np.take_along_axis(word_ids, positions, 1)
-  np.put_along_axis(word_ids, positions, 3, 1)
-  patch_positions = np.stack([rng.choice(contract.NUM_PATCHES, num_masked_patches, replace=False)
-                              for _ in range(num_pairs)]).astype(np.int32)
-  return {
-      "input_word_ids": word_ids,
-      "input_mask": np.ones_like(word_ids),
-      "input_type_ids": np.zeros_like(word_ids),
-      "masked_lm_positions": positions,
-      "masked_lm_ids": masked_ids,
-      "masked_lm_weights": np.ones(positions.shape, np.float32),
-      "masked_patch_positions": patch_positions,
-      "masked_patch_weights": np.ones(patch_positions.shape, np.float32),
-      "tia_label": label,
-      contract.FEATURES_KEY: features[image_product],
-  }
+  examples = _masked_examples(rng, word_ids, positions, num_masked_patches, label)
+  examples[contract.FEATURES_KEY] = features[image_product]
+  return examples
