@@ -19,6 +19,13 @@ Backward work per mode (`train.loss_weighting`, `train.grad_norm_scope`):
     scope raises a clear error.
   The weighted sum's gradient is `tape.gradient(losses [3], variables, output_gradients=w)`, so
   the weights never enter the tape (they are constants, Algorithm 1 step 4).
+  * `train.task_gradient_normalization: sequence_output` (any weighting; with grad_norm the
+    `sequence_output` scope): the heads read a stop-gradient copy of the encoder output, three
+    backward passes through the heads alone give each task's delta_i = d l_i / d sequence_output
+    and its heads' gradients, and one backward pass carries
+    (sum_j w_j |delta_j|) * sum_i w_i delta_i / |delta_i| through the encoder
+    (`_normalized_task_gradients`): every task pushes the shared encoder with the same strength
+    before weighting. Not in the paper (see the config's comment and README).
 
 Distribution (Mirrored / MultiWorkerMirrored): every mean's denominator is summed over all
 replicas first, so each replica's loss is its share of the *global* batch's loss. The gradients are
