@@ -221,7 +221,7 @@ def test_task_gradient_normalization_equalizes_tasks_at_the_encoder_output(weigh
                                task_gradient_normalization="sequence_output")
   batch = tiny_batch()
   variables = pretrainer.fashionbert.trainable_variables
-  _, _, _, gradients, weights, squared_norms = pretrainer._normalized_task_gradients(
+  _, _, gradients, weights, squared_norms = pretrainer._normalized_task_gradients(
       batch, variables)
 
   deltas, heads, full = [], [], []

@@ -104,7 +104,7 @@ class FashionBertModel(tf_keras.Model):
             self.tia_head.trainable_variables + self.encoder.pooler_layer.trainable_variables)
 
   def call(self, inputs, training=None):
-    return self.apply_heads(inputs, self.encode(inputs, training=training), training=training)
+    return self.apply_heads(inputs, self.encode(inputs, training=training))
 
   def encode(self, inputs, training=None):
     """Patch features -> patch embedding -> encoder: the part all three tasks share.
@@ -147,7 +147,7 @@ class FashionBertModel(tf_keras.Model):
                 patch_features=patch_features,
                 text_length=tf.shape(input_word_ids)[1])
 
-  def apply_heads(self, inputs, encoded, sequence_output=None, training=None):
+  def apply_heads(self, inputs, encoded, sequence_output=None):
     """The pooler and the three heads on the encoder output: the output dict (module docstring).
 
     Args:
@@ -161,9 +161,8 @@ class FashionBertModel(tf_keras.Model):
     Every head reads this one float32 tensor (the pooler included: pooled = tanh(dense([CLS]))
     over it, as BERT's pooler does over the encoder's last layer), so a gradient w.r.t. the
     returned `sequence_output` reaches every head. Under a mixed policy Keras casts it back to the
-    compute dtype inside each head.
+    compute dtype inside each head. The heads have no dropout, so there is no `training` flag.
     """
-    del training  # The heads have no dropout.
     if sequence_output is None:
       sequence_output = encoded["sequence_output"]  # [B, T+64, H]
     pooled_output = _as_float32(self.encoder.pooler_layer(sequence_output[:, 0, :]))  # [B, H]

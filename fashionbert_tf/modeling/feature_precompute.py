@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import records
+from fashionbert_tf.evaluation import pair_scoring
 from fashionbert_tf.modeling import patch_features as patch_features_lib
 
 
@@ -172,20 +173,14 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     feature_fn = inference_feature_fn(extractor)
 
   total = sum(count_records(path) for path in input_files)
-  # One log line every `progress_interval` seconds (records, records/s, ETA), never a per-batch
-  # progress bar: the demo's and CI's logs are files, not terminals.
+  progress = pair_scoring.Progress(total, progress_interval, label="patch features:",
+                                   unit="records")
   done = [0]
-  begun, last = time.time(), [time.time()]
 
   def on_batch(count):
     done[0] += count
-    now = time.time()
-    if verbose and (now - last[0] >= progress_interval or done[0] >= total):
-      last[0] = now
-      rate = done[0] / max(now - begun, 1e-9)
-      logging.info("patch features: %d / %d records (%.0f%%), %.1f records/s, ETA %.0f s",
-                   done[0], total, 100.0 * done[0] / max(total, 1), rate,
-                   (total - done[0]) / max(rate, 1e-9))
+    if verbose:
+      progress.update(count)
 
   start = time.time()
   output_files = [os.path.join(output_dir, os.path.basename(path)) for path in input_files]

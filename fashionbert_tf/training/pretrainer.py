@@ -88,7 +88,7 @@ class FashionBertPretrainer(tf_keras.Model):
     self.masked_losses_on = train_config.masked_losses_on
     self.fixed_loss_weights = list(train_config.fixed_loss_weights or [])
     self.gradient_clip_norm = float(train_config.gradient_clip_norm)
-    self.task_gradient_normalization = getattr(train_config, "task_gradient_normalization", "none")
+    self.task_gradient_normalization = train_config.task_gradient_normalization
     if self.loss_weighting not in ("grad_norm", "loss_softmax", "fixed"):
       raise ValueError(f"train.loss_weighting = {self.loss_weighting!r}; expected grad_norm, "
                        "loss_softmax or fixed")
@@ -193,9 +193,10 @@ class FashionBertPretrainer(tf_keras.Model):
         for k in range(len(variables))]
     return combined, weights, squared_norms
 
-  def _grad_norm_over_sequence_output(self, tape, scaled_losses, sequence_output, variables):
-    """The cheaper grad_norm: norms of d l_i / d sequence_output, then one weighted backward."""
-    squared_norms = []
+  def _task_output_gradients(self, tape, scaled_losses, sequence_output):
+    """Per task, d l_i / d sequence_output (backward through the heads alone), and the global
+    squared norms [3] of these gradients (summed over replicas: their examples are disjoint)."""
+    deltas = []
     for index, task in enumerate(TASKS):
       gradient = tape.gradient(scaled_losses, sequence_output,
                                output_gradients=tf.one_hot(index, len(TASKS)))
@@ -205,8 +206,13 @@ class FashionBertPretrainer(tf_keras.Model):
             "`sequence_output` output tensor (the heads must read that very tensor; under a "
             "mixed-precision policy the float32 copy is not it). Use grad_norm_scope="
             "shared_variables.")
-      squared_norms.append(adaptive_loss.squared_norm([gradient]))
-    squared_norms = _replica_sum(tf.stack(squared_norms))
+      deltas.append(gradient)
+    squared_norms = _replica_sum(tf.stack([adaptive_loss.squared_norm([d]) for d in deltas]))
+    return deltas, squared_norms
+
+  def _grad_norm_over_sequence_output(self, tape, scaled_losses, sequence_output, variables):
+    """The cheaper grad_norm: norms of d l_i / d sequence_output, then one weighted backward."""
+    _, squared_norms = self._task_output_gradients(tape, scaled_losses, sequence_output)
     weights = adaptive_loss.weights_for_mode(
         "grad_norm", squared_norms=squared_norms, normalization=self.grad_norm_normalization)
     return self._weighted_gradients(tape, scaled_losses, variables, weights), weights, squared_norms
@@ -215,40 +221,32 @@ class FashionBertPretrainer(tf_keras.Model):
     """`task_gradient_normalization: sequence_output`: one step's losses, weights and gradients.
 
     The heads (pooler included) read a watched stop-gradient copy of the encoder output, so:
-      1. per task i, one backward pass through the heads alone gives delta_i = d l_i / d
-         sequence_output [B, T+64, H] and the gradient of the heads' variables (the tied word
-         embeddings get MLM's output-layer part here);
+      1. per task i, a backward pass through the heads alone gives delta_i = d l_i / d
+         sequence_output [B, T+64, H];
       2. the weights w (Eq. 6 on the squared norms of delta_i for grad_norm; else per mode);
       3. delta = (sum_j w_j |delta_j|) * sum_i w_i delta_i / |delta_i|: every task pushes the
          encoder with the same strength before weighting, and the overall scale is the weighted
          mean norm (so clipping and Adam's epsilon see gradients of the usual size);
-      4. one backward pass of delta through the encoder (and the patch embedding);
-    the update is sum_i w_i (heads' gradient of task i) + (encoder gradient of delta). Norms are
-    global (squared norms summed over replicas); gradients are all-reduced.
+      4. one backward pass of both `sum_i w_i l_i` (it reaches only the heads' variables and the
+         tied word embeddings, through the stop-gradient) and `delta` at the encoder output (the
+         encoder and the patch embedding): the update is the sum of the two.
+    Norms are global (squared norms summed over replicas); gradients are all-reduced.
 
     Returns:
-      (task_losses [3], global losses [3], statistics, gradients, weights [3], squared norms [3]).
+      (global losses [3], statistics, gradients, weights [3], squared norms [3]).
     """
     with tf.GradientTape(persistent=True) as tape:
       encoded = self.fashionbert.encode(batch, training=True)
       sequence_output = encoded["sequence_output"]
       head_input = tf.stop_gradient(sequence_output)
       tape.watch(head_input)
-      outputs = self.fashionbert.apply_heads(batch, encoded, sequence_output=head_input,
-                                             training=True)
+      outputs = self.fashionbert.apply_heads(batch, encoded, sequence_output=head_input)
       task_losses, statistics = self.task_losses(batch, outputs)
       scaled_losses = self._scale(task_losses)
     global_losses = tf.stop_gradient(_replica_sum(task_losses))
 
-    deltas, head_gradients = [], []
-    for index in range(len(TASKS)):
-      gradients = tape.gradient(scaled_losses, [head_input] + list(variables),
-                                output_gradients=tf.one_hot(index, len(TASKS)),
-                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      deltas.append(gradients[0])
-      head_gradients.append([_densify(gradient) for gradient in gradients[1:]])
     # Squared norms in the (possibly loss-scaled) units of the deltas; scale-free where used.
-    squared_norms = _replica_sum(tf.stack([adaptive_loss.squared_norm([d]) for d in deltas]))
+    deltas, squared_norms = self._task_output_gradients(tape, scaled_losses, head_input)
     if self.loss_weighting == "grad_norm":
       weights = adaptive_loss.weights_for_mode(
           "grad_norm", squared_norms=squared_norms, normalization=self.grad_norm_normalization)
@@ -259,15 +257,12 @@ class FashionBertPretrainer(tf_keras.Model):
     scale = tf.reduce_sum(weights * norms)
     delta = tf.add_n([tf.math.divide_no_nan(weights[i] * scale, norms[i]) * deltas[i]
                       for i in range(len(TASKS))])
-    encoder_gradients = tape.gradient(sequence_output, variables, output_gradients=delta,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    gradients = tape.gradient([scaled_losses, sequence_output], variables,
+                              output_gradients=[weights, delta],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
     del tape
-    gradients = [
-        _densify(encoder_gradient) + weights[0] * head_gradients[0][k] +
-        weights[1] * head_gradients[1][k] + weights[2] * head_gradients[2][k]
-        for k, encoder_gradient in enumerate(encoder_gradients)]
-    gradients = _replica_sum(self._unscale(gradients))
-    return task_losses, global_losses, statistics, gradients, weights, squared_norms
+    gradients = _replica_sum([_densify(gradient) for gradient in self._unscale(gradients)])
+    return global_losses, statistics, gradients, weights, squared_norms
 
   # ----------------------------------------------------------------------------------------------
   # Keras steps
@@ -276,8 +271,8 @@ class FashionBertPretrainer(tf_keras.Model):
     batch = data
     variables = self.fashionbert.trainable_variables
     if self.task_gradient_normalization == "sequence_output":
-      (task_losses, global_losses, statistics, gradients, weights,
-       squared_norms) = self._normalized_task_gradients(batch, variables)
+      global_losses, statistics, gradients, weights, squared_norms = (
+          self._normalized_task_gradients(batch, variables))
       if self.loss_weighting != "grad_norm":
         squared_norms = None
       self._apply(gradients, variables)

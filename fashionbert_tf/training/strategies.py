@@ -60,25 +60,30 @@ def build_strategy(train_config):
                    "multi_worker")
 
 
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _checked_policy(policy, option):
+  if policy not in PRECISION_POLICIES:
+    raise ValueError(f"{option} = {policy!r}; expected float32, mixed_float16 or mixed_bfloat16")
+  return policy
+
+
 def set_precision_policy(train_config):
   """Sets the global Keras dtype policy from `train.mixed_precision`; call before building."""
-  policy = train_config.mixed_precision
-  if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
-    raise ValueError(f"train.mixed_precision = {policy!r}; expected float32, mixed_float16 or "
-                     "mixed_bfloat16")
+  policy = _checked_policy(train_config.mixed_precision, "train.mixed_precision")
   tf_keras.mixed_precision.set_global_policy(policy)
   return policy
 
 
 @contextlib.contextmanager
-def precision_policy(policy):
+def precision_policy(policy, option="eval.mixed_precision"):
   """Within the block the global Keras dtype policy is `policy`; the previous one comes back after.
 
-  Layers take the policy when they are built, so a model built inside keeps it.
+  Layers take the policy when they are built, so a model built inside keeps it. `option` names
+  the config key in the error for an unknown policy.
   """
-  if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
-    raise ValueError(f"mixed precision {policy!r}; expected float32, mixed_float16 or "
-                     "mixed_bfloat16")
+  _checked_policy(policy, option)
   previous = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy(policy)
   try:
