@@ -18,6 +18,26 @@ COMMANDS = {
 }
 
 
+# Errors about the user's data, checkpoints or run (raised with a message naming what is wrong and
+# where): printed as one line, exit status 1, no traceback. Matched by name so that this module
+# imports no TensorFlow before a command is chosen.
+USER_FACING_ERRORS = ("NonFiniteLossError", "RecordFileError", "FashionGenFormatError",
+                      "NotEnoughProductsError", "CheckpointMismatchError")
+
+
+def reporting_user_errors(command, command_main):
+  """`command_main` with the USER_FACING_ERRORS turned into one line on stderr and exit 1."""
+  def run(argv):
+    try:
+      return command_main(argv)
+    except Exception as error:  # pylint: disable=broad-except
+      if type(error).__name__ not in USER_FACING_ERRORS:
+        raise
+      print(f"fashionbert {command}: {type(error).__name__}: {error}", file=sys.stderr)
+      sys.exit(1)
+  return run
+
+
 def usage():
   lines = ["usage: fashionbert <command> [--flags]   (fashionbert <command> --helpfull for flags)",
            "", "commands:"]
@@ -33,7 +53,7 @@ def main():
   module = importlib.import_module(COMMANDS[command][0])
   sys.argv = [f"fashionbert {command}"] + sys.argv[2:]
   from absl import app  # pylint: disable=g-import-not-at-top
-  app.run(module.main)
+  app.run(reporting_user_errors(command, module.main))
 
 
 if __name__ == "__main__":

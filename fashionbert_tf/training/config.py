@@ -13,6 +13,7 @@ GRAD_NORM_NORMALIZATIONS = ("sum", "max")
 MASKED_LOSS_PAIRS = ("positive", "all")
 TASK_GRADIENT_NORMALIZATIONS = ("none", "sequence_output")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
+NONFINITE_ACTIONS = ("stop", "skip_batch")
 MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -75,6 +76,12 @@ class TrainConfig(base_config.Config):
   early_stopping_patience: int = 3   # validations without improvement before stopping; 0 = off
   early_stopping_min_delta: float = 0.0
   log_every_steps: int = 10          # TensorBoard scalars + absl log line
+  # A step whose loss (any of the three) or all-reduced gradient is NaN / Inf never updates the
+  # weights (every replica sees the same global values, so all agree). Then "stop": the run ends
+  # with an error naming the step and the loss, and writes no checkpoint; "skip_batch": the batch
+  # is skipped (the step count and schedule move on) and counted (`skipped_batches` in the logs,
+  # TensorBoard and the checkpoint).
+  on_nonfinite: str = "stop"
   seed: int = 42
 
   def validate(self):
@@ -87,6 +94,7 @@ class TrainConfig(base_config.Config):
         "task_gradient_normalization": TASK_GRADIENT_NORMALIZATIONS,
         "strategy": STRATEGIES,
         "mixed_precision": MIXED_PRECISIONS,
+        "on_nonfinite": NONFINITE_ACTIONS,
     }
     for name, allowed in choices.items():
       value = getattr(self, name)

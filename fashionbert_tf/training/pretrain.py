@@ -96,6 +96,19 @@ def current_learning_rate(optimizer, step):
   return float(tf.convert_to_tensor(learning_rate))
 
 
+class NonFiniteLossError(RuntimeError):
+  """A step's loss or gradient was NaN / Inf under `train.on_nonfinite: stop`."""
+
+
+def _nonfinite_description(step_values):
+  """'mlm_loss nan, gradient norm inf'-style text naming the non-finite values of one step."""
+  names = [f"{task}_loss" for task in pretrainer_lib.TASKS] + ["gradient_norm"]
+  values = {name: float(step_values[f"step_{name}"]) for name in names}
+  bad = [f"{name.replace('_', ' ')} {value}" for name, value in values.items()
+         if not math.isfinite(value)]
+  return ", ".join(bad), values
+
+
 def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_callbacks=()):
   """Pre-trains (or resumes pre-training) FashionBERT as configured.
 
@@ -112,7 +125,12 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   Returns:
     dict: model_dir, first_step (0 or the restored step), final_step, stopped_early,
     elapsed_seconds, examples_per_second, train_logs (last), validation_logs (last),
-    validation_history ([{"step", ...}]), checkpoint (latest path).
+    validation_history ([{"step", ...}]), checkpoint (latest path), skipped_batches (steps
+    with a non-finite loss or gradient skipped under `train.on_nonfinite: skip_batch`).
+
+  Raises:
+    NonFiniteLossError: a step's loss or gradient was NaN / Inf and `train.on_nonfinite` is
+      "stop" (the weights in memory are those before that step; no checkpoint is written).
   """
   train_config = config.train
   train_config.validate()
@@ -145,7 +163,8 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
 
   summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step,
                  stopped_early=False, elapsed_seconds=0.0, examples_per_second=0.0,
-                 train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest)
+                 train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest,
+                 skipped_batches=0)
   patience = train_config.early_stopping_patience
   if patience > 0 and int(early_stopping.bad_validations.numpy()) >= patience:
     logging.info("the run in %s already stopped early at step %d", model_dir, first_step)
@@ -179,15 +198,29 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   window_steps = 0
   current = first_step
   stopped_early = False
+  skipped_batches = 0
   while current < total_steps:
     logs = train_function(iterator)
     current += 1
     window_steps += 1
     last = current == total_steps
+    # This step's own values (not averaged): the weights were updated only if it was finite.
+    step_values = {name: logs.pop(name) for name in list(logs) if name.startswith("step_")}
+    if not float(step_values["step_finite"]):
+      description, values = _nonfinite_description(step_values)
+      if train_config.on_nonfinite == "stop":
+        raise NonFiniteLossError(
+            f"non-finite values at step {current}: {description} (all values: {values}). The "
+            "update was not applied and no checkpoint was written from this step; the latest "
+            f"checkpoint is {manager.latest_checkpoint or 'none'}. Look for bad records (NaN "
+            "features, empty texts) or lower the learning rate; train.on_nonfinite=skip_batch "
+            "skips such batches instead.")
+      skipped_batches += 1
+      logging.warning("step %d: non-finite values (%s): batch skipped, no update applied "
+                      "(%d skipped so far)", current, description, skipped_batches)
     if current % train_config.log_every_steps == 0 or last:
       logs = {name: float(value) for name, value in logs.items()}
-      if not all(math.isfinite(value) for value in logs.values()):
-        logging.warning("non-finite training metrics at step %d: %s", current, logs)
+      logs["skipped_batches"] = float(skipped_batches)
       logs["learning_rate"] = current_learning_rate(optimizer, current)
       logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
                                      max(time.time() - window_start, 1e-9))
@@ -219,6 +252,7 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
 
   elapsed = time.time() - start
   summary.update(final_step=int(step.numpy()), stopped_early=stopped_early,
+                 skipped_batches=skipped_batches,
                  elapsed_seconds=elapsed,
                  examples_per_second=(current - first_step) * train_config.global_batch_size /
                  max(elapsed, 1e-9))

@@ -36,6 +36,13 @@ gradients of different replicas are disjoint, so the global squared norm is the 
 replicas' squared norms (three scalars all-reduced). Clipping (`train.gradient_clip_norm`) acts on
 the all-reduced gradient.
 
+Non-finite steps: when any global loss or the all-reduced gradient's norm is NaN / Inf, the
+update is not applied (only the step count moves on; the cond runs in cross-replica context, as in
+Keras' LossScaleOptimizer, because `apply_gradients` calls `merge_call`) and the Means are not
+updated. Every step also returns its own values, not averaged: `step_finite` (1 or 0),
+`step_mlm_loss`, `step_mpm_loss`, `step_tia_loss` and `step_gradient_norm`; the pre-training loop
+acts on them (`train.on_nonfinite`).
+
 Metrics (Keras `Mean`s, reset by the caller): loss (the weighted total), mlm_loss, mpm_loss,
 tia_loss, weight_mlm, weight_mpm, weight_tia, tia_accuracy, mlm_accuracy; with grad_norm also
 g_mlm, g_mpm, g_tia (the normalized squared gradient norms fed to Eq. 6).
@@ -107,6 +114,10 @@ class FashionBertPretrainer(tf_keras.Model):
     if self.loss_weighting == "grad_norm":
       names += [f"g_{task}" for task in TASKS]
     self._trackers = {name: tf_keras.metrics.Mean(name=name) for name in names}
+    # This step's own values (reset every step; Means, so replicas' copies reduce to the value).
+    step_names = ["step_finite"] + [f"step_{task}_loss" for task in TASKS]
+    self._step_trackers = {name: tf_keras.metrics.Mean(name=name)
+                           for name in step_names + ["step_gradient_norm"]}
 
   @property
   def metrics(self):
@@ -275,8 +286,8 @@ class FashionBertPretrainer(tf_keras.Model):
           self._normalized_task_gradients(batch, variables))
       if self.loss_weighting != "grad_norm":
         squared_norms = None
-      self._apply(gradients, variables)
-      return self._finish_step(global_losses, weights, statistics, squared_norms)
+      return self._apply_and_finish(gradients, variables, global_losses, weights, statistics,
+                                    squared_norms)
 
     needs_several_backward_passes = self.loss_weighting == "grad_norm"
     with tf.GradientTape(persistent=needs_several_backward_passes) as tape:
@@ -297,24 +308,66 @@ class FashionBertPretrainer(tf_keras.Model):
                                                fixed=self.fixed_loss_weights)
       gradients = self._weighted_gradients(tape, scaled_losses, variables, weights)
     del tape
-    self._apply(gradients, variables)
-    return self._finish_step(global_losses, weights, statistics, squared_norms)
+    return self._apply_and_finish(gradients, variables, global_losses, weights, statistics,
+                                  squared_norms)
 
-  def _apply(self, gradients, variables):
-    """Clips (`train.gradient_clip_norm`) and applies the all-reduced gradients."""
+  def _apply_and_finish(self, gradients, variables, global_losses, weights, statistics,
+                        squared_norms):
+    """Applies the all-reduced gradients if the step is finite; metrics and this step's values."""
+    gradient_norm = tf.linalg.global_norm(gradients)
+    # Global values (losses and gradients are summed over replicas): every replica agrees.
+    finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(global_losses)),
+                            tf.math.is_finite(gradient_norm))
     if self.gradient_clip_norm > 0:
-      gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clip_norm)
-    # The gradients are already summed over replicas: no second aggregation.
-    self.optimizer.apply_gradients(zip(gradients, variables),
-                                   experimental_aggregate_gradients=False)
+      gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clip_norm,
+                                            use_norm=gradient_norm)
+    self._apply_if(finite, gradients, variables)
 
-  def _finish_step(self, global_losses, weights, statistics, squared_norms):
-    self._update_metrics(global_losses, weights, statistics)
-    if squared_norms is not None:
-      g = adaptive_loss.normalize_squared_norms(squared_norms, self.grad_norm_normalization)
-      for index, task in enumerate(TASKS):
-        self._trackers[f"g_{task}"].update_state(g[index])
-    return {name: tracker.result() for name, tracker in self._trackers.items()}
+    def update_metrics():
+      self._update_metrics(global_losses, weights, statistics)
+      if squared_norms is not None:
+        g = adaptive_loss.normalize_squared_norms(squared_norms, self.grad_norm_normalization)
+        for index, task in enumerate(TASKS):
+          self._trackers[f"g_{task}"].update_state(g[index])
+      return tf.constant(True)
+
+    tf.cond(finite, update_metrics, lambda: tf.constant(False))
+    logs = {name: tracker.result() for name, tracker in self._trackers.items()}
+    step_values = dict(step_finite=tf.cast(finite, tf.float32), step_gradient_norm=gradient_norm,
+                       **{f"step_{task}_loss": global_losses[index]
+                          for index, task in enumerate(TASKS)})
+    for name, value in step_values.items():
+      tracker = self._step_trackers[name]
+      for variable in tracker.variables:
+        variable.assign(tf.zeros_like(variable))
+      tracker.update_state(value)
+      logs[name] = tracker.result()
+    return logs
+
+  def _apply_if(self, finite, gradients, variables):
+    """`optimizer.apply_gradients` when `finite` (a scalar bool, equal on every replica); else
+    only the step count moves on. The cond is taken in cross-replica context, as Keras'
+    LossScaleOptimizer does: `apply_gradients` calls `merge_call`, which a replica-context cond
+    may not contain."""
+    optimizer = self.optimizer
+
+    def skip():
+      return optimizer.iterations.assign_add(1, read_value=False)
+
+    def apply_in_replica(replica_gradients):
+      # The gradients are already summed over replicas: no second aggregation.
+      return optimizer.apply_gradients(zip(replica_gradients, variables),
+                                       experimental_aggregate_gradients=False)
+
+    def in_cross_replica(distribution, replica_gradients, replica_finite):
+      should_apply = distribution.experimental_local_results(replica_finite)[0]
+      return tf.__internal__.smart_cond.smart_cond(
+          should_apply,
+          lambda: distribution.extended.call_for_each_replica(apply_in_replica,
+                                                             args=(replica_gradients,)),
+          skip)
+
+    tf.distribute.get_replica_context().merge_call(in_cross_replica, args=(gradients, finite))
 
   def test_step(self, data):
     batch = data
