@@ -4,7 +4,8 @@
       [--params_override train.loss_weighting=fixed,train.train_steps=100]
 
 Writes `<train.model_dir>/params.yaml`, checkpoints `ckpt-N`, TensorBoard logs in `train/` and
-`validation/`; re-running on the same model_dir resumes from the last checkpoint.
+`validation/`; re-running on the same model_dir resumes from the last checkpoint. SIGTERM / SIGINT
+save a checkpoint after the current step and exit with status 128 + the signal number (143 / 130).
 """
 
 import json
@@ -23,4 +24,6 @@ def main(argv):
   summary = pretrain.run_pretraining(config)
   print(json.dumps({key: summary[key] for key in (
       "model_dir", "first_step", "final_step", "stopped_early", "elapsed_seconds",
-      "examples_per_second", "train_logs", "validation_logs", "checkpoint")}, indent=2))
+      "examples_per_second", "train_logs", "validation_logs", "checkpoint", "skipped_batches",
+      "interrupted_by")}, indent=2))
+  pretrain.exit_if_interrupted(summary, "fashionbert pretrain")

@@ -37,14 +37,15 @@ of its poses; the first record's is used) and each product's record count, in lo
 once from the TFRecords.
 """
 
-import collections
 import os
+import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import config as data_config_lib
+from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
 
 _SAMPLER_CACHE = {}
@@ -115,37 +116,33 @@ class NegativeSampler:
 
   @classmethod
   def from_records(cls, file_pattern, negative_sampling="same_subcategory"):
-    """Scans the TFRecords of `file_pattern` once (descriptions, groups, records per product).
+    """The sampler of the TFRecords of `file_pattern`, from their negatives index.
 
-    Errors name file + record. Cached per pattern, mode and the files' (name, mtime, size), so
-    rewritten shards are re-read.
+    The index (`negatives_index.py`: descriptions, groups, records per product) is read from next
+    to the shards when it matches them, else rebuilt by one scan of the shards (errors name file
+    + record) and written back. Cached in the process per pattern, mode and the files' (name,
+    mtime, size).
     """
     data_config_lib.check_negative_sampling(negative_sampling)
     key = (str(file_pattern), negative_sampling) + tuple(
         (path, os.path.getmtime(path), os.path.getsize(path))
         for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
-      first = collections.OrderedDict()
-      num_records = collections.Counter()
-      for _, _, batch in records.iterate_parsed_batches(file_pattern):
-        for i, product_id in enumerate(batch["product_id"]):
-          product_id = int(product_id)
-          num_records[product_id] += 1
-          if product_id not in first:
-            first[product_id] = (batch["description"][i].decode("utf-8"),
-                                 (batch["category"][i].decode("utf-8"),
-                                  batch["subcategory"][i].decode("utf-8")))
-      if len(first) < 2:
-        raise ValueError(f"{file_pattern}: {len(first)} product(s); negative pairs need at "
+      start = time.time()
+      index, how = negatives_index.load_or_build(file_pattern)
+      products = index["products"]
+      if len(products) < 2:
+        raise ValueError(f"{file_pattern}: {len(products)} product(s); negative pairs need at "
                          "least 2 products")
-      sampler = cls(list(first), [d for d, _ in first.values()], [g for _, g in first.values()],
-                    record_counts=[num_records[p] for p in first],
+      sampler = cls([p[0] for p in products], [p[1] for p in products],
+                    [(p[2], p[3]) for p in products], record_counts=[p[4] for p in products],
                     negative_sampling=negative_sampling)
       logging.info(
-          "negative sampler for %s (%s, record-weighted): %d products, %d records, %d groups; "
-          "%d products are alone in their group and get negatives from any other product",
-          file_pattern, negative_sampling, sampler.num_products, sampler.num_records,
-          len(sampler.group_names), sampler.num_fallback_products)
+          "negative sampler for %s (%s, record-weighted; index %s in %.1f s): %d products, %d "
+          "records, %d groups; %d products are alone in their group and get negatives from any "
+          "other product", file_pattern, negative_sampling, how, time.time() - start,
+          sampler.num_products, sampler.num_records, len(sampler.group_names),
+          sampler.num_fallback_products)
       _SAMPLER_CACHE[key] = sampler
     return _SAMPLER_CACHE[key]
 

@@ -25,6 +25,7 @@ from absl import logging
 
 from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.data import fashiongen_hdf5
+from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
 
 import tensorflow as tf
@@ -111,6 +112,8 @@ def prepare_dataset(data_config):
         "first_skipped_rows": report.first_skipped_rows,
         "file_pattern": records.split_file_pattern(directory, split)}
     logging.info("%s done in %.1f s: %s", split, time.time() - start, report.summary())
+    info["splits"][split]["negatives_index"] = negatives_index.write_for(
+        records.split_file_pattern(directory, split))
     if split == "validation":
       validation_metadata = metadata
   try:

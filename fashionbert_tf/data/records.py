@@ -210,6 +210,30 @@ def _count_readable(path):
   return count
 
 
+def corrupt_files(file_pattern):
+  """[(file, index of its first unreadable record)] of the files matching `file_pattern` that
+  cannot be read to the end (bad CRC, truncated): the diagnosis after a bare DataLossError."""
+  found = []
+  for path in list_record_files(file_pattern):
+    try:
+      for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(1024):
+        pass
+    except tf.errors.DataLossError:
+      found.append((path, _count_readable(path)))
+  return found
+
+
+def data_loss_error(file_pattern, error, where=""):
+  """A `RecordFileError` naming the corrupt file(s) behind TensorFlow's DataLossError `error`
+  raised while reading `file_pattern` (None when every file now reads: re-raise `error` then)."""
+  found = corrupt_files(file_pattern)
+  if not found:
+    return None
+  files = "; ".join(f"{path}: record {index} (0-based) cannot be read" for path, index in found)
+  return RecordFileError(f"corrupt TFRecord file{'s' if len(found) > 1 else ''}{where}: {files} "
+                         f"({error.message.strip()}); re-run `fashionbert prepare-data` for it")
+
+
 def iterate_parsed_batches(file_pattern, feature_spec=None, batch_size=512):
   """Eagerly yields (file, index of the batch's first record in the file, dict of numpy arrays).
 

@@ -185,6 +185,8 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
   start = time.time()
   output_files = [os.path.join(output_dir, os.path.basename(path)) for path in input_files]
   summary = precompute_shards(feature_fn, input_files, output_files, batch_size, on_batch)
+  from fashionbert_tf.data import negatives_index  # pylint: disable=g-import-not-at-top
+  negatives_index.write_for_copies(input_files, output_files)
   for path, output_path in zip(input_files, output_files):
     logging.info("%s: %d records -> %s (%d had patch_features, replaced)", path,
                  summary[output_path]["records"], output_path, summary[output_path]["replaced"])

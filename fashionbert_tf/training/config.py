@@ -14,6 +14,7 @@ MASKED_LOSS_PAIRS = ("positive", "all")
 TASK_GRADIENT_NORMALIZATIONS = ("none", "sequence_output")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
 NONFINITE_ACTIONS = ("stop", "skip_batch")
+RESUME_INPUTS = ("skip", "restart")
 MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -82,6 +83,9 @@ class TrainConfig(base_config.Config):
   # is skipped (the step count and schedule move on) and counted (`skipped_batches` in the logs,
   # TensorBoard and the checkpoint).
   on_nonfinite: str = "stop"
+  # Where a resumed run's input starts: "skip" the batches the checkpointed steps consumed (the
+  # deterministic pipeline then yields exactly what an unbroken run would have) or "restart".
+  resume_input: str = "skip"
   seed: int = 42
 
   def validate(self):
@@ -95,6 +99,7 @@ class TrainConfig(base_config.Config):
         "strategy": STRATEGIES,
         "mixed_precision": MIXED_PRECISIONS,
         "on_nonfinite": NONFINITE_ACTIONS,
+        "resume_input": RESUME_INPUTS,
     }
     for name, allowed in choices.items():
       value = getattr(self, name)

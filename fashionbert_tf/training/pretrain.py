@@ -11,8 +11,17 @@ Run directory (BRIEF contract 6), `<model_dir>` = `train.model_dir`:
 
 Resuming: a run started on a `model_dir` that holds checkpoints restores the latest one (model,
 optimizer slots and step, early-stopping state) and trains only the remaining steps, so it ends at
-`train.train_steps` like an uninterrupted run. The input pipeline restarts (the batches after the
-resume are not the ones the killed run would have seen; the step count and schedule are).
+`train.train_steps` like an uninterrupted run. With `train.resume_input: skip` (the default) the
+input continues where the checkpoint left it: the pipeline is deterministic (seeded shuffles, every
+draw seeded by the chunk number), so a fresh one that skips the batches already consumed (step x
+replicas fed per input pipeline) yields exactly the batches an unbroken run would have, negatives
+and masks included. The skip re-reads those batches without training on them (logged with its
+time); `restart` starts the input from its beginning instead.
+
+Faults: SIGTERM / SIGINT save a checkpoint after the current step and stop (`StopRequest`); a
+checkpoint that no longer reads is skipped for the one before (`restore_latest_readable`); a
+non-finite loss or gradient never updates the weights (`train.on_nonfinite`); a shard that turns
+out corrupt while training raises `RecordFileError` naming the file and record.
 
 The loop is ours (it drives Keras' compiled `train_function` = `FashionBertPretrainer.train_step`
 under the strategy, one step per call), because Keras' `fit` counts epochs from zero on every
@@ -23,6 +32,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 
 from absl import logging
@@ -96,6 +108,83 @@ def current_learning_rate(optimizer, step):
   return float(tf.convert_to_tensor(learning_rate))
 
 
+class StopRequest:
+  """SIGTERM / SIGINT during training, remembered and acted on after the current step.
+
+  A context manager: it installs its handler for both signals (main thread only; elsewhere it
+  does nothing) and puts the previous handlers back on exit. A second SIGINT while one is pending
+  raises KeyboardInterrupt (the user insists).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signal_number = None
+    self._previous = {}
+
+  @property
+  def signal_name(self):
+    return None if self.signal_number is None else signal.Signals(self.signal_number).name
+
+  def _handle(self, signal_number, frame):  # pylint: disable=unused-argument
+    if self.signal_number == signal.SIGINT and signal_number == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_number = signal_number
+    logging.warning("%s received: the run saves a checkpoint after the current step and stops",
+                    self.signal_name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signal_number in self.SIGNALS:
+        self._previous[signal_number] = signal.signal(signal_number, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signal_number, handler in self._previous.items():
+      signal.signal(signal_number, handler)
+    self._previous = {}
+
+
+def restore_latest_readable(checkpoint, model_dir):
+  """Restores the newest checkpoint of `model_dir` that reads; returns its path (None if none).
+
+  A checkpoint only becomes the latest once written (the `checkpoint` state file is replaced
+  atomically after the files), but a file can still be cut short or corrupted later (a full disk,
+  a copy that died): such a checkpoint is skipped, with a warning naming it, for the one before.
+  """
+  state = tf.train.get_checkpoint_state(model_dir)
+  paths = list(state.all_model_checkpoint_paths) if state else []
+  if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  unreadable = []
+  for path in reversed(paths):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:
+      message = getattr(error, "message", str(error)).strip().splitlines()[0]
+      logging.warning("checkpoint %s cannot be restored (%s)", path, message)
+      unreadable.append(os.path.basename(path))
+      continue
+    if unreadable:
+      logging.warning("resuming from %s, the newest readable checkpoint (skipped: %s)", path,
+                      ", ".join(unreadable))
+    return path
+  if unreadable:
+    raise RuntimeError(f"no checkpoint in {model_dir} can be restored (tried "
+                       f"{', '.join(unreadable)}); move them away to start afresh")
+  return None
+
+
+def exit_if_interrupted(summary, command):
+  """For command-line tools: a run stopped by a signal exits with 128 + its number, one line."""
+  if summary.get("interrupted_by"):
+    name = summary["interrupted_by"]
+    print(f"{command}: {name} at step {summary['final_step']}: checkpoint "
+          f"{summary['checkpoint']} written; run the same command again to resume",
+          file=sys.stderr)
+    sys.exit(128 + int(getattr(signal, name)))
+
+
 class NonFiniteLossError(RuntimeError):
   """A step's loss or gradient was NaN / Inf under `train.on_nonfinite: stop`."""
 
@@ -107,6 +196,19 @@ def _nonfinite_description(step_values):
   bad = [f"{name.replace('_', ' ')} {value}" for name, value in values.items()
          if not math.isfinite(value)]
   return ", ".join(bad), values
+
+
+def _named_data_loss(config, train_dataset, error, step):
+  """TensorFlow's DataLossError (no file name) -> `RecordFileError` naming the corrupt shard of
+  the training pipeline, found by reading its files again; `error` itself when none is found."""
+  if train_dataset is not None:
+    return error
+  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data import records  # pylint: disable=g-import-not-at-top
+  file_pattern = pipeline.split_file_pattern(config.data, "train",
+                                             not config.model.use_precomputed_features)
+  named = records.data_loss_error(file_pattern, error, where=f" at training step {step}")
+  return named or error
 
 
 def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_callbacks=()):
@@ -126,7 +228,9 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
     dict: model_dir, first_step (0 or the restored step), final_step, stopped_early,
     elapsed_seconds, examples_per_second, train_logs (last), validation_logs (last),
     validation_history ([{"step", ...}]), checkpoint (latest path), skipped_batches (steps
-    with a non-finite loss or gradient skipped under `train.on_nonfinite: skip_batch`).
+    with a non-finite loss or gradient skipped under `train.on_nonfinite: skip_batch`),
+    interrupted_by (None, or "SIGTERM" / "SIGINT": the signal that stopped the run after a step,
+    with a checkpoint of that step written).
 
   Raises:
     NonFiniteLossError: a step's loss or gradient was NaN / Inf and `train.on_nonfinite` is
@@ -152,9 +256,8 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                        max_to_keep=train_config.max_checkpoints_to_keep,
                                        checkpoint_name="ckpt")
-  latest = tf.train.latest_checkpoint(model_dir)
+  latest = restore_latest_readable(checkpoint, model_dir)
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("resumed from %s at step %d", latest, int(step.numpy()))
   else:
     set_patch_feature_statistics(config, model)
@@ -164,7 +267,7 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step,
                  stopped_early=False, elapsed_seconds=0.0, examples_per_second=0.0,
                  train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest,
-                 skipped_batches=0)
+                 skipped_batches=0, interrupted_by=None)
   patience = train_config.early_stopping_patience
   if patience > 0 and int(early_stopping.bad_validations.numpy()) >= patience:
     logging.info("the run in %s already stopped early at step %d", model_dir, first_step)
@@ -178,11 +281,24 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
     train_dataset = train_dataset()
   if callable(validation_dataset):
     validation_dataset = validation_dataset()
+  skip_consumed = train_config.resume_input == "skip" and first_step > 0
   if train_dataset is None:
-    distributed_train = strategy.distribute_datasets_from_function(
-        lambda input_context: build_pipeline_dataset(config, "train", input_context))
+    def dataset_fn(input_context):
+      dataset = build_pipeline_dataset(config, "train", input_context)
+      if skip_consumed:
+        # Each replica this pipeline feeds took one of its batches per step.
+        replicas_per_pipeline = (input_context.num_replicas_in_sync //
+                                 input_context.num_input_pipelines)
+        dataset = dataset.skip(first_step * replicas_per_pipeline)
+      return dataset
+    distributed_train = strategy.distribute_datasets_from_function(dataset_fn)
   else:
+    if skip_consumed:
+      train_dataset = train_dataset.skip(first_step)  # global batches, one per step
     distributed_train = strategy.experimental_distribute_dataset(train_dataset)
+  if skip_consumed:
+    logging.info("resuming the input at step %d: the first step skips the %d batches already "
+                 "consumed (train.resume_input=skip)", first_step, first_step)
   validate = train_config.validation_steps > 0
   if validate and validation_dataset is None:
     validation_dataset = build_pipeline_dataset(config, "validation")
@@ -199,55 +315,70 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   current = first_step
   stopped_early = False
   skipped_batches = 0
-  while current < total_steps:
-    logs = train_function(iterator)
-    current += 1
-    window_steps += 1
-    last = current == total_steps
-    # This step's own values (not averaged): the weights were updated only if it was finite.
-    step_values = {name: logs.pop(name) for name in list(logs) if name.startswith("step_")}
-    if not float(step_values["step_finite"]):
-      description, values = _nonfinite_description(step_values)
-      if train_config.on_nonfinite == "stop":
-        raise NonFiniteLossError(
-            f"non-finite values at step {current}: {description} (all values: {values}). The "
-            "update was not applied and no checkpoint was written from this step; the latest "
-            f"checkpoint is {manager.latest_checkpoint or 'none'}. Look for bad records (NaN "
-            "features, empty texts) or lower the learning rate; train.on_nonfinite=skip_batch "
-            "skips such batches instead.")
-      skipped_batches += 1
-      logging.warning("step %d: non-finite values (%s): batch skipped, no update applied "
-                      "(%d skipped so far)", current, description, skipped_batches)
-    if current % train_config.log_every_steps == 0 or last:
-      logs = {name: float(value) for name, value in logs.items()}
-      logs["skipped_batches"] = float(skipped_batches)
-      logs["learning_rate"] = current_learning_rate(optimizer, current)
-      logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
-                                     max(time.time() - window_start, 1e-9))
-      callback_list.on_train_batch_end(current, logs)
-      summary["train_logs"] = logs
-      pretrainer.reset_metrics()
-      window_steps, window_start = 0, time.time()
-    if validate and (current % train_config.validation_every_steps == 0 or last):
-      validation_logs = pretrainer.evaluate(validation_dataset,
-                                            steps=train_config.validation_steps, verbose=0,
-                                            return_dict=True)
-      validation_logs = {name: float(value) for name, value in validation_logs.items()}
-      pretrainer.reset_metrics()
-      callback_list.on_epoch_end(current, {f"val_{k}": v for k, v in validation_logs.items()})
-      summary["validation_logs"] = validation_logs
-      summary["validation_history"].append(dict(step=current, **validation_logs))
-      stopped_early = early_stopping.update(validation_logs["loss"])
+  stop_request = StopRequest()
+  with stop_request:
+    while current < total_steps:
+      try:
+        logs = train_function(iterator)
+      except tf.errors.DataLossError as error:
+        raise _named_data_loss(config, train_dataset, error, current + 1) from None
+      if skip_consumed and current == first_step:
+        logging.info("first step after the resume (skip included): %.1f s", time.time() - start)
+      current += 1
+      window_steps += 1
+      last = current == total_steps
+      # This step's own values (not averaged): the weights were updated only if it was finite.
+      step_values = {name: logs.pop(name) for name in list(logs) if name.startswith("step_")}
+      if not float(step_values["step_finite"]):
+        description, values = _nonfinite_description(step_values)
+        if train_config.on_nonfinite == "stop":
+          raise NonFiniteLossError(
+              f"non-finite values at step {current}: {description} (all values: {values}). The "
+              "update was not applied and no checkpoint was written from this step; the latest "
+              f"checkpoint is {manager.latest_checkpoint or 'none'}. Look for bad records (NaN "
+              "features, empty texts) or lower the learning rate; train.on_nonfinite=skip_batch "
+              "skips such batches instead.")
+        skipped_batches += 1
+        logging.warning("step %d: non-finite values (%s): batch skipped, no update applied "
+                        "(%d skipped so far)", current, description, skipped_batches)
+      if current % train_config.log_every_steps == 0 or last:
+        logs = {name: float(value) for name, value in logs.items()}
+        logs["skipped_batches"] = float(skipped_batches)
+        logs["learning_rate"] = current_learning_rate(optimizer, current)
+        logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
+                                       max(time.time() - window_start, 1e-9))
+        callback_list.on_train_batch_end(current, logs)
+        summary["train_logs"] = logs
+        pretrainer.reset_metrics()
+        window_steps, window_start = 0, time.time()
+      if validate and not stop_request.signal_number and (
+          current % train_config.validation_every_steps == 0 or last):
+        validation_logs = pretrainer.evaluate(validation_dataset,
+                                              steps=train_config.validation_steps, verbose=0,
+                                              return_dict=True)
+        validation_logs = {name: float(value) for name, value in validation_logs.items()}
+        pretrainer.reset_metrics()
+        callback_list.on_epoch_end(current, {f"val_{k}": v for k, v in validation_logs.items()})
+        summary["validation_logs"] = validation_logs
+        summary["validation_history"].append(dict(step=current, **validation_logs))
+        stopped_early = early_stopping.update(validation_logs["loss"])
+        if stopped_early:
+          logging.info("early stopping at step %d: validation loss did not improve for %d "
+                       "validations (best %.4f)", current, patience,
+                       float(early_stopping.best_loss.numpy()))
+        window_start = time.time()
+      if (current % train_config.checkpoint_every_steps == 0 or last or stopped_early or
+          stop_request.signal_number):
+        summary["checkpoint"] = manager.save(checkpoint_number=current)
+        window_start = time.time()
+      if stop_request.signal_number:
+        summary["interrupted_by"] = stop_request.signal_name
+        logging.warning("%s: stopped at step %d with checkpoint %s; run the same command again to "
+                        "resume from there", stop_request.signal_name, current,
+                        summary["checkpoint"])
+        break
       if stopped_early:
-        logging.info("early stopping at step %d: validation loss did not improve for %d "
-                     "validations (best %.4f)", current, patience,
-                     float(early_stopping.best_loss.numpy()))
-      window_start = time.time()
-    if current % train_config.checkpoint_every_steps == 0 or last or stopped_early:
-      summary["checkpoint"] = manager.save(checkpoint_number=current)
-      window_start = time.time()
-    if stopped_early:
-      break
+        break
   callback_list.on_train_end()
 
   elapsed = time.time() - start

@@ -1,0 +1,126 @@
+"""Faults a long pre-training run meets: SIGTERM / SIGINT, a checkpoint that no longer reads, a
+shard corrupted after the run first read it."""
+
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import tensorflow as tf
+
+from fashionbert_tf import experiment_config
+from fashionbert_tf.data import records
+from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import synthetic
+
+from test_training_pretrain_run import datasets, tiny_config
+
+SIGNALLED_RUN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from test_training_pretrain_run import datasets, tiny_config
+    from fashionbert_tf.training import pretrain
+    summary = pretrain.run_pretraining(tiny_config(
+        sys.argv[1], train_steps=100000, checkpoint_every_steps=5, validation_steps=0,
+        log_every_steps=1), *datasets())
+    print("INTERRUPTED_BY", summary["interrupted_by"], summary["final_step"])
+""")
+
+
+def _latest_step(model_dir):
+  latest = tf.train.latest_checkpoint(model_dir)
+  return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_number):
+  model_dir = str(tmp_path / "run")
+  process = subprocess.Popen([sys.executable, "-c", SIGNALLED_RUN, model_dir,
+                              os.path.dirname(__file__)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 180
+    while _latest_step(model_dir) < 5:
+      assert process.poll() is None, process.stderr.read()[-3000:]
+      assert time.time() < deadline, "no checkpoint within 180 s"
+      time.sleep(0.05)
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  name = signal.Signals(signal_number).name
+  assert process.returncode == 0, stderr[-3000:]
+  match = re.search(rf"{name}: stopped at step (\d+) with checkpoint (\S+);", stderr)
+  assert match, stderr[-3000:]
+  stopped_at = int(match.group(1))
+  assert stopped_at >= 5
+  assert f"INTERRUPTED_BY {name} {stopped_at}" in stdout
+  assert match.group(2).endswith(f"ckpt-{stopped_at}")
+  assert _latest_step(model_dir) == stopped_at
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+  assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == stopped_at
+
+  summary = pretrain.run_pretraining(tiny_config(model_dir, train_steps=stopped_at + 2,
+                                                 validation_steps=0), *datasets())
+  assert summary["first_step"] == stopped_at and summary["final_step"] == stopped_at + 2
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+  model_dir = str(tmp_path / "run")
+  pretrain.run_pretraining(tiny_config(model_dir, train_steps=12, checkpoint_every_steps=4,
+                                       validation_steps=0), *datasets())
+  assert _latest_step(model_dir) == 12
+  # ckpt-12 cut short after it became the latest (a copy that died, a full disk).
+  data_file, = [path for path in os.listdir(model_dir) if path.startswith("ckpt-12.data")]
+  path = os.path.join(model_dir, data_file)
+  with open(path, "rb") as handle:
+    content = handle.read()
+  with open(path, "wb") as handle:
+    handle.write(content[:len(content) // 3])
+  summary = pretrain.run_pretraining(tiny_config(model_dir, train_steps=14, validation_steps=0),
+                                     *datasets())
+  assert summary["first_step"] == 8 and summary["final_step"] == 14
+  assert "ckpt-12 cannot be restored" in caplog.text
+  assert "resuming from" in caplog.text and "skipped: ckpt-12" in caplog.text
+
+
+def test_a_shard_corrupted_after_the_first_read_is_named(toy_data_config, tiny_vocab_file,
+                                                         tmp_path):
+  data_dir = str(tmp_path / "tfrecords")
+  shutil.copytree(toy_data_config.tfrecord_dir, data_dir)
+  data = dataclasses.replace(toy_data_config, tfrecord_dir=data_dir,
+                             candidates_file=os.path.join(data_dir, "candidates.json"))
+  with open(tiny_vocab_file, encoding="utf-8") as handle:
+    vocab_size = len(handle.read().split())
+  model = dict(synthetic.tiny_model_overrides(feature_dim=8, vocab_size=vocab_size),
+               num_layers=1, use_precomputed_features=False)
+  train = dict(train_steps=3, global_batch_size=4, warmup_steps=1, learning_rate=1e-3,
+               checkpoint_every_steps=100, validation_steps=0, log_every_steps=1,
+               loss_weighting="fixed")
+  config = experiment_config.load_config(None, [
+      {"data": data.as_dict(), "model": model, "train": dict(train, model_dir=str(tmp_path / "a"))}])
+  pretrain.run_pretraining(config)  # reads the shards (negatives table, then batches)
+
+  shard = records.list_record_files(records.split_file_pattern(data_dir, "train"))[-1]
+  stat = os.stat(shard)
+  with open(shard, "r+b") as handle:  # flip bytes in the middle of the second record on
+    handle.seek(stat.st_size // 2)
+    chunk = handle.read(16)
+    handle.seek(stat.st_size // 2)
+    handle.write(bytes(b ^ 0xFF for b in chunk))
+  os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same name, size and time
+
+  config.train.model_dir = str(tmp_path / "b")
+  config.train.train_steps = 200
+  with pytest.raises(records.RecordFileError) as raised:
+    pretrain.run_pretraining(config)
+  message = str(raised.value)
+  assert shard in message and "cannot be read" in message and "training step" in message
+  assert re.search(r"record (\d+) \(0-based\)", message)
