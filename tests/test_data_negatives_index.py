@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from fashionbert_tf.data import negatives_index
@@ -84,3 +85,21 @@ def test_an_index_of_other_files_or_a_broken_one_is_rebuilt(toy_data_config, tmp
     handle.write("{not json")
   assert negatives_index.load_or_build(pattern)[1] == "built"
   assert "does not read" in caplog.text
+
+
+def test_a_corrupt_shard_is_an_error_or_counted_up_to_its_unreadable_record(toy_data_config,
+                                                                            tmp_path):
+  directory, pattern = copied_shards(toy_data_config, tmp_path)
+  shard = records.list_record_files(pattern)[0]
+  with open(shard, "rb") as handle:
+    content = handle.read()
+  with open(shard, "wb") as handle:
+    handle.write(content[:len(content) // 2])   # cut short
+  readable = records._count_readable(shard)  # pylint: disable=protected-access
+  with pytest.raises(records.RecordFileError, match=f"{shard}: corrupt TFRecord file: record "
+                     f"{readable} "):
+    negatives_index.build_index(pattern)
+  index = negatives_index.build_index(pattern, skip_corrupt=True)
+  entry = index["files"][0]
+  assert entry["num_records"] == entry["first_unreadable_record"] == readable
+  assert "first_unreadable_record" not in index["files"][1]

@@ -91,31 +91,60 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path, 
   assert "resuming from" in caplog.text and "skipped: ckpt-12" in caplog.text
 
 
-def test_a_shard_corrupted_after_the_first_read_is_named(toy_data_config, tiny_vocab_file,
-                                                         tmp_path):
+def _corrupt_in_place(shard):
+  """Flips 16 bytes in the middle of `shard`, keeping its size and modification time."""
+  stat = os.stat(shard)
+  with open(shard, "r+b") as handle:
+    handle.seek(stat.st_size // 2)
+    chunk = handle.read(16)
+    handle.seek(stat.st_size // 2)
+    handle.write(bytes(b ^ 0xFF for b in chunk))
+  os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same name, size and time
+
+
+def _toy_run_config(toy_data_config, tiny_vocab_file, tmp_path, **data_overrides):
   data_dir = str(tmp_path / "tfrecords")
   shutil.copytree(toy_data_config.tfrecord_dir, data_dir)
   data = dataclasses.replace(toy_data_config, tfrecord_dir=data_dir,
-                             candidates_file=os.path.join(data_dir, "candidates.json"))
+                             candidates_file=os.path.join(data_dir, "candidates.json"),
+                             **data_overrides)
   with open(tiny_vocab_file, encoding="utf-8") as handle:
     vocab_size = len(handle.read().split())
   model = dict(synthetic.tiny_model_overrides(feature_dim=8, vocab_size=vocab_size),
                num_layers=1, use_precomputed_features=False)
   train = dict(train_steps=3, global_batch_size=4, warmup_steps=1, learning_rate=1e-3,
                checkpoint_every_steps=100, validation_steps=0, log_every_steps=1,
-               loss_weighting="fixed")
+               loss_weighting="fixed", model_dir=str(tmp_path / "a"))
   config = experiment_config.load_config(None, [
-      {"data": data.as_dict(), "model": model, "train": dict(train, model_dir=str(tmp_path / "a"))}])
-  pretrain.run_pretraining(config)  # reads the shards (negatives table, then batches)
-
+      {"data": data.as_dict(), "model": model, "train": train}])
   shard = records.list_record_files(records.split_file_pattern(data_dir, "train"))[-1]
-  stat = os.stat(shard)
-  with open(shard, "r+b") as handle:  # flip bytes in the middle of the second record on
-    handle.seek(stat.st_size // 2)
-    chunk = handle.read(16)
-    handle.seek(stat.st_size // 2)
-    handle.write(bytes(b ^ 0xFF for b in chunk))
-  os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same name, size and time
+  return config, shard
+
+
+def test_skip_corrupt_records_counts_the_skipped_rest_of_the_file(toy_data_config,
+                                                                  tiny_vocab_file, tmp_path):
+  config, shard = _toy_run_config(toy_data_config, tiny_vocab_file, tmp_path,
+                                  skip_corrupt_records=True)
+  num_records = sum(1 for _ in tf.data.TFRecordDataset(shard))
+  _corrupt_in_place(shard)   # the index prepare-data wrote still says num_records
+  readable = records._count_readable(shard)  # pylint: disable=protected-access
+  assert 0 < readable < num_records
+  # Enough steps for two passes over the 24 toy products' records (x2 pairs each).
+  config.train.train_steps = 40
+  config.train.log_every_steps = 5
+  summary = pretrain.run_pretraining(config)
+  assert summary["final_step"] == 40
+  skipped = summary["skipped_corrupt_records"]
+  assert list(skipped) == [shard]
+  lost = num_records - readable
+  assert skipped[shard] >= lost and skipped[shard] % lost == 0   # once per pass over the file
+
+
+def test_a_shard_corrupted_after_the_first_read_is_named(toy_data_config, tiny_vocab_file,
+                                                         tmp_path):
+  config, shard = _toy_run_config(toy_data_config, tiny_vocab_file, tmp_path)
+  pretrain.run_pretraining(config)  # reads the shards (negatives table, then batches)
+  _corrupt_in_place(shard)
 
   config.train.model_dir = str(tmp_path / "b")
   config.train.train_steps = 200

@@ -41,6 +41,11 @@ class DataConfig(base_config.Config):
   # Rows whose description is empty after decoding + cleaning: "skip" (counted and reported by
   # prepare-data) or "error" (stop with the file and row). See data/fashiongen_hdf5.py.
   on_bad_description: str = "skip"
+  # A shard that cannot be read to the end (bad CRC, truncated): false = an error naming the file
+  # and record; true = read it up to its first unreadable record, skip the rest (TFRecord cannot
+  # resynchronize after a bad record), count the skipped records per file (against the negatives
+  # index) and report the counts in the log, TensorBoard and the run summary.
+  skip_corrupt_records: bool = False
   # Fixed retrieval candidate sets (JSON), written by prepare-data, read by evaluate.
   candidates_file: str = "data/toy/tfrecords/retrieval_candidates.json"
   num_text_queries: int = 1000   # paper 3.1

@@ -59,12 +59,17 @@ def fingerprint(files):
   return digest.hexdigest()
 
 
-def build_index(file_pattern):
-  """Reads every record of `file_pattern` once; returns the index dict (see the module doc)."""
+def build_index(file_pattern, skip_corrupt=False):
+  """Reads every record of `file_pattern` once; returns the index dict (see the module doc).
+
+  skip_corrupt: a corrupt file counts up to its first unreadable record (its `files` entry then
+  has `first_unreadable_record`) instead of raising `RecordFileError`.
+  """
   files = records.list_record_files(file_pattern)
   products = {}
   file_counts = {path: 0 for path in files}
-  for path, _, batch in records.iterate_parsed_batches(file_pattern):
+  unreadable = {} if skip_corrupt else None
+  for path, _, batch in records.iterate_parsed_batches(file_pattern, unreadable=unreadable):
     file_counts[path] += len(batch["product_id"])
     for i, product_id in enumerate(batch["product_id"]):
       product_id = int(product_id)
@@ -76,8 +81,11 @@ def build_index(file_pattern):
       else:
         entry[4] += 1
   return {"version": VERSION, "file_pattern": str(file_pattern), "fingerprint": fingerprint(files),
-          "files": [{"name": os.path.basename(path), "size": os.path.getsize(path),
-                     "num_records": file_counts[path]} for path in files],
+          "files": [dict({"name": os.path.basename(path), "size": os.path.getsize(path),
+                          "num_records": file_counts[path]},
+                         **({"first_unreadable_record": unreadable[path]}
+                            if unreadable and path in unreadable else {}))
+                    for path in files],
           "products": list(products.values())}
 
 
@@ -112,9 +120,10 @@ def _stale_reason(index, files):
   return None
 
 
-def load_or_build(file_pattern):
-  """The index of `file_pattern`: read from disk when it matches the shards, else rebuilt (and
-  written back when possible). Returns (index dict, "loaded" | "built")."""
+def load_or_build(file_pattern, skip_corrupt=False, write_back=True):
+  """The index of `file_pattern`: read from disk when it matches the shards, else rebuilt (and,
+  with `write_back`, written next to them when possible; `skip_corrupt` as for `build_index`).
+  Returns (index dict, "loaded" | "built")."""
   files = records.list_record_files(file_pattern)
   path = index_path(file_pattern)
   reason = "it is missing"
@@ -128,7 +137,9 @@ def load_or_build(file_pattern):
     if reason is None:
       return index, "loaded"
   logging.info("negatives index %s: rebuilding it from the shards (%s)", path, reason)
-  index = build_index(file_pattern)
+  index = build_index(file_pattern, skip_corrupt)
+  if not write_back:
+    return index, "built"
   try:
     write_index(index, path)
   except OSError as error:
@@ -148,7 +159,7 @@ def write_for_copies(source_files, output_files):
     outputs.append(output)
   written = []
   for sources, outputs in groups.values():
-    index, _ = load_or_build(",".join(sources))
+    index, _ = load_or_build(",".join(sources), write_back=False)  # source folder untouched
     counts = {entry["name"]: entry["num_records"] for entry in index["files"]}
     index = dict(index, file_pattern=",".join(outputs), fingerprint=fingerprint(outputs),
                  files=[{"name": os.path.basename(path), "size": os.path.getsize(path),

@@ -115,21 +115,22 @@ class NegativeSampler:
     self._record_offsets = tf.constant(self.record_offsets, tf.int64)
 
   @classmethod
-  def from_records(cls, file_pattern, negative_sampling="same_subcategory"):
+  def from_records(cls, file_pattern, negative_sampling="same_subcategory", skip_corrupt=False):
     """The sampler of the TFRecords of `file_pattern`, from their negatives index.
 
     The index (`negatives_index.py`: descriptions, groups, records per product) is read from next
     to the shards when it matches them, else rebuilt by one scan of the shards (errors name file
     + record) and written back. Cached in the process per pattern, mode and the files' (name,
-    mtime, size).
+    mtime, size). skip_corrupt: a corrupt shard counts up to its first unreadable record
+    (`data.skip_corrupt_records`) instead of being an error.
     """
     data_config_lib.check_negative_sampling(negative_sampling)
-    key = (str(file_pattern), negative_sampling) + tuple(
+    key = (str(file_pattern), negative_sampling, bool(skip_corrupt)) + tuple(
         (path, os.path.getmtime(path), os.path.getsize(path))
         for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
       start = time.time()
-      index, how = negatives_index.load_or_build(file_pattern)
+      index, how = negatives_index.load_or_build(file_pattern, skip_corrupt)
       products = index["products"]
       if len(products) < 2:
         raise ValueError(f"{file_pattern}: {len(products)} product(s); negative pairs need at "

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import masking
+from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import pairing
 from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization
@@ -90,10 +91,20 @@ def log_truncation(tokenizer, sampler, max_text_length):
   return truncated
 
 
+def skipped_record_counter(file_pattern):
+  """A `records.SkippedRecordCounter` for the files of `file_pattern`, the expected record counts
+  taken from their negatives index (create it eagerly, outside a strategy's scope)."""
+  index, _ = negatives_index.load_or_build(file_pattern, skip_corrupt=True)
+  expected = {entry["name"]: entry["num_records"] for entry in index["files"]}
+  files = records.list_record_files(file_pattern)
+  with tf.init_scope():
+    return records.SkippedRecordCounter(files, [expected[os.path.basename(f)] for f in files])
+
+
 def build_pretraining_dataset(data_config, split, global_batch_size=None, input_context=None,
                               image_mode=True, repeat=None, shuffle=None, drop_remainder=False,
                               file_pattern=None, feature_dim=None, batch_size=None,
-                              tokenizer=None, masking_enabled=True):
+                              tokenizer=None, masking_enabled=True, skipped_records=None):
   """A `tf.data.Dataset` of pretraining batches exactly per `data/contract.py`.
 
   Args:
@@ -114,6 +125,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
     tokenizer: a `tokenization.FashionBertTokenizer` (default: built from data_config).
     masking_enabled: False -> no MLM / MPM masking and no masked_* keys (e.g. TIA evaluation on
       intact text and images); input_word_ids are then the plain `[CLS] text [SEP]`.
+    skipped_records: with `data.skip_corrupt_records`, the `records.SkippedRecordCounter` of the
+      split's files that counts what is skipped (default: one made here, seen by nobody).
 
   Returns:
     Dataset of dicts: input_word_ids, input_mask, input_type_ids int32 [B, T];
@@ -143,8 +156,11 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
 
   tokenizer = tokenizer or tokenization.build_tokenizer(data_config)
   masker = masking.WholeWordMasker.from_config(data_config, tokenizer)
-  sampler = pairing.NegativeSampler.from_records(file_pattern,
-                                                 data_config.negative_sampling)
+  skip_corrupt = bool(data_config.skip_corrupt_records)
+  sampler = pairing.NegativeSampler.from_records(file_pattern, data_config.negative_sampling,
+                                                 skip_corrupt)
+  if skip_corrupt and skipped_records is None:
+    skipped_records = skipped_record_counter(file_pattern)
   log_truncation(tokenizer, sampler, data_config.max_text_length)
 
   num_pipelines = input_context.num_input_pipelines if input_context else 1
@@ -162,7 +178,9 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
                       "reads all files)", len(files), num_pipelines)
   if shuffle:
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-  dataset = records.named_records_from_files(dataset, cycle_length=min(len(files), 8))
+  dataset = records.named_records_from_files(
+      dataset, cycle_length=min(len(files), 8),
+      skipped_records=skipped_records if skip_corrupt else None)
   if shard_records:
     dataset = dataset.shard(num_pipelines, pipeline_id)
   if shuffle:

@@ -25,6 +25,8 @@ the record index where reading stopped.
 import glob
 import os
 
+from absl import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -169,14 +171,78 @@ def _named_file_records(path):
       tf.strings.join([path, tf.strings.as_string(index)], separator=":"), serialized)))
 
 
-def named_records_from_files(files_dataset, cycle_length=1):
+class SkippedRecordCounter:
+  """Per file, the records a pipeline could not read (`data.skip_corrupt_records: true`).
+
+  TensorFlow's TFRecord reader cannot find the next record after a corrupt one, so a file is read
+  up to its first unreadable record and the rest of it is skipped: `expected - read` records, the
+  expected count coming from the negatives index. The counts live in a variable the input
+  pipeline adds to (create the counter eagerly, outside any distribution strategy's scope); they
+  grow every epoch that meets the file again.
+  """
+
+  def __init__(self, files, expected_counts):
+    self.files = list(files)
+    self.expected = np.asarray(expected_counts, np.int64)
+    self.counts = tf.Variable(tf.zeros([len(self.files)], tf.int64), trainable=False,
+                              name="skipped_records")
+    self._reported = np.zeros(len(self.files), np.int64)
+
+  def totals(self):
+    """{file: records skipped so far} for the files with any."""
+    counts = self.counts.numpy()
+    return {path: int(n) for path, n in zip(self.files, counts) if n}
+
+  def new_skips(self):
+    """{file: records skipped since the previous call} for the files with any."""
+    counts = self.counts.numpy()
+    new = {path: int(n) for path, n in zip(self.files, counts - self._reported) if n}
+    self._reported = counts
+    return new
+
+  def file_records(self, path):
+    """(example_name, serialized) of `path` up to its first unreadable record; the skipped rest
+    is added to the counts when the file's pass ends."""
+    files = tf.constant(self.files)
+    file_index = tf.argmax(tf.cast(tf.equal(files, path), tf.int32), output_type=tf.int64)
+    expected = tf.gather(tf.constant(self.expected), file_index)
+    read = tf.data.TFRecordDataset(path).enumerate().ignore_errors()
+    end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant(b"")))
+
+    def count(num_read, element):
+      index, serialized = element
+      num_read = tf.where(index >= 0, index + 1, num_read)
+      return num_read, (index, num_read, serialized)
+
+    def account(index, num_read, serialized):
+      at_end = index < 0
+      lost = tf.where(at_end, tf.maximum(expected - num_read, 0), tf.constant(0, tf.int64))
+      update = self.counts.assign_add(tf.one_hot(file_index, len(self.files), dtype=tf.int64) *
+                                      lost)
+      with tf.control_dependencies([update]):
+        return tf.identity(index), serialized
+
+    return (read.concatenate(end).scan(tf.constant(0, tf.int64), count)
+            .map(tf.autograph.experimental.do_not_convert(account))
+            .filter(tf.autograph.experimental.do_not_convert(lambda index, _: index >= 0))
+            .map(tf.autograph.experimental.do_not_convert(lambda index, serialized: (
+                tf.strings.join([path, tf.strings.as_string(index)], separator=":"),
+                serialized))))
+
+
+def named_records_from_files(files_dataset, cycle_length=1, skipped_records=None):
   """Dataset of file names -> dataset of (example_name `file:index`, serialized record).
 
   cycle_length > 1 interleaves that many files (deterministically, in parallel).
+  skipped_records: a `SkippedRecordCounter` -> each file is read up to its first unreadable
+  record, the rest counted there (else a corrupt file raises DataLossError).
   """
+  file_records = _named_file_records
+  if skipped_records is not None:
+    file_records = tf.autograph.experimental.do_not_convert(skipped_records.file_records)
   if cycle_length <= 1:
-    return files_dataset.flat_map(_named_file_records)
-  return files_dataset.interleave(_named_file_records, cycle_length=cycle_length,
+    return files_dataset.flat_map(file_records)
+  return files_dataset.interleave(file_records, cycle_length=cycle_length,
                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -231,30 +297,47 @@ def data_loss_error(file_pattern, error, where=""):
     return None
   files = "; ".join(f"{path}: record {index} (0-based) cannot be read" for path, index in found)
   return RecordFileError(f"corrupt TFRecord file{'s' if len(found) > 1 else ''}{where}: {files} "
-                         f"({error.message.strip()}); re-run `fashionbert prepare-data` for it")
+                         f"({error.message.strip()}); re-run `fashionbert prepare-data` for it, or set "
+                         "data.skip_corrupt_records=true to skip the unreadable rest of a file")
 
 
-def iterate_parsed_batches(file_pattern, feature_spec=None, batch_size=512):
+def iterate_parsed_batches(file_pattern, feature_spec=None, batch_size=512, unreadable=None):
   """Eagerly yields (file, index of the batch's first record in the file, dict of numpy arrays).
 
   Used for one-off scans (the negatives table of the pipeline, verification). Errors name the
   file and record: a corrupt file -> `RecordFileError("<file>: corrupt TFRecord file: record N
   cannot be read ...")`; a record that does not fit the schema -> `RecordFileError` with `<file>:<index>`.
+  unreadable: a dict -> a corrupt file is read up to its first unreadable record instead (with a
+  warning) and `unreadable[file]` = that record's index.
   """
   feature_spec = feature_spec or TEXT_FEATURE_SPEC
   for path in list_record_files(file_pattern):
     num_read = 0
     dataset = tf.data.TFRecordDataset(path).batch(batch_size)
     iterator = iter(dataset)
-    while True:
+    last = False
+    while not last:
       try:
         serialized = next(iterator)
       except StopIteration:
         break
       except tf.errors.DataLossError as error:
-        raise RecordFileError(
+        last = True
+        if unreadable is not None:
+          unreadable[path] = _count_readable(path)
+          logging.warning("%s: record %d cannot be read (%s): the rest of the file is skipped "
+                          "(data.skip_corrupt_records)", path, unreadable[path],
+                          error.message.strip())
+          if unreadable[path] > num_read:   # the readable records of the failed batch
+            serialized = next(iter(tf.data.TFRecordDataset(path).skip(num_read).take(
+                unreadable[path] - num_read).batch(batch_size)))
+          else:
+            break
+        else:
+          raise RecordFileError(
             f"{path}: corrupt TFRecord file: record {_count_readable(path)} (0-based) cannot be "
-            f"read ({error.message.strip()}); re-run `fashionbert prepare-data`") from None
+            f"read ({error.message.strip()}); re-run `fashionbert prepare-data` (or set "
+            "data.skip_corrupt_records=true)") from None
       names = tf.constant([f"{path}:{num_read + i}" for i in range(int(serialized.shape[0]))])
       try:
         parsed = tf.io.parse_example(serialized, feature_spec, example_names=names)

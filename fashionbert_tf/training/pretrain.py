@@ -58,7 +58,7 @@ def save_params(config, model_dir):
   return path
 
 
-def build_pipeline_dataset(config, split, input_context=None):
+def build_pipeline_dataset(config, split, input_context=None, skipped_records=None):
   """The data engineer's tf.data pipeline (`data.pipeline.build_pretraining_dataset`) for `split`.
 
   Global batches of `train.global_batch_size`; with an `input_context` (from
@@ -70,7 +70,8 @@ def build_pipeline_dataset(config, split, input_context=None):
   return pipeline.build_pretraining_dataset(
       config.data, split, global_batch_size=config.train.global_batch_size,
       input_context=input_context, image_mode=not precomputed,
-      feature_dim=config.model.feature_dim if precomputed else None)
+      feature_dim=config.model.feature_dim if precomputed else None,
+      skipped_records=skipped_records)
 
 
 def build_training_objects(config, strategy):
@@ -229,6 +230,7 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
     elapsed_seconds, examples_per_second, train_logs (last), validation_logs (last),
     validation_history ([{"step", ...}]), checkpoint (latest path), skipped_batches (steps
     with a non-finite loss or gradient skipped under `train.on_nonfinite: skip_batch`),
+    skipped_corrupt_records ({file: records skipped} under `data.skip_corrupt_records`),
     interrupted_by (None, or "SIGTERM" / "SIGINT": the signal that stopped the run after a step,
     with a checkpoint of that step written).
 
@@ -267,7 +269,7 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step,
                  stopped_early=False, elapsed_seconds=0.0, examples_per_second=0.0,
                  train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest,
-                 skipped_batches=0, interrupted_by=None)
+                 skipped_batches=0, skipped_corrupt_records={}, interrupted_by=None)
   patience = train_config.early_stopping_patience
   if patience > 0 and int(early_stopping.bad_validations.numpy()) >= patience:
     logging.info("the run in %s already stopped early at step %d", model_dir, first_step)
@@ -282,9 +284,15 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   if callable(validation_dataset):
     validation_dataset = validation_dataset()
   skip_consumed = train_config.resume_input == "skip" and first_step > 0
+  skipped_records = None
   if train_dataset is None:
+    if config.data.skip_corrupt_records:
+      from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+      skipped_records = pipeline.skipped_record_counter(pipeline.split_file_pattern(
+          config.data, "train", not config.model.use_precomputed_features))
+
     def dataset_fn(input_context):
-      dataset = build_pipeline_dataset(config, "train", input_context)
+      dataset = build_pipeline_dataset(config, "train", input_context, skipped_records)
       if skip_consumed:
         # Each replica this pipeline feeds took one of its batches per step.
         replicas_per_pipeline = (input_context.num_replicas_in_sync //
@@ -344,6 +352,13 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
       if current % train_config.log_every_steps == 0 or last:
         logs = {name: float(value) for name, value in logs.items()}
         logs["skipped_batches"] = float(skipped_batches)
+        if skipped_records is not None:
+          new_skips = skipped_records.new_skips()
+          if new_skips:
+            logging.warning("step %d: unreadable records skipped (data.skip_corrupt_records) "
+                            "since the last report: %s; so far: %s", current, new_skips,
+                            skipped_records.totals())
+          logs["skipped_corrupt_records"] = float(sum(skipped_records.totals().values()))
         logs["learning_rate"] = current_learning_rate(optimizer, current)
         logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
                                        max(time.time() - window_start, 1e-9))
@@ -384,6 +399,7 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
   elapsed = time.time() - start
   summary.update(final_step=int(step.numpy()), stopped_early=stopped_early,
                  skipped_batches=skipped_batches,
+                 skipped_corrupt_records=skipped_records.totals() if skipped_records else {},
                  elapsed_seconds=elapsed,
                  examples_per_second=(current - first_step) * train_config.global_batch_size /
                  max(elapsed, 1e-9))
