@@ -37,6 +37,8 @@ CATEGORIES = [(f"CATEGORY {c}", f"SUBCATEGORY {c}-{s}") for c in range(48) for s
 RUN_ONE_STEP = textwrap.dedent("""
     import sys, time
     started = float(sys.argv[2])
+    from absl import logging
+    logging.set_verbosity(logging.INFO)   # the stages' times are in the captured log
     from fashionbert_tf import experiment_config
     from fashionbert_tf.training import pretrain, synthetic
     config = experiment_config.load_config(None, [{
