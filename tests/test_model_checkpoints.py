@@ -5,9 +5,11 @@ must reproduce the source model's outputs (an independent NumPy BERT for the HF 
 Model Garden encoder for TF-Hub and Model Garden). Wrong checkpoints fail naming the variable.
 """
 
+import hashlib
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from safetensors.numpy import save_file
 import tensorflow as tf
 
 from official.legacy.bert import configs as legacy_bert_configs
+from official.modeling import tf_utils
+from official.nlp.modeling import models as bert_models
 from official.nlp.modeling import networks
 from official.nlp.tools import export_tfhub_lib
 
@@ -262,6 +266,58 @@ def assert_loads_like_the_source(encoder_format, path, expected):
 def test_tfhub_saved_model_reproduces_the_source_encoder(tfhub_bert):
   export_dir, source = tfhub_bert
   assert_loads_like_the_source("tfhub", export_dir, source(text_inputs(), training=False))
+
+
+def test_tfhub_saved_model_exported_with_mlm_gives_the_mlm_head(tmp_path):
+  # TF-Hub BERTs exported `with_mlm` (as bert_en_uncased_L-12_H-768_A-12/4 is) carry the
+  # pretraining MLM head in their `mlm` sub-object: its transform, LayerNorm and output bias load
+  # into FashionBERT's MLM head (its output matrix is tied to the word embeddings).
+  bert_config = legacy_bert_configs.BertConfig(
+      vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+      intermediate_size=INNER, max_position_embeddings=POSITIONS, type_vocab_size=2)
+  pretrainer = bert_models.BertPretrainerV2(
+      encoder_network=export_tfhub_lib.get_bert_encoder(bert_config),
+      mlm_activation=tf_utils.get_activation("gelu"))
+  pretrainer(dict(text_inputs(), masked_lm_positions=tf.constant([[1, 2], [1, 2]])))  # builds
+  randomize(pretrainer, seed=4)
+  checkpoint = tf.train.Checkpoint(**pretrainer.checkpoint_items).save(str(tmp_path / "ckpt"))
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                             [f"w{i}" for i in range(VOCAB - 5)]))
+  export_dir = str(tmp_path / "hub_with_mlm")
+  export_tfhub_lib.export_model(export_dir, bert_config=bert_config,
+                                model_checkpoint_path=checkpoint, with_mlm=True,
+                                vocab_file=str(vocab), do_lower_case=True)
+  model = model_builder.build_fashionbert(model_config("tfhub", export_dir))
+  source = pretrainer.masked_lm
+  for loaded, expected in ((model.mlm_head.dense.kernel, source.dense.kernel),
+                           (model.mlm_head.dense.bias, source.dense.bias),
+                           (model.mlm_head.layer_norm.gamma, source.layer_norm.gamma),
+                           (model.mlm_head.layer_norm.beta, source.layer_norm.beta),
+                           (model.mlm_head.bias, source.bias)):
+    np.testing.assert_allclose(loaded.numpy(), expected.numpy())
+  np.testing.assert_allclose(model.mlm_head.embedding_table.numpy(),
+                             pretrainer.encoder_network.get_embedding_table().numpy())
+
+
+def test_tfhub_handle_resolves_from_the_tfhub_cache(tfhub_bert, tmp_path, monkeypatch):
+  # A handle pre-downloaded into $TFHUB_CACHE_DIR (tensorflow_hub caches it under the SHA-1 of
+  # the handle) loads offline, exactly like the SavedModel directory itself.
+  export_dir, source = tfhub_bert
+  handle = "https://tfhub.dev/fashionbert-tf/tiny_bert_for_tests/1"
+  cache = tmp_path / "tfhub_cache"
+  monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+  cached = cache / hashlib.sha1(handle.encode("utf-8")).hexdigest()
+  shutil.copytree(export_dir, cached)
+  assert bert_checkpoints.resolve_tfhub_handle(handle) == str(cached)
+  assert_loads_like_the_source("tfhub", handle, source(text_inputs(), training=False))
+
+
+def test_an_uncached_tfhub_handle_offline_says_how_to_predownload_it(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty_cache"))
+  handle = "https://tfhub.invalid/fashionbert-tf/not_cached/1"   # .invalid never resolves
+  with pytest.raises(FileNotFoundError, match=r"not in the TF-Hub cache .*Pre-download it"):
+    model_builder.build_fashionbert(model_config("tfhub", handle))
 
 
 def test_tfhub_load_is_verified_against_the_saved_model(tfhub_bert):

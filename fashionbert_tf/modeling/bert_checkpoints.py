@@ -3,8 +3,9 @@
 Paper section 3.1: "We reuse the pre-trained parameters from the 12-layer BERT-base". Three sources:
   hf_safetensors  a Hugging Face BERT `model.safetensors` + its `config.json` (the offline default:
                   MiniLM-L6-H384 from `fashionbert_tf.default_assets` when the path is empty);
-  tfhub           a TF-Hub BERT SavedModel directory (TF2 format, as exported by Model Garden's
-                  `official.nlp.tools.export_tfhub_lib`; e.g. bert_en_uncased_L-12_H-768_A-12):
+  tfhub           a TF-Hub BERT SavedModel (TF2 format, as exported by Model Garden's
+                  `official.nlp.tools.export_tfhub_lib`; e.g. bert_en_uncased_L-12_H-768_A-12), a
+                  directory or a TF-Hub handle resolved by `tensorflow_hub.resolve` (its cache):
                   weights read by name from its variables checkpoint, and the SavedModel loaded
                   offline with `tf.saved_model.load` to verify the result against its outputs;
   model_garden    a Model Garden TF2 checkpoint (object-based, e.g. `tf.train.Checkpoint(encoder=
@@ -277,16 +278,55 @@ def read_hf_safetensors(path, activation=""):
 # ---------------------------------------------------------------------------------------------
 # TF-Hub SavedModel.
 
-def read_tfhub_saved_model(path, activation=""):
-  """Reads a TF-Hub BERT SavedModel directory (TF2, Model Garden export) by variable name.
+TFHUB_HANDLE = re.compile(r"^(https?|gs)://")
 
-  The weights are read from the SavedModel's variables checkpoint (`<dir>/variables/variables`),
+
+def resolve_tfhub_handle(handle, timeout_seconds=20):
+  """`model.encoder_checkpoint` of the tfhub format -> a local SavedModel directory.
+
+  A local directory is used as it is. A TF-Hub handle (`https://tfhub.dev/...`, a Kaggle Models
+  URL, `gs://...tar.gz`) goes through `tensorflow_hub.resolve`, the TF-Hub way: it is taken from
+  the TF-Hub cache (`$TFHUB_CACHE_DIR` or `--tfhub_cache_dir`, else the system's temporary folder)
+  when it is there, else downloaded into it. When that fails (no network), the error says how to
+  pre-download the handle; network calls time out after `timeout_seconds`.
+  """
+  if os.path.isdir(handle) or not TFHUB_HANDLE.match(handle):
+    return handle
+  import socket  # pylint: disable=g-import-not-at-top
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  from tensorflow_hub import resolver  # pylint: disable=g-import-not-at-top
+  cache_dir = resolver.tfhub_cache_dir(use_temp=True)
+  previous_timeout = socket.getdefaulttimeout()
+  socket.setdefaulttimeout(timeout_seconds)
+  try:
+    path = hub.resolve(handle)
+  except Exception as error:  # pylint: disable=broad-except
+    raise FileNotFoundError(
+        f"model.encoder_checkpoint: the TF-Hub handle {handle} is not in the TF-Hub cache "
+        f"({cache_dir}) and could not be downloaded ({type(error).__name__}: {error}). "
+        "Pre-download it where there is network: `TFHUB_CACHE_DIR=/path/cache python -c "
+        f"\"import tensorflow_hub as hub; print(hub.resolve('{handle}'))\"`, copy /path/cache "
+        "here and set TFHUB_CACHE_DIR to it (or give the printed SavedModel directory as "
+        "model.encoder_checkpoint).") from None
+  finally:
+    socket.setdefaulttimeout(previous_timeout)
+  logging.info("TF-Hub handle %s -> %s", handle, path)
+  return path
+
+
+def read_tfhub_saved_model(path, activation=""):
+  """Reads a TF-Hub BERT SavedModel (a directory or a TF-Hub handle) by variable name.
+
+  A handle is resolved to its cached SavedModel directory first (`resolve_tfhub_handle`). The
+  weights are read from the SavedModel's variables checkpoint (`<dir>/variables/variables`),
   whose object graph keeps every variable's name; the encoder's come from the model's `variables`,
   the MLM head's from its `mlm` sub-object when it was exported `with_mlm`. The SavedModel itself is
   only loaded (`tf.saved_model.load`, offline) to verify the loaded encoder against its outputs.
   """
   if not path:
-    raise ValueError("model.encoder_checkpoint: the tfhub format needs a SavedModel directory")
+    raise ValueError("model.encoder_checkpoint: the tfhub format needs a SavedModel directory "
+                     "or a TF-Hub handle")
+  path = resolve_tfhub_handle(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"model.encoder_checkpoint: TF-Hub SavedModel directory not found: {path}")
   if not any(os.path.exists(os.path.join(path, n)) for n in ("saved_model.pb", "saved_model.pbtxt")):

@@ -28,6 +28,9 @@ class ModelConfig(base_config.Config):
   feature_statistics_max_images: int = 4096
   # Encoder checkpoint: format is "hf_safetensors", "tfhub", "model_garden" or "none" (random
   # init from the sizes below, for tests). Empty path with hf_safetensors = the MiniLM default.
+  # For tfhub: a SavedModel directory or a TF-Hub handle (e.g.
+  # https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/4), resolved with
+  # tensorflow_hub.resolve from $TFHUB_CACHE_DIR (downloaded there when there is network).
   encoder_format: str = "hf_safetensors"
   encoder_checkpoint: str = ""
   # 0 = all layers of the checkpoint; k = the first k (paper's 2/4/6/12-layer variants).
