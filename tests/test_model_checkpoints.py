@@ -232,23 +232,32 @@ def randomize(encoder, seed):
                     (1.0 if variable.name.endswith("gamma:0") else 0.0))
 
 
-@pytest.fixture(scope="module")
-def tfhub_bert(tmp_path_factory):
-  """A tiny BERT exported to a TF-Hub SavedModel by `export_tfhub_lib` (as TF-Hub BERT-base was)."""
-  folder = tmp_path_factory.mktemp("tfhub")
-  bert_config = legacy_bert_configs.BertConfig(
+def tiny_bert_config():
+  return legacy_bert_configs.BertConfig(
       vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
       intermediate_size=INNER, max_position_embeddings=POSITIONS, type_vocab_size=2)
-  source = export_tfhub_lib.get_bert_encoder(bert_config)
-  randomize(source, seed=2)
-  checkpoint = tf.train.Checkpoint(encoder=source).save(str(folder / "source" / "ckpt"))
+
+
+def export_tfhub(folder, checkpoint, with_mlm):
+  """`export_tfhub_lib.export_model` of the tiny BERT in `checkpoint` into `folder`/hub."""
   vocab = folder / "vocab.txt"
   vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
                              [f"w{i}" for i in range(VOCAB - 5)]))
   export_dir = str(folder / "hub")
-  export_tfhub_lib.export_model(export_dir, bert_config=bert_config,
-                                model_checkpoint_path=checkpoint, with_mlm=False,
+  export_tfhub_lib.export_model(export_dir, bert_config=tiny_bert_config(),
+                                model_checkpoint_path=checkpoint, with_mlm=with_mlm,
                                 vocab_file=str(vocab), do_lower_case=True)
+  return export_dir
+
+
+@pytest.fixture(scope="module")
+def tfhub_bert(tmp_path_factory):
+  """A tiny BERT exported to a TF-Hub SavedModel by `export_tfhub_lib` (as TF-Hub BERT-base was)."""
+  folder = tmp_path_factory.mktemp("tfhub")
+  source = export_tfhub_lib.get_bert_encoder(tiny_bert_config())
+  randomize(source, seed=2)
+  checkpoint = tf.train.Checkpoint(encoder=source).save(str(folder / "source" / "ckpt"))
+  export_dir = export_tfhub(folder, checkpoint, with_mlm=False)
   return export_dir, source
 
 
@@ -272,22 +281,13 @@ def test_tfhub_saved_model_exported_with_mlm_gives_the_mlm_head(tmp_path):
   # TF-Hub BERTs exported `with_mlm` (as bert_en_uncased_L-12_H-768_A-12/4 is) carry the
   # pretraining MLM head in their `mlm` sub-object: its transform, LayerNorm and output bias load
   # into FashionBERT's MLM head (its output matrix is tied to the word embeddings).
-  bert_config = legacy_bert_configs.BertConfig(
-      vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-      intermediate_size=INNER, max_position_embeddings=POSITIONS, type_vocab_size=2)
   pretrainer = bert_models.BertPretrainerV2(
-      encoder_network=export_tfhub_lib.get_bert_encoder(bert_config),
+      encoder_network=export_tfhub_lib.get_bert_encoder(tiny_bert_config()),
       mlm_activation=tf_utils.get_activation("gelu"))
   pretrainer(dict(text_inputs(), masked_lm_positions=tf.constant([[1, 2], [1, 2]])))  # builds
   randomize(pretrainer, seed=4)
   checkpoint = tf.train.Checkpoint(**pretrainer.checkpoint_items).save(str(tmp_path / "ckpt"))
-  vocab = tmp_path / "vocab.txt"
-  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
-                             [f"w{i}" for i in range(VOCAB - 5)]))
-  export_dir = str(tmp_path / "hub_with_mlm")
-  export_tfhub_lib.export_model(export_dir, bert_config=bert_config,
-                                model_checkpoint_path=checkpoint, with_mlm=True,
-                                vocab_file=str(vocab), do_lower_case=True)
+  export_dir = export_tfhub(tmp_path, checkpoint, with_mlm=True)
   model = model_builder.build_fashionbert(model_config("tfhub", export_dir))
   source = pretrainer.masked_lm
   for loaded, expected in ((model.mlm_head.dense.kernel, source.dense.kernel),

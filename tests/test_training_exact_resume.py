@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import tensorflow as tf
 
 from fashionbert_tf.training import synthetic
 
-from test_training_pretrain_run import DATA, tiny_config
+from test_training_pretrain_run import DATA, latest_step, tiny_config, wait_for_checkpoint
 
 STEPS = 15
 
@@ -69,11 +68,6 @@ def finish(process):
   assert process.returncode == 0, stderr[-3000:]
 
 
-def latest_step(model_dir):
-  latest = tf.train.latest_checkpoint(model_dir)
-  return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
 def model_weights(model_dir):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   names = sorted(name for name in reader.get_variable_to_shape_map()
@@ -88,11 +82,7 @@ def test_killed_and_resumed_run_equals_the_unbroken_run(tmp_path, strategy):
   victim = start(strategy, killed, slow=True)
   kill_after = random.Random().choice([3, 6, 9])
   try:
-    deadline = time.time() + 240
-    while latest_step(killed) < kill_after:
-      assert victim.poll() is None, victim.stderr.read()[-3000:]
-      assert time.time() < deadline, "no checkpoint within 240 s"
-      time.sleep(0.02)
+    wait_for_checkpoint(victim, killed, kill_after, timeout=240, poll=0.02)
   finally:
     victim.send_signal(signal.SIGKILL)
     victim.wait()

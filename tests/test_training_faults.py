@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import tensorflow as tf
@@ -19,7 +18,7 @@ from fashionbert_tf.data import records
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 
-from test_training_pretrain_run import datasets, tiny_config
+from test_training_pretrain_run import datasets, latest_step, tiny_config, wait_for_checkpoint
 
 SIGNALLED_RUN = textwrap.dedent("""
     import sys
@@ -33,11 +32,6 @@ SIGNALLED_RUN = textwrap.dedent("""
 """)
 
 
-def _latest_step(model_dir):
-  latest = tf.train.latest_checkpoint(model_dir)
-  return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_number):
   model_dir = str(tmp_path / "run")
@@ -45,11 +39,7 @@ def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_
                               os.path.dirname(__file__)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    deadline = time.time() + 180
-    while _latest_step(model_dir) < 5:
-      assert process.poll() is None, process.stderr.read()[-3000:]
-      assert time.time() < deadline, "no checkpoint within 180 s"
-      time.sleep(0.05)
+    wait_for_checkpoint(process, model_dir, 5)
     process.send_signal(signal_number)
     stdout, stderr = process.communicate(timeout=120)
   finally:
@@ -63,7 +53,7 @@ def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_
   assert stopped_at >= 5
   assert f"INTERRUPTED_BY {name} {stopped_at}" in stdout
   assert match.group(2).endswith(f"ckpt-{stopped_at}")
-  assert _latest_step(model_dir) == stopped_at
+  assert latest_step(model_dir) == stopped_at
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == stopped_at
 
@@ -76,7 +66,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path, 
   model_dir = str(tmp_path / "run")
   pretrain.run_pretraining(tiny_config(model_dir, train_steps=12, checkpoint_every_steps=4,
                                        validation_steps=0), *datasets())
-  assert _latest_step(model_dir) == 12
+  assert latest_step(model_dir) == 12
   # ckpt-12 cut short after it became the latest (a copy that died, a full disk).
   data_file, = [path for path in os.listdir(model_dir) if path.startswith("ckpt-12.data")]
   path = os.path.join(model_dir, data_file)

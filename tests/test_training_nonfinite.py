@@ -26,7 +26,8 @@ BATCH = 8
 NAN_STEP = 5  # the 5th batch (rows 32..39) carries NaN patch features
 
 
-def examples_with_nan_batch(num_batches=16, nan_rows=slice((NAN_STEP - 1) * BATCH, NAN_STEP * BATCH)):
+def examples_with_nan_batch(num_batches=16,
+                            nan_rows=slice((NAN_STEP - 1) * BATCH, NAN_STEP * BATCH)):
   examples = synthetic.synthetic_examples(num_batches * BATCH, vocab_size=DATA["vocab_size"],
                                           feature_dim=DATA["feature_dim"],
                                           num_products=DATA["num_products"], seed=5)

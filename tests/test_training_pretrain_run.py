@@ -102,9 +102,18 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
-def _latest_step(model_dir):
+def latest_step(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
   return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def wait_for_checkpoint(process, model_dir, step, timeout=180, poll=0.05):
+  """Waits until `model_dir` has a checkpoint of `step` or later; fails if `process` dies first."""
+  deadline = time.time() + timeout
+  while latest_step(model_dir) < step:
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    assert time.time() < deadline, f"no checkpoint of step {step} within {timeout} s"
+    time.sleep(poll)
 
 
 def test_resume_after_kill_continues_the_step_count(tmp_path):
@@ -113,11 +122,7 @@ def test_resume_after_kill_continues_the_step_count(tmp_path):
                               os.path.dirname(__file__)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
-    deadline = time.time() + 180
-    while _latest_step(model_dir) < 6:
-      assert process.poll() is None, process.stderr.read()[-3000:]
-      assert time.time() < deadline, "no checkpoint within 180 s"
-      time.sleep(0.05)
+    wait_for_checkpoint(process, model_dir, 6)
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
