@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -18,7 +17,8 @@ from fashionbert_tf.data import records
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 
-from test_training_pretrain_run import datasets, latest_step, tiny_config, wait_for_checkpoint
+from test_training_pretrain_run import (datasets, latest_step, start_script, tiny_config,
+                                        wait_for_checkpoint)
 
 SIGNALLED_RUN = textwrap.dedent("""
     import sys
@@ -35,9 +35,7 @@ SIGNALLED_RUN = textwrap.dedent("""
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_number):
   model_dir = str(tmp_path / "run")
-  process = subprocess.Popen([sys.executable, "-c", SIGNALLED_RUN, model_dir,
-                              os.path.dirname(__file__)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  process = start_script(SIGNALLED_RUN, model_dir, stdout=subprocess.PIPE)
   try:
     wait_for_checkpoint(process, model_dir, 5)
     process.send_signal(signal_number)

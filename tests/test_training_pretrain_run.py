@@ -102,6 +102,12 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+def start_script(script, model_dir, stdout=subprocess.DEVNULL):
+  """Runs `script` in a new Python process with argv [model_dir, this tests folder]."""
+  return subprocess.Popen([sys.executable, "-c", script, model_dir, os.path.dirname(__file__)],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
 def latest_step(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
   return int(latest.rsplit("-", 1)[1]) if latest else 0
@@ -118,9 +124,7 @@ def wait_for_checkpoint(process, model_dir, step, timeout=180, poll=0.05):
 
 def test_resume_after_kill_continues_the_step_count(tmp_path):
   model_dir = str(tmp_path / "run")
-  process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, model_dir,
-                              os.path.dirname(__file__)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  process = start_script(KILLED_RUN, model_dir)
   try:
     wait_for_checkpoint(process, model_dir, 6)
   finally:

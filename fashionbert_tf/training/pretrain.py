@@ -199,6 +199,31 @@ def _nonfinite_description(step_values):
   return ", ".join(bad), values
 
 
+def _on_nonfinite_step(step_values, step, on_nonfinite, latest_checkpoint, skipped_batches):
+  """A step whose loss or gradient was NaN / Inf (its update was not applied): raises
+  `NonFiniteLossError` for `stop`, else logs the skipped batch (`skip_batch`)."""
+  description, values = _nonfinite_description(step_values)
+  if on_nonfinite == "stop":
+    raise NonFiniteLossError(
+        f"non-finite values at step {step}: {description} (all values: {values}). The update "
+        "was not applied and no checkpoint was written from this step; the latest checkpoint "
+        f"is {latest_checkpoint or 'none'}. Look for bad records (NaN features, empty texts) or "
+        "lower the learning rate; train.on_nonfinite=skip_batch skips such batches instead.")
+  logging.warning("step %d: non-finite values (%s): batch skipped, no update applied (%d "
+                  "skipped so far)", step, description, skipped_batches)
+
+
+def _report_skipped_records(skipped_records, step):
+  """Logs the records skipped since the last report (`data.skip_corrupt_records`); returns the
+  total skipped so far (float, for the logs)."""
+  new_skips = skipped_records.new_skips()
+  totals = skipped_records.totals()
+  if new_skips:
+    logging.warning("step %d: unreadable records skipped (data.skip_corrupt_records) since the "
+                    "last report: %s; so far: %s", step, new_skips, totals)
+  return float(sum(totals.values()))
+
+
 def _named_data_loss(config, train_dataset, error, step):
   """TensorFlow's DataLossError (no file name) -> `RecordFileError` naming the corrupt shard of
   the training pipeline, found by reading its files again; `error` itself when none is found."""
@@ -338,27 +363,14 @@ def run_pretraining(config, train_dataset=None, validation_dataset=None, extra_c
       # This step's own values (not averaged): the weights were updated only if it was finite.
       step_values = {name: logs.pop(name) for name in list(logs) if name.startswith("step_")}
       if not float(step_values["step_finite"]):
-        description, values = _nonfinite_description(step_values)
-        if train_config.on_nonfinite == "stop":
-          raise NonFiniteLossError(
-              f"non-finite values at step {current}: {description} (all values: {values}). The "
-              "update was not applied and no checkpoint was written from this step; the latest "
-              f"checkpoint is {manager.latest_checkpoint or 'none'}. Look for bad records (NaN "
-              "features, empty texts) or lower the learning rate; train.on_nonfinite=skip_batch "
-              "skips such batches instead.")
         skipped_batches += 1
-        logging.warning("step %d: non-finite values (%s): batch skipped, no update applied "
-                        "(%d skipped so far)", current, description, skipped_batches)
+        _on_nonfinite_step(step_values, current, train_config.on_nonfinite,
+                           manager.latest_checkpoint, skipped_batches)
       if current % train_config.log_every_steps == 0 or last:
         logs = {name: float(value) for name, value in logs.items()}
         logs["skipped_batches"] = float(skipped_batches)
         if skipped_records is not None:
-          new_skips = skipped_records.new_skips()
-          if new_skips:
-            logging.warning("step %d: unreadable records skipped (data.skip_corrupt_records) "
-                            "since the last report: %s; so far: %s", current, new_skips,
-                            skipped_records.totals())
-          logs["skipped_corrupt_records"] = float(sum(skipped_records.totals().values()))
+          logs["skipped_corrupt_records"] = _report_skipped_records(skipped_records, current)
         logs["learning_rate"] = current_learning_rate(optimizer, current)
         logs["examples_per_second"] = (window_steps * train_config.global_batch_size /
                                        max(time.time() - window_start, 1e-9))
