@@ -1,0 +1,151 @@
+"""`data.source: tfds`: the project's data through the `fashion_gen` TFDS builder.
+
+Where things are:
+  builder      `fashion_gen_builder.FashionGen`, config `data.tfds_config` ("toy": the toy generator
+               with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`;
+               "full": the real HDF5 files, manual dir = the folder of `data.train_hdf5`)
+  data dir     `data.tfds_data_dir` (empty: `tfds/` beside `data.tfrecord_dir`), TFDS's layout
+               `<data dir>/fashion_gen/<config>/1.0.0/fashion_gen-{split}.tfrecord-NNNNN-of-NNNNN`
+               with `data.num_shards` shards per split
+  prepare-data writes, as with `tfrecords`, `dataset_info.json` (record counts, skipped rows), the
+               retrieval candidate sets and the negatives index; only the image records live in
+               TFDS's folder instead of `data.tfrecord_dir`
+
+Reading:
+  - The pretraining pipeline's image mode reads `builder.as_dataset(split, read_config=
+    tfds.ReadConfig(shuffle_seed=..., input_context=...))` (`read_split`): TFDS shuffles the files
+    with the pipeline's seed and, with a `tf.distribute.InputContext`, gives each input pipeline
+    its own files. Images stay encoded (`SkipDecoding`) until the pipeline's decode stage.
+  - Everything that reads records by file (the negatives index, `data.skip_corrupt_records`'s
+    reader, evaluation's record table and image reads, the gallery, the patch-feature precompute
+    tool) reads TFDS's shard files directly (`split_file_pattern`): TFDS writes the flat feature
+    dict as a `tf.train.Example` with the keys and types of `records.py`'s schema.
+  - Precomputed patch features stay a derived TFRecord dataset: the demo / the precompute tool
+    copy TFDS's shards, adding `patch_features`, into `<features dir>/{split}-NNNNN-of-NNNNN
+    .tfrecord` (`feature_copy_names`), which feature mode reads as before.
+"""
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from fashionbert_tf.data import config as data_config_lib
+from fashionbert_tf.data import fashion_gen_builder
+from fashionbert_tf.data import records
+
+SOURCES = data_config_lib.DATA_SOURCES
+TFDS_CONFIGS = data_config_lib.TFDS_CONFIGS
+
+
+def check_source(data_config):
+  """Raises ValueError naming the field unless `data.source` / `data.tfds_config` are allowed."""
+  if data_config.source not in SOURCES:
+    raise ValueError(f"data.source = {data_config.source!r}; expected one of {SOURCES}")
+  if data_config.tfds_config not in TFDS_CONFIGS:
+    raise ValueError(f"data.tfds_config = {data_config.tfds_config!r}; expected one of "
+                     f"{TFDS_CONFIGS}")
+
+
+def uses_tfds(data_config):
+  check_source(data_config)
+  return data_config.source == "tfds"
+
+
+def data_dir(data_config):
+  """`data.tfds_data_dir`, or `tfds/` beside `data.tfrecord_dir`."""
+  if data_config.tfds_data_dir:
+    return data_config.tfds_data_dir
+  return os.path.join(os.path.dirname(os.path.abspath(data_config.tfrecord_dir)), "tfds")
+
+
+def builder_config(data_config):
+  check_source(data_config)
+  if data_config.tfds_config == "full":
+    return fashion_gen_builder.FULL
+  return fashion_gen_builder.toy_config(data_config.toy_num_train_products,
+                                        data_config.toy_num_validation_products,
+                                        data_config.toy_seed)
+
+
+def get_builder(data_config):
+  """The `fashion_gen` builder of `data_config` (not necessarily prepared)."""
+  return fashion_gen_builder.FashionGen(config=builder_config(data_config),
+                                        data_dir=data_dir(data_config))
+
+
+def manual_dir(data_config):
+  """The folder the `full` config reads the two HDF5 files from: that of `data.train_hdf5`."""
+  return os.path.dirname(os.path.abspath(data_config.train_hdf5))
+
+
+def download_and_prepare(data_config, beam_runner=None):
+  """Builds the dataset (TFDS reuses an already prepared one). Returns the builder."""
+  builder = get_builder(data_config)
+  download_config = tfds.download.DownloadConfig(
+      num_shards=data_config.num_shards, manual_dir=manual_dir(data_config),
+      beam_runner=beam_runner)
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def prepared_builder(data_config):
+  """The builder, which must have been prepared (else `RecordFileError` saying how)."""
+  builder = get_builder(data_config)
+  if not builder.is_prepared():
+    raise records.RecordFileError(
+        f"TFDS dataset fashion_gen/{builder.builder_config.name} is not prepared in "
+        f"{data_dir(data_config)}; run `fashionbert prepare-data` with data.source=tfds first")
+  return builder
+
+
+def split_files(data_config, split):
+  """Sorted paths of a split's TFDS shard files."""
+  builder = prepared_builder(data_config)
+  return sorted(os.fspath(path) for path in builder.info.splits[split].filepaths)
+
+
+def split_file_pattern(data_config, split):
+  """Glob of a split's TFDS shard files (readable by `records.py`, see the module docstring)."""
+  builder = prepared_builder(data_config)
+  return os.path.join(os.fspath(builder.data_dir),
+                      f"{fashion_gen_builder.NAME}-{split}.tfrecord-?????-of-?????")
+
+
+def feature_copy_names(files, split):
+  """Names of the patch-feature copies of a split's TFDS shards: `{split}-NNNNN-of-NNNNN.tfrecord`
+  (what feature mode reads)."""
+  return [os.path.basename(records.shard_path("", split, index, len(files)))
+          for index in range(len(files))]
+
+
+def read_split(data_config, split, shuffle=False, seed=None, input_context=None):
+  """`builder.as_dataset(split)` as the pipeline's records: {product_id int64 [],
+  description string [], image string [] (encoded PNG)}.
+
+  Args:
+    shuffle: shuffle the file order (seeded by `seed`; reshuffled every epoch).
+    input_context: a `tf.distribute.InputContext`: TFDS gives each input pipeline every n-th
+      file. With fewer files than input pipelines TFDS cannot do that; then every pipeline reads
+      all files and keeps every n-th record (the tfrecords source's fallback too).
+  """
+  builder = prepared_builder(data_config)
+  num_files = len(builder.info.splits[split].filepaths)
+  num_pipelines = input_context.num_input_pipelines if input_context else 1
+  shard_records = num_pipelines > 1 and num_files < num_pipelines
+  read_config = tfds.ReadConfig(
+      shuffle_seed=seed if shuffle else None,
+      shuffle_reshuffle_each_iteration=True if shuffle else None,
+      input_context=None if shard_records else input_context,
+      interleave_cycle_length=min(num_files, 8), interleave_block_length=1,
+      try_autocache=False)
+  dataset = builder.as_dataset(
+      split=split, shuffle_files=shuffle, read_config=read_config,
+      decoders={"image": tfds.decode.SkipDecoding()})
+  if shard_records:
+    dataset = dataset.shard(num_pipelines, input_context.input_pipeline_id)
+  return dataset.map(
+      tf.autograph.experimental.do_not_convert(lambda example: {
+          "product_id": example["product_id"], "description": example["description"],
+          "image": example["image"]}),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
