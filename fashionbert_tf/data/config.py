@@ -104,6 +104,8 @@ class DataConfig(base_config.Config):
   toy_num_train_products: int = 320
   toy_num_validation_products: int = 120
   toy_seed: int = 0
+  # Train products whose description is empty (skipped and counted by prepare-data).
+  toy_num_empty_descriptions: int = 2
 
   def validate(self):
     super().validate()

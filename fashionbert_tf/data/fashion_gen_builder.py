@@ -16,7 +16,7 @@ Configs:
         the manual dir (`MANUAL_DOWNLOAD_INSTRUCTIONS`; default `<data_dir>/downloads/manual/`).
   toy   the embedded, seeded toy generator (`toy_fashiongen.py`; 320 train / 120 validation
         products, seed 0 = the demo's defaults): its HDF5 files are generated into the download dir
-        (`<data_dir>/downloads/fashion_gen_toy_<products>_seed<seed>/`) when missing and then read
+        (`<data_dir>/downloads/fashion_gen_toy_<products>_seed<seed>_empty<n>/`) when missing and then read
         exactly like the real ones, so the records hold the same content as today's prepare-data
         TFRecords of the same toy files. `toy_config(...)` makes a toy config with other numbers
         (e.g. a handful of products in tests; it gets its own name, hence its own data folder).
@@ -76,9 +76,10 @@ class FashionGenConfig(tfds.core.BuilderConfig):
   """A `fashion_gen` config: the real HDF5 files (`toy=False`) or the toy generator's."""
 
   def __init__(self, *, toy=False, num_train_products=320, num_validation_products=120,
-               toy_seed=0, hdf5_chunk_size=256, **kwargs):
+               toy_seed=0, num_empty_descriptions=2, hdf5_chunk_size=256, **kwargs):
     super().__init__(**kwargs)
     self.toy = toy
+    self.num_empty_descriptions = num_empty_descriptions
     self.num_train_products = num_train_products
     self.num_validation_products = num_validation_products
     self.toy_seed = toy_seed
@@ -92,14 +93,21 @@ TOY = FashionGenConfig(
     description="The embedded toy Fashion-Gen (320 train / 120 validation products, seed 0).")
 
 
-def toy_config(num_train_products=320, num_validation_products=120, seed=0):
-  """The `toy` config, or one named after its numbers when they differ from the defaults."""
-  if (num_train_products, num_validation_products, seed) == (320, 120, 0):
+def toy_config(num_train_products=320, num_validation_products=120, seed=0,
+               num_empty_descriptions=2):
+  """The `toy` config, or one named after its numbers when they differ from the defaults
+  (`toy_fashiongen.make_toy_fashiongen`'s arguments; the demo's data are its defaults but for the
+  product counts)."""
+  if (num_train_products, num_validation_products, seed, num_empty_descriptions) == (
+      320, 120, 0, 2):
     return TOY
+  name = f"toy_{num_train_products}_{num_validation_products}_seed{seed}"
+  if num_empty_descriptions != 2:
+    name += f"_empty{num_empty_descriptions}"
   return FashionGenConfig(
-      name=f"toy_{num_train_products}_{num_validation_products}_seed{seed}", toy=True,
-      num_train_products=num_train_products, num_validation_products=num_validation_products,
-      toy_seed=seed,
+      name=name, toy=True, num_train_products=num_train_products,
+      num_validation_products=num_validation_products, toy_seed=seed,
+      num_empty_descriptions=num_empty_descriptions,
       description=f"Toy Fashion-Gen: {num_train_products} train / {num_validation_products} "
                   f"validation products, seed {seed}.")
 
@@ -183,12 +191,13 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     directory = os.path.join(
         os.fspath(dl_manager.download_dir),
         f"fashion_gen_toy_{config.num_train_products}_{config.num_validation_products}"
-        f"_seed{config.toy_seed}")
+        f"_seed{config.toy_seed}_empty{config.num_empty_descriptions}")
     paths = {split: os.path.join(directory, name) for split, name in TOY_SPLIT_FILES.items()}
     if not all(os.path.exists(path) for path in paths.values()):
       toy_fashiongen.make_toy_fashiongen(
           paths["train"], paths["validation"], num_train_products=config.num_train_products,
-          num_validation_products=config.num_validation_products, seed=config.toy_seed)
+          num_validation_products=config.num_validation_products, seed=config.toy_seed,
+          num_empty_descriptions=config.num_empty_descriptions)
     return paths
 
   def _split_generators(self, dl_manager):

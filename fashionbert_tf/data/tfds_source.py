@@ -2,7 +2,8 @@
 
 Where things are:
   builder      `fashion_gen_builder.FashionGen`, config `data.tfds_config` ("toy": the toy generator
-               with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`;
+               with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
+               `toy_num_empty_descriptions`;
                "full": the real HDF5 files, manual dir = the folder of `data.train_hdf5`)
   data dir     `data.tfds_data_dir` (empty: `tfds/` beside `data.tfrecord_dir`), TFDS's layout
                `<data dir>/fashion_gen/<config>/1.0.0/fashion_gen-{split}.tfrecord-NNNNN-of-NNNNN`
@@ -22,10 +23,11 @@ Reading:
     dict as a `tf.train.Example` with the keys and types of `records.py`'s schema.
   - Precomputed patch features stay a derived TFRecord dataset: the demo / the precompute tool
     copy TFDS's shards, adding `patch_features`, into `<features dir>/{split}-NNNNN-of-NNNNN
-    .tfrecord` (`feature_copy_names`), which feature mode reads as before.
+    .tfrecord` (`feature_copy_name`), which feature mode reads as before.
 """
 
 import os
+import re
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -36,6 +38,7 @@ from fashionbert_tf.data import records
 
 SOURCES = data_config_lib.DATA_SOURCES
 TFDS_CONFIGS = data_config_lib.TFDS_CONFIGS
+_TFDS_SHARD = re.compile(r"[^-]+-(?P<split>\w+)\.tfrecord-(?P<index>\d{5})-of-(?P<count>\d{5})")
 
 
 def check_source(data_config):
@@ -65,7 +68,8 @@ def builder_config(data_config):
     return fashion_gen_builder.FULL
   return fashion_gen_builder.toy_config(data_config.toy_num_train_products,
                                         data_config.toy_num_validation_products,
-                                        data_config.toy_seed)
+                                        data_config.toy_seed,
+                                        data_config.toy_num_empty_descriptions)
 
 
 def get_builder(data_config):
@@ -112,11 +116,19 @@ def split_file_pattern(data_config, split):
                       f"{fashion_gen_builder.NAME}-{split}.tfrecord-?????-of-?????")
 
 
-def feature_copy_names(files, split):
-  """Names of the patch-feature copies of a split's TFDS shards: `{split}-NNNNN-of-NNNNN.tfrecord`
-  (what feature mode reads)."""
-  return [os.path.basename(records.shard_path("", split, index, len(files)))
-          for index in range(len(files))]
+def feature_source_pattern(data_config):
+  """Both splits' TFDS shard globs (comma-separated): what the patch-feature copies are made of."""
+  return ",".join(split_file_pattern(data_config, split) for split in records.SPLITS)
+
+
+def feature_copy_name(path):
+  """TFDS shard `<name>-{split}.tfrecord-NNNNN-of-NNNNN` -> its patch-feature copy's name
+  `{split}-NNNNN-of-NNNNN.tfrecord` (the names feature mode reads)."""
+  match = _TFDS_SHARD.fullmatch(os.path.basename(path))
+  if not match:
+    raise ValueError(f"{path} is not a TFDS shard file name (<name>-<split>.tfrecord-NNNNN-of-"
+                     "NNNNN)")
+  return f"{match['split']}-{match['index']}-of-{match['count']}.tfrecord"
 
 
 def read_split(data_config, split, shuffle=False, seed=None, input_context=None):
