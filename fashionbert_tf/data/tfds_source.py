@@ -150,7 +150,9 @@ def read_split(data_config, split, shuffle=False, seed=None, input_context=None)
       shuffle_reshuffle_each_iteration=True if shuffle else None,
       input_context=None if shard_records else input_context,
       interleave_cycle_length=min(num_files, 8), interleave_block_length=1,
-      try_autocache=False)
+      # The dataset is written in source order (`disable_shuffling`, for the candidate sets);
+      # the training stream deliberately shuffles and interleaves its files.
+      enable_ordering_guard=False, try_autocache=False)
   dataset = builder.as_dataset(
       split=split, shuffle_files=shuffle, read_config=read_config,
       decoders={"image": tfds.decode.SkipDecoding()})
