@@ -229,3 +229,18 @@ def test_tfds_source_options_and_unprepared_dataset_are_clear(tfds_config, tmp_p
       "/x/fashion_gen-validation.tfrecord-00001-of-00002") == "validation-00001-of-00002.tfrecord"
   with open(os.path.join(config.tfrecord_dir, prepare.DATASET_INFO_FILE), encoding="utf-8") as f:
     assert json.load(f)["tfds_config"] == "toy_24_12_seed3_empty1"
+
+
+def test_beam_row_ranges_read_every_row_once_like_the_generator(tfds_config):
+  """What each Beam task runs (`_rows_of_range` over `row_ranges`), without Beam itself (the
+  Beam build is run by hand, README): together the tasks give the generator's examples."""
+  config, _ = tfds_config
+  path = _builder_hdf5(config, "train")
+  num_rows = fashiongen_hdf5.count_rows(path)
+  ranges = fashion_gen_builder.row_ranges(num_rows, rows_per_task=7)
+  assert ranges[0][0] == 0 and ranges[-1][1] == num_rows
+  assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+  from_tasks = [key for start, stop in reversed(ranges)       # any task order
+                for key, _ in fashion_gen_builder._rows_of_range(path, start, stop, 4)]
+  from_generator = [int(row["record_id"]) for row in fashiongen_hdf5.iterate_rows(path)]
+  assert sorted(from_tasks) == from_generator

@@ -120,6 +120,12 @@ def _to_example(row):
   return int(row["record_id"]), example
 
 
+def row_ranges(num_rows, rows_per_task=BEAM_ROWS_PER_TASK):
+  """[(start, stop)] covering rows 0..num_rows-1 once, `rows_per_task` rows each (Beam tasks)."""
+  return [(start, min(start + rows_per_task, num_rows))
+          for start in range(0, num_rows, rows_per_task)]
+
+
 def _rows_of_range(path, start, stop, chunk_size):
   """Examples of rows [start, stop) of `path` (a Beam task)."""
   for row in fashiongen_hdf5.iterate_rows(path, chunk_size, "skip", start=start, stop=stop):
@@ -218,9 +224,7 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     chunk_size = self.builder_config.hdf5_chunk_size
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
-      num_rows = fashiongen_hdf5.count_rows(path)
-      ranges = [(start, min(start + BEAM_ROWS_PER_TASK, num_rows))
-                for start in range(0, num_rows, BEAM_ROWS_PER_TASK)]
+      ranges = row_ranges(fashiongen_hdf5.count_rows(path))
       return (beam.Create(ranges)
               | beam.Reshuffle()
               | beam.FlatMap(lambda bounds: _rows_of_range(path, bounds[0], bounds[1],
