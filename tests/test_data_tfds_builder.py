@@ -103,12 +103,14 @@ def test_builder_is_registered_with_full_and_toy_configs(tmp_path):
 
 
 def _write_real_schema(path, descriptions, drop=None, product_ids=None):
-  """A small Fashion-Gen file in the real schema: one distinct image per row."""
+  """A small Fashion-Gen file in the real schema: one distinct, smooth image per row."""
   num_rows = len(descriptions)
-  rng = np.random.default_rng(len(descriptions))
+  ramp = np.linspace(0, 200, 256, dtype=np.float32)
+  images = np.stack([np.stack([ramp[:, None] + 0 * ramp[None, :] + 5 * i,
+                               ramp[None, :] + 0 * ramp[:, None],
+                               np.full((256, 256), 40.0 * i)], -1) for i in range(num_rows)])
   with h5py.File(path, "w") as handle:
-    handle.create_dataset("input_image",
-                          data=rng.integers(0, 256, (num_rows, 256, 256, 3), dtype=np.uint8))
+    handle.create_dataset("input_image", data=images.astype(np.uint8))
     columns = {"input_description": descriptions,
                "input_name": [b"Name &amp; co"] * num_rows,
                "input_category": [b"TOPS"] * num_rows,
@@ -141,8 +143,14 @@ def test_full_config_reads_the_real_schema_cleans_and_counts(tmp_path):
   assert [int(e["record_id"]) for e in examples] == [0, 1, 3]
   assert [int(e["product_id"]) for e in examples] == [7, 8, 10]
   assert examples[0]["name"].decode() == "Name & co"
+  # `full` stores JPEG q95, the bytes prepare-data's TFRecords hold for configs/paper.yaml.
+  encoded = list(tfds.as_numpy(builder.as_dataset(
+      split="train", decoders={"image": tfds.decode.SkipDecoding()})))
   with h5py.File(train, "r") as handle:
-    np.testing.assert_array_equal(examples[2]["image"], handle["input_image"][3])
+    source = handle["input_image"][3]
+  assert encoded[2]["image"] == records.encode_image(source, "jpeg", 95)
+  assert examples[2]["image"].shape == (256, 256, 3)
+  assert np.abs(examples[2]["image"].astype(int) - source).mean() < 2.0
   # The counts are stored with the dataset: a fresh builder reads them back from disk.
   reloaded = tfds.builder("fashion_gen", config="full", data_dir=str(tmp_path / "tfds"))
   assert reloaded.info.metadata["skipped_empty_description"] == {"train": 1, "validation": 0}

@@ -22,7 +22,9 @@ Configs:
         (e.g. a handful of products in tests; it gets its own name, hence its own data folder).
 
 Features (one example per usable HDF5 row):
-  image        Image uint8 [256, 256, 3], PNG-encoded (lossless)
+  image        Image uint8 [256, 256, 3], encoded by `records.encode_image` exactly as prepare-data
+               does: PNG (lossless) for `toy`, JPEG quality 95 for `full` (configs/paper.yaml's
+               `data.image_format`; ~4x smaller for real photos)
   description  Text, cleaned (`fashiongen_hdf5.clean_text`: encodings, markup, entities)
   name, category, subcategory, pose   Text, cleaned the same way
   product_id   int64
@@ -60,6 +62,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from fashionbert_tf.data import fashiongen_hdf5
+from fashionbert_tf.data import records
 from fashionbert_tf.data import toy_fashiongen
 
 NAME = "fashion_gen"
@@ -76,9 +79,12 @@ class FashionGenConfig(tfds.core.BuilderConfig):
   """A `fashion_gen` config: the real HDF5 files (`toy=False`) or the toy generator's."""
 
   def __init__(self, *, toy=False, num_train_products=320, num_validation_products=120,
-               toy_seed=0, num_empty_descriptions=2, hdf5_chunk_size=256, **kwargs):
+               toy_seed=0, num_empty_descriptions=2, image_format="png", jpeg_quality=95,
+               hdf5_chunk_size=256, **kwargs):
     super().__init__(**kwargs)
     self.toy = toy
+    self.image_format = image_format
+    self.jpeg_quality = jpeg_quality
     self.num_empty_descriptions = num_empty_descriptions
     self.num_train_products = num_train_products
     self.num_validation_products = num_validation_products
@@ -86,8 +92,11 @@ class FashionGenConfig(tfds.core.BuilderConfig):
     self.hdf5_chunk_size = hdf5_chunk_size
 
 
+# Images as configs/paper.yaml and the toy config store them in TFRecords: 293,008 photos as JPEG
+# q95 (~25 KB each instead of ~100 KB as PNG), the drawn toy garments lossless as PNG.
 FULL = FashionGenConfig(
-    name="full", description="Fashion-Gen 256x256 (293,008 images), HDF5 files in the manual dir.")
+    name="full", image_format="jpeg", jpeg_quality=95,
+    description="Fashion-Gen 256x256 (293,008 images, JPEG q95), HDF5 files in the manual dir.")
 TOY = FashionGenConfig(
     name="toy", toy=True,
     description="The embedded toy Fashion-Gen (320 train / 120 validation products, seed 0).")
@@ -112,11 +121,12 @@ def toy_config(num_train_products=320, num_validation_products=120, seed=0,
                   f"validation products, seed {seed}.")
 
 
-def _to_example(row):
-  """A `fashiongen_hdf5.iterate_rows` row -> (key, TFDS example dict)."""
+def _to_example(row, image_format, jpeg_quality):
+  """A `fashiongen_hdf5.iterate_rows` row -> (key, TFDS example dict). The image is encoded here
+  with `records.encode_image` (the bytes prepare-data's TFRecords hold) and stored as is."""
   example = {field: row[field] for field in TEXT_FEATURES}
-  example.update(image=row["image"], product_id=int(row["product_id"]),
-                 record_id=int(row["record_id"]))
+  example.update(image=records.encode_image(row["image"], image_format, jpeg_quality),
+                 product_id=int(row["product_id"]), record_id=int(row["record_id"]))
   return int(row["record_id"]), example
 
 
@@ -126,10 +136,10 @@ def row_ranges(num_rows, rows_per_task=BEAM_ROWS_PER_TASK):
           for start in range(0, num_rows, rows_per_task)]
 
 
-def _rows_of_range(path, start, stop, chunk_size):
+def _rows_of_range(path, start, stop, chunk_size, image_format="png", jpeg_quality=95):
   """Examples of rows [start, stop) of `path` (a Beam task)."""
   for row in fashiongen_hdf5.iterate_rows(path, chunk_size, "skip", start=start, stop=stop):
-    yield _to_example(row)
+    yield _to_example(row, image_format, jpeg_quality)
 
 
 class FashionGen(tfds.core.GeneratorBasedBuilder):
@@ -167,7 +177,8 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
   def _info(self):
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(256, 256, 3), encoding_format="png"),
+            "image": tfds.features.Image(shape=(256, 256, 3),
+                                         encoding_format=self.builder_config.image_format),
             **{field: tfds.features.Text() for field in TEXT_FEATURES},
             "product_id": np.int64,
             "record_id": np.int64,
@@ -221,13 +232,15 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(path) for split, path in paths.items()}
 
   def _generate_examples(self, path):
-    chunk_size = self.builder_config.hdf5_chunk_size
+    config = self.builder_config
+    chunk_size, image_format, quality = (config.hdf5_chunk_size, config.image_format,
+                                         config.jpeg_quality)
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
       ranges = row_ranges(fashiongen_hdf5.count_rows(path))
       return (beam.Create(ranges)
               | beam.Reshuffle()
               | beam.FlatMap(lambda bounds: _rows_of_range(path, bounds[0], bounds[1],
-                                                           chunk_size)))
-    return (_to_example(row) for row in
+                                                           chunk_size, image_format, quality)))
+    return (_to_example(row, image_format, quality) for row in
             fashiongen_hdf5.iterate_rows(path, chunk_size, on_bad_description="skip"))
