@@ -252,3 +252,4 @@ def test_beam_row_ranges_read_every_row_once_like_the_generator(tfds_config):
                 for key, _ in fashion_gen_builder._rows_of_range(path, start, stop, 4)]
   from_generator = [int(row["record_id"]) for row in fashiongen_hdf5.iterate_rows(path)]
   assert sorted(from_tasks) == from_generator
+
