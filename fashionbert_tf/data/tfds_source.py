@@ -17,9 +17,10 @@ Reading:
     tfds.ReadConfig(shuffle_seed=..., input_context=...))` (`read_split`): TFDS shuffles the files
     with the pipeline's seed and, with a `tf.distribute.InputContext`, gives each input pipeline
     its own files. Images stay encoded (`SkipDecoding`) until the pipeline's decode stage.
+  - `fashionbert evaluate` (image mode) reads its record table and images through
+    `builder.as_dataset` too (`read_records`).
   - Everything that reads records by file (the negatives index, `data.skip_corrupt_records`'s
-    reader, evaluation's record table and image reads, the gallery, the patch-feature precompute
-    tool) reads TFDS's shard files directly (`split_file_pattern`): TFDS writes the flat feature
+    reader, the gallery, the patch-feature precompute tool) reads TFDS's shard files directly (`split_file_pattern`): TFDS writes the flat feature
     dict as a `tf.train.Example` with the keys and types of `records.py`'s schema.
   - Precomputed patch features stay a derived TFRecord dataset: the demo / the precompute tool
     copy TFDS's shards, adding `patch_features`, into `<features dir>/{split}-NNNNN-of-NNNNN
@@ -163,3 +164,13 @@ def read_split(data_config, split, shuffle=False, seed=None, input_context=None)
           "product_id": example["product_id"], "description": example["description"],
           "image": example["image"]}),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_records(data_config, split):
+  """`builder.as_dataset(split)` in source order, images still encoded: record dicts like
+  `records.read_records(..., decode=False)` (record_id, product_id, description, name, category,
+  subcategory, pose, image). What `fashionbert evaluate` reads with `data.source: tfds`."""
+  builder = prepared_builder(data_config)
+  return builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=tfds.ReadConfig(try_autocache=False),
+                            decoders={"image": tfds.decode.SkipDecoding()})
