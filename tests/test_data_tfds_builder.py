@@ -233,6 +233,10 @@ def test_tfds_source_options_and_unprepared_dataset_are_clear(tfds_config, tmp_p
     config.replace(source="parquet").validate()
   with pytest.raises(records.RecordFileError, match="prepare-data"):
     pipeline.build_pretraining_dataset(config.replace(tfds_data_dir=str(tmp_path)), "train", 4)
+  full = config.replace(tfds_config="full", tfds_data_dir=str(tmp_path / "tfds"),
+                        train_hdf5=str(tmp_path / "nothing" / "fashiongen_256_256_train.h5"))
+  with pytest.raises(FileNotFoundError, match=r"nothing/fashiongen_256_256_train\.h5"):
+    prepare.prepare_dataset(full)
   assert tfds_source.feature_copy_name(
       "/x/fashion_gen-validation.tfrecord-00001-of-00002") == "validation-00001-of-00002.tfrecord"
   with open(os.path.join(config.tfrecord_dir, prepare.DATASET_INFO_FILE), encoding="utf-8") as f:

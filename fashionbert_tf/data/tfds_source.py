@@ -87,6 +87,14 @@ def manual_dir(data_config):
 def download_and_prepare(data_config, beam_runner=None):
   """Builds the dataset (TFDS reuses an already prepared one). Returns the builder."""
   builder = get_builder(data_config)
+  if not builder.builder_config.toy and not builder.is_prepared():
+    for name in fashion_gen_builder.SPLIT_FILES.values():
+      path = os.path.join(manual_dir(data_config), name)
+      if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Fashion-Gen HDF5 file not found: {path} (the fashion_gen `full` config reads "
+            f"fashiongen_256_256_{{train,validation}}.h5 from the folder of data.train_hdf5; "
+            "see data/README.md for where to get them)")
   download_config = tfds.download.DownloadConfig(
       num_shards=data_config.num_shards, manual_dir=manual_dir(data_config),
       beam_runner=beam_runner)
