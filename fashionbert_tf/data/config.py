@@ -50,6 +50,7 @@ class DataConfig(base_config.Config):
   # else tfrecord_dir itself (see data/pipeline.py features_dir).
   features_tfrecord_dir: str = ""
   # How prepare-data encodes images in the TFRecords: "png" (lossless) or "jpeg" (smaller, lossy).
+  # With source "tfds" the builder config decides: PNG for "toy", JPEG q95 for "full".
   image_format: str = "png"
   jpeg_quality: int = 95
   # HDF5 rows read per access by prepare-data (memory ~ chunk * 196 KB).
