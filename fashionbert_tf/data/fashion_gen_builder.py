@@ -76,7 +76,15 @@ BEAM_ROWS_PER_TASK = 1024
 
 
 class FashionGenConfig(tfds.core.BuilderConfig):
-  """A `fashion_gen` config: the real HDF5 files (`toy=False`) or the toy generator's."""
+  """A `fashion_gen` config: the real HDF5 files (`toy=False`) or the toy generator's.
+
+  Args:
+    toy: generate the HDF5 files with `toy_fashiongen.make_toy_fashiongen(num_train_products,
+      num_validation_products, seed=toy_seed, num_empty_descriptions=...)` instead of reading the
+      manual dir.
+    image_format, jpeg_quality: how `records.encode_image` encodes the stored images.
+    hdf5_chunk_size: rows per HDF5 read (memory ~ chunk * 196 KB); does not change the data.
+  """
 
   def __init__(self, *, toy=False, num_train_products=320, num_validation_products=120,
                toy_seed=0, num_empty_descriptions=2, image_format="png", jpeg_quality=95,
