@@ -28,7 +28,14 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # Building the fashion_gen TFDS dataset with Apache Beam (`tfds build ...
+        # --beam_pipeline_options=...`); mlcroissant because tensorflow-datasets' `tfds` command
+        # imports it. Not in "test": apache-beam pins protobuf < 7 and pillow < 13 (it resolves
+        # beside TensorFlow 2.20 but downgrades both); the Beam build is tested by hand (README).
+        "beam": ["apache-beam", "mlcroissant"],
+    },
     entry_points={
         "console_scripts": [
             "fashionbert=fashionbert_tf.cli.main:main",

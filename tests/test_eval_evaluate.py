@@ -243,3 +243,29 @@ def test_bfloat16_evaluation_matches_float32_and_restores_the_policy(run, checkp
       np.testing.assert_allclose(fast[f"{direction}_scores"], exact[f"{direction}_scores"],
                                  atol=0.01)
       assert not np.array_equal(fast[f"{direction}_scores"], exact[f"{direction}_scores"])
+
+
+def test_evaluation_through_tfds_gives_the_same_results(run, checkpoint_results, tmp_path,
+                                                       monkeypatch):
+  """data.source=tfds: the same toy data built by the fashion_gen builder and read by evaluate
+  through builder.as_dataset give exactly the numbers of the TFRecords."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  reads = []
+  read_records = tfds_source.read_records
+  monkeypatch.setattr(tfds_source, "read_records",
+                      lambda *args: reads.append(args[1]) or read_records(*args))
+  config = experiment_config.load_config(None, overrides(run["root"]) + [
+      f"data.source=tfds,data.tfds_config=toy,data.tfds_data_dir={tmp_path}/tfds,"
+      f"data.tfrecord_dir={tmp_path}/prepared,data.candidates_file={tmp_path}/prepared/c.json,"
+      "data.toy_num_train_products=4,data.toy_num_validation_products=14,data.toy_seed=3,"
+      f"data.toy_num_empty_descriptions=0,train.model_dir={tmp_path}/run"])
+  prepare.prepare_dataset(config.data)
+  shutil.copytree(run["config"].train.model_dir, config.train.model_dir,
+                  ignore=shutil.ignore_patterns("eval"))
+  results = evaluate.run_evaluation(config)
+  assert reads and set(reads) == {"validation"}      # table and images via builder.as_dataset
+  assert results["validation_records"] == checkpoint_results["validation_records"]
+  assert results["tia_accuracy"] == checkpoint_results["tia_accuracy"]
+  for direction in ("image_to_text", "text_to_image"):
+    assert results[direction] == checkpoint_results[direction], direction

@@ -2,7 +2,8 @@
 
   python tools/benchmark_input_pipeline.py --config configs/toy.yaml [--batch_size 64]
 
-Needs prepared TFRecords (`fashionbert demo` or `fashionbert prepare-data` first). Iterates the
+Needs prepared TFRecords (`fashionbert demo` or `fashionbert prepare-data` first); with
+`--params_override data.source=tfds` it times the `builder.as_dataset` reader instead. Iterates the
 training dataset exactly as pretraining does and prints the rate with its settings and the
 machine's load (the number is only meaningful on an otherwise idle machine).
 """
@@ -43,7 +44,9 @@ def main(argv):
     rates.append(examples / (time.time() - start))
   load = os.getloadavg()
   print("input pipeline benchmark (read, decode, pair, tokenize, mask, batch)")
-  print(f"  data: {data.tfrecord_dir} ({data.image_format}), batch_size {BATCH_SIZE.value}, "
+  where = (f"{data.tfrecord_dir} ({data.image_format})" if data.source == "tfrecords" else
+           f"TFDS fashion_gen/{data.tfds_config} in {data.tfds_data_dir or 'tfds/'} (as_dataset)")
+  print(f"  data: {where}, batch_size {BATCH_SIZE.value}, "
         f"negative_ratio {data.negative_ratio}, max_text_length {data.max_text_length}, "
         f"P {data.max_predictions_per_seq}, shuffle_buffer {data.shuffle_buffer}, "
         f"pairing_chunk_size {data.pairing_chunk_size}")

@@ -3,7 +3,8 @@
   python tools/precompute_patch_features.py --config configs/toy.yaml \
       --output_dir data/toy/tfrecords_features
 
-reads every shard of `data.tfrecord_dir` (or --input_pattern), runs the configured backbone
+reads every shard of `data.tfrecord_dir` (with `data.source=tfds`: of the fashion_gen TFDS dataset,
+the copies then named `{split}-NNNNN-of-NNNNN.tfrecord`; or --input_pattern), runs the configured backbone
 (`model.backbone`, weights `model.backbone_weights`, `model.patch_input_size`, ...) over each image's
 8x8 patch grid, and writes shards of the same names into --output_dir whose records also carry
 `patch_features` = tf.io.serialize_tensor(float32 [64, D]). Train on them with
@@ -58,6 +59,12 @@ def main(argv):
   config = common_flags.config_from_flags()
   tfrecord_dir = config.data.tfrecord_dir.rstrip("/")
   input_pattern = INPUT_PATTERN.value or os.path.join(tfrecord_dir, "*.tfrecord")
+  output_name = None
+  if config.data.source == "tfds" and not INPUT_PATTERN.value:
+    # Copies of the fashion_gen TFDS shards, named {split}-NNNNN-of-NNNNN.tfrecord.
+    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    input_pattern = tfds_source.feature_source_pattern(config.data)
+    output_name = tfds_source.feature_copy_name
   output_dir = OUTPUT_DIR.value or tfrecord_dir + "_features"
   feature_fn = None
   if CHECKPOINT.value:
@@ -67,11 +74,11 @@ def main(argv):
   if CHECKPOINT.value:  # The checkpoint holds its own statistics.
     summary = feature_precompute.precompute_patch_features(
         config.model, input_pattern, output_dir, batch_size=BATCH_SIZE.value,
-        feature_fn=feature_fn)
+        feature_fn=feature_fn, output_name=output_name)
     statistics = None
   else:
     summary, statistics = feature_precompute.precompute_with_statistics(
-        config, input_pattern, output_dir, batch_size=BATCH_SIZE.value)
+        config, input_pattern, output_dir, batch_size=BATCH_SIZE.value, output_name=output_name)
   print(f"wrote {sum(s['records'] for s in summary.values())} records with patch_features "
         f"[64, {config.model.feature_dim}] in {len(summary)} shards to {output_dir}")
   if statistics is not None:

@@ -4,8 +4,10 @@
 
 Steps (each a small function taking the `ExperimentConfig` and the shared `state` dict, run in
 order by `main`; later stages append theirs to `STEPS`):
-  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same)
-  2. prepare_data        HDF5 -> TFRecords + retrieval candidate sets (skipped when up to date)
+  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same;
+                         with data.source=tfds the fashion_gen builder's toy config makes its own)
+  2. prepare_data        HDF5 -> TFRecords (or the TFDS dataset, data.source=tfds) + retrieval
+                         candidate sets (skipped when up to date)
   3. precompute_features  with model.use_precomputed_features: the backbone runs once over every
                          image (tools/precompute_patch_features.py does the same), skipped when up
                          to date; then the training images' patch-feature statistics
@@ -33,6 +35,9 @@ def generate_toy_data(config, state):
   """Writes the toy HDF5 files named by data.train_hdf5 / data.validation_hdf5 when missing."""
   from fashionbert_tf.data import toy_fashiongen  # pylint: disable=g-import-not-at-top
   data = config.data
+  if data.source == "tfds" and data.tfds_config == "toy":
+    logging.info("data.source=tfds: the fashion_gen builder's toy config generates its own HDF5")
+    return
   paths = (data.train_hdf5, data.validation_hdf5)
   if all(os.path.exists(path) for path in paths):
     logging.info("toy data present: %s, %s", *paths)
@@ -45,7 +50,8 @@ def generate_toy_data(config, state):
   start = time.time()
   written = toy_fashiongen.make_toy_fashiongen(
       data.train_hdf5, data.validation_hdf5, num_train_products=data.toy_num_train_products,
-      num_validation_products=data.toy_num_validation_products, seed=data.toy_seed)
+      num_validation_products=data.toy_num_validation_products, seed=data.toy_seed,
+      num_empty_descriptions=data.toy_num_empty_descriptions)
   logging.info("toy Fashion-Gen generated in %.1f s: %s", time.time() - start,
                {split: rows for split, (_, rows) in written.items()})
   state["generated"] = True
@@ -56,11 +62,22 @@ def prepare_data(config, state):
   from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
   data = config.data
   info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
-  up_to_date = (os.path.exists(info_path) and not REPREPARE.value and
-                all(os.path.getmtime(info_path) > os.path.getmtime(p)
-                    for p in (data.train_hdf5, data.validation_hdf5)))
+  if data.source == "tfds":
+    # TFDS versions its output; prepare-data's summary is current when it names this build.
+    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    info = prepare.load_dataset_info(data.tfrecord_dir) or {}
+    builder = tfds_source.get_builder(data)
+    up_to_date = (not REPREPARE.value and builder.is_prepared() and
+                  info.get("source") == "tfds" and
+                  info.get("tfds_config") == builder.builder_config.name and
+                  info.get("tfds_data_dir") == tfds_source.data_dir(data))
+  else:
+    up_to_date = (os.path.exists(info_path) and not REPREPARE.value and
+                  all(os.path.getmtime(info_path) > os.path.getmtime(p)
+                      for p in (data.train_hdf5, data.validation_hdf5)))
   if up_to_date:
-    logging.info("TFRecords up to date in %s (use --reprepare to rebuild)", data.tfrecord_dir)
+    logging.info("prepared data up to date (%s; use --reprepare to rebuild)",
+                 data.tfrecord_dir if data.source == "tfrecords" else tfds_source.data_dir(data))
     state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
     return
   state["dataset_info"] = prepare.prepare_dataset(data)
@@ -76,18 +93,25 @@ def precompute_features(config, state):
   data = config.data
   if config.model.use_precomputed_features:
     source_pattern = os.path.join(data.tfrecord_dir, "*.tfrecord")
+    output_name = None
+    if data.source == "tfds":   # copies of TFDS's shards, named as feature mode reads them
+      from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+      source_pattern = tfds_source.feature_source_pattern(data)
+      output_name = tfds_source.feature_copy_name
     output_dir = pipeline.features_dir(data, "train")
     if output_dir == data.tfrecord_dir:
       output_dir = data.tfrecord_dir.rstrip("/") + "_features"
     info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
     sources = records.list_record_files(source_pattern)
-    outputs = [os.path.join(output_dir, os.path.basename(path)) for path in sources]
+    outputs = [os.path.join(output_dir, (output_name or os.path.basename)(path))
+               for path in sources]
     up_to_date = all(os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(info_path)
                      for path in outputs)
     if up_to_date:
       logging.info("precomputed patch features up to date in %s", output_dir)
     else:
-      feature_precompute.precompute_with_statistics(config, source_pattern, output_dir)
+      feature_precompute.precompute_with_statistics(config, source_pattern, output_dir,
+                                                    output_name=output_name)
   if config.model.patch_feature_normalization == "standardize":
     state["feature_statistics"] = feature_statistics.ensure_statistics(config)
 

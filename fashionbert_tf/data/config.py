@@ -10,6 +10,9 @@ from fashionbert_tf.data import contract
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
 # (category, subcategory) when there is one, or any other product.
 NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
+# Where prepare-data writes and the pipeline / evaluation read the records (data/tfds_source.py).
+DATA_SOURCES = ("tfrecords", "tfds")
+TFDS_CONFIGS = ("toy", "full")
 
 
 def check_negative_sampling(mode):
@@ -29,11 +32,25 @@ class DataConfig(base_config.Config):
   # Sharded TFRecords written by prepare-data and read by the pipeline.
   tfrecord_dir: str = "data/toy/tfrecords"
   num_shards: int = 4
+  # Where the image records live: "tfrecords" = `tfrecord_dir`, written by prepare-data's own
+  # writer (prepare.py); "tfds" = the `fashion_gen` TensorFlow Datasets builder
+  # (data/fashion_gen_builder.py) in `tfds_data_dir`, built by prepare-data, and the pretraining
+  # pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig` (data/tfds_source.py). Either
+  # way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
+  # under `tfrecord_dir`, and precomputed patch features are TFRecord copies (features dir).
+  # Default "tfrecords": the demo's measured 34-minute run (README) used it.
+  source: str = "tfrecords"
+  # The builder config with source "tfds": "toy" (the toy generator with the toy_* numbers
+  # below) or "full" (the real HDF5 files in the folder of `train_hdf5`, TFDS's manual dir).
+  tfds_config: str = "toy"
+  # TFDS data dir; empty = `tfds/` beside `tfrecord_dir`.
+  tfds_data_dir: str = ""
   # Shards with the extra `patch_features` feature (tools/precompute_patch_features.py), read when
   # model.use_precomputed_features is true; empty = `<tfrecord_dir>_features` if it has shards,
   # else tfrecord_dir itself (see data/pipeline.py features_dir).
   features_tfrecord_dir: str = ""
   # How prepare-data encodes images in the TFRecords: "png" (lossless) or "jpeg" (smaller, lossy).
+  # With source "tfds" the builder config decides: PNG for "toy", JPEG q95 for "full".
   image_format: str = "png"
   jpeg_quality: int = 95
   # HDF5 rows read per access by prepare-data (memory ~ chunk * 196 KB).
@@ -88,7 +105,13 @@ class DataConfig(base_config.Config):
   toy_num_train_products: int = 320
   toy_num_validation_products: int = 120
   toy_seed: int = 0
+  # Train products whose description is empty (skipped and counted by prepare-data).
+  toy_num_empty_descriptions: int = 2
 
   def validate(self):
     super().validate()
     check_negative_sampling(self.negative_sampling)
+    if self.source not in DATA_SOURCES:
+      raise ValueError(f"data.source = {self.source!r}; expected one of {DATA_SOURCES}")
+    if self.tfds_config not in TFDS_CONFIGS:
+      raise ValueError(f"data.tfds_config = {self.tfds_config!r}; expected one of {TFDS_CONFIGS}")

@@ -37,11 +37,16 @@ SUFFIX = ".negatives_index.json"
 
 def index_path(file_pattern):
   """Where the index of `file_pattern` lives: `<dir>/<split>.negatives_index.json` for the
-  standard `<dir>/<split>-?????-of-?????.tfrecord` pattern; else a name from the pattern."""
+  standard `<dir>/<split>-?????-of-?????.tfrecord` pattern, `<dir>/<name>-<split>.negatives_index
+  .json` for TFDS's `<dir>/<name>-<split>.tfrecord-?????-of-?????`; else a name from the
+  pattern."""
   pattern = str(file_pattern).split(",")[0].strip()
   directory, name = os.path.split(pattern)
-  prefix = name.split("-", 1)[0] if "-" in name else name
-  prefix = "".join(c if c.isalnum() or c in "._" else "_" for c in prefix) or "records"
+  if ".tfrecord-" in name:   # TFDS: fashion_gen-train.tfrecord-?????-of-?????
+    prefix = name.split(".tfrecord-", 1)[0]
+  else:
+    prefix = name.split("-", 1)[0] if "-" in name else name
+  prefix = "".join(c if c.isalnum() or c in "._-" else "_" for c in prefix) or "records"
   return os.path.join(directory, prefix + SUFFIX)
 
 

@@ -59,9 +59,13 @@ def features_dir(data_config, split="train"):
 
 
 def split_file_pattern(data_config, split, image_mode=True):
-  """Glob pattern of a split's shards: image shards, or the feature copies when not image_mode."""
+  """Glob pattern of a split's shards: image shards (TFDS's shard files with `data.source: tfds`),
+  or the feature copies when not image_mode."""
   if split not in records.SPLITS:
     raise ValueError(f"split must be one of {records.SPLITS}, got {split!r}")
+  if image_mode and data_config.source == "tfds":
+    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    return tfds_source.split_file_pattern(data_config, split)
   directory = data_config.tfrecord_dir if image_mode else features_dir(data_config, split)
   return records.split_file_pattern(directory, split)
 
@@ -149,6 +153,7 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   if not 3 <= data_config.max_text_length <= contract.MAX_TEXT_LENGTH:
     raise ValueError(f"data.max_text_length must be in [3, {contract.MAX_TEXT_LENGTH}], got "
                      f"{data_config.max_text_length}")
+  explicit_pattern = file_pattern
   file_pattern = file_pattern or split_file_pattern(data_config, split, image_mode)
   files = records.list_record_files(file_pattern)
   if not image_mode and feature_dim is None:
@@ -163,10 +168,43 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
     skipped_records = skipped_record_counter(file_pattern)
   log_truncation(tokenizer, sampler, data_config.max_text_length)
 
-  num_pipelines = input_context.num_input_pipelines if input_context else 1
   pipeline_id = input_context.input_pipeline_id if input_context else 0
   seed = int(data_config.seed) + 1000003 * pipeline_id
 
+  # data.source=tfds, image mode: TFDS's reader (`builder.as_dataset` + `tfds.ReadConfig`: seeded
+  # file shuffle, input_context sharding). Feature mode reads the TFRecord feature copies, and
+  # skip_corrupt_records needs the per-file reader below (it reads TFDS's shard files as well).
+  read_with_tfds = (data_config.source == "tfds" and image_mode and not skip_corrupt and
+                    explicit_pattern is None)
+  if read_with_tfds:
+    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    dataset = tfds_source.read_split(data_config, split, shuffle, seed, input_context)
+    if shuffle:
+      dataset = dataset.shuffle(data_config.shuffle_buffer, seed=seed + 1,
+                                reshuffle_each_iteration=True)
+    if repeat:
+      dataset = dataset.repeat()
+    dataset = dataset.map(tf.autograph.experimental.do_not_convert(lambda record: {
+        "product_id": record["product_id"], "description": record["description"],
+        contract.IMAGE_KEY: records.decode_image(record["image"])}),
+                          num_parallel_calls=AUTOTUNE, deterministic=True)
+  else:
+    dataset = _records_from_files(data_config, files, input_context, seed, image_mode,
+                                  feature_dim, shuffle, repeat,
+                                  skipped_records if skip_corrupt else None)
+  return _examples(dataset, data_config, tokenizer, masker, sampler, seed, image_mode,
+                   batch_size, drop_remainder, masking_enabled)
+
+
+def _records_from_files(data_config, files, input_context, seed, image_mode, feature_dim, shuffle,
+                        repeat, skipped_records):
+  """The record stages over TFRecord files: shard, shuffle, read, repeat, parse + decode.
+
+  Returns a dataset of {product_id, description, image uint8 [256, 256, 3] or patch_features
+  float32 [64, D]}.
+  """
+  num_pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
   dataset = tf.data.Dataset.from_tensor_slices(files)
   shard_records = False
   if num_pipelines > 1:
@@ -179,8 +217,7 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   if shuffle:
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   dataset = records.named_records_from_files(
-      dataset, cycle_length=min(len(files), 8),
-      skipped_records=skipped_records if skip_corrupt else None)
+      dataset, cycle_length=min(len(files), 8), skipped_records=skipped_records)
   if shard_records:
     dataset = dataset.shard(num_pipelines, pipeline_id)
   if shuffle:
@@ -200,7 +237,12 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
     return {"product_id": record["product_id"], "description": record["description"],
             visual_key: record[visual_key]}
 
-  dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _examples(dataset, data_config, tokenizer, masker, sampler, seed, image_mode, batch_size,
+              drop_remainder, masking_enabled):
+  """Records -> contract batches: chunk, pair, tokenize, mask, bucket, trim, prefetch."""
   dataset = dataset.batch(data_config.pairing_chunk_size)
   patch_mask_rate = data_config.patch_mask_rate
   negative_ratio = data_config.negative_ratio

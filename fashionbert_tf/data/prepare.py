@@ -8,10 +8,11 @@ per shard; schema in `records.py`). Rows with an empty description are skipped a
 `<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
 validation split and saved to `data.candidates_file` (`candidates.py`).
 
-Why not a tensorflow-datasets builder: TFDS would write its own file names, folder layout
-(`<data_dir>/fashion_gen/<version>/...`) and feature encoding, not the `{split}-NNNNN-of-NNNNN`
-shards with the plain `tf.train.Example` schema every other part of this project reads; a thin
-writer with the same streaming is simpler and has no hidden downloads.
+With `data.source: tfds` prepare-data is a thin wrapper over the `fashion_gen` TensorFlow Datasets
+builder (`fashion_gen_builder.py`, `tfds_source.py`): the builder streams the same HDF5 rows
+with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
+same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
+index and retrieval candidate sets from TFDS's validation shards.
 """
 
 import concurrent.futures
@@ -95,6 +96,8 @@ def prepare_dataset(data_config):
   Raises:
     FileNotFoundError / FashionGenFormatError: a missing or malformed HDF5 file (named).
   """
+  if data_config.source == "tfds":
+    return prepare_with_tfds(data_config)
   directory = data_config.tfrecord_dir
   info = {"image_format": data_config.image_format, "num_shards": data_config.num_shards,
           "splits": {}}
@@ -116,6 +119,13 @@ def prepare_dataset(data_config):
         records.split_file_pattern(directory, split))
     if split == "validation":
       validation_metadata = metadata
+  return _finish(data_config, info, validation_metadata)
+
+
+def _finish(data_config, info, validation_metadata):
+  """Candidate sets from the validation rows' metadata, then dataset_info.json and the log."""
+  directory = data_config.tfrecord_dir
+  os.makedirs(directory, exist_ok=True)
   try:
     candidate_sets = candidates_lib.build_candidates(
         validation_metadata, data_config.num_image_queries, data_config.num_text_queries,
@@ -141,6 +151,57 @@ def prepare_dataset(data_config):
                  f"; {skipped} rows SKIPPED (empty description), first rows "
                  f"{split_info['first_skipped_rows']}" if skipped else "")
   return info
+
+
+def _tfds_validation_metadata(file_pattern):
+  """[{record_id, product_id, category, subcategory}] of TFDS's validation shards, in order."""
+  metadata = []
+  for _, _, batch in records.iterate_parsed_batches(file_pattern):
+    for index in range(len(batch["record_id"])):
+      row = records.to_python(batch, index)
+      metadata.append({key: row[key] for key in
+                       ("record_id", "product_id", "category", "subcategory")})
+  return metadata
+
+
+def prepare_with_tfds(data_config):
+  """prepare-data with `data.source: tfds`: build `fashion_gen` (TFDS reuses a prepared one), then
+  the negatives index, candidate sets and dataset_info.json as with the TFRecord writer.
+
+  `data.on_bad_description: error` -> `FashionGenFormatError` after the build when the builder
+  skipped rows (the builder itself always skips and counts them in its metadata).
+  """
+  from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  builder = tfds_source.download_and_prepare(data_config)
+  metadata = builder.info.metadata
+  logging.info("TFDS fashion_gen/%s %s in %s (%.1f s)", builder.builder_config.name,
+               builder.version, builder.data_dir, time.time() - start)
+  info = {"source": "tfds", "tfds_data_dir": tfds_source.data_dir(data_config),
+          "tfds_config": builder.builder_config.name, "tfds_version": str(builder.version),
+          "image_format": "png", "num_shards": data_config.num_shards, "splits": {}}
+  validation_metadata = None
+  for split in records.SPLITS:
+    skipped = int(metadata["skipped_empty_description"][split])
+    first_skipped = list(metadata["first_skipped_rows"][split])
+    source = metadata["source_files"][split]
+    if skipped and data_config.on_bad_description == "error":
+      raise fashiongen_hdf5.FashionGenFormatError(
+          f"{source}: {skipped} row(s) have an empty description after decoding and cleaning "
+          f"(first rows {first_skipped}); data.on_bad_description=error")
+    pattern = tfds_source.split_file_pattern(data_config, split)
+    negatives_index.load_or_build(pattern)   # written beside TFDS's shards (reused when current)
+    split_metadata = _tfds_validation_metadata(pattern)
+    info["splits"][split] = {
+        "source": source, "num_rows": int(metadata["num_rows"][split]),
+        "num_records": int(builder.info.splits[split].num_examples),
+        "num_products": len({m["product_id"] for m in split_metadata}),
+        "skipped_empty_description": skipped, "first_skipped_rows": first_skipped,
+        "file_pattern": pattern,
+        "negatives_index": negatives_index.index_path(pattern)}
+    if split == "validation":
+      validation_metadata = split_metadata
+  return _finish(data_config, info, validation_metadata)
 
 
 def load_dataset_info(tfrecord_dir):

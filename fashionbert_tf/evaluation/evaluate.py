@@ -43,10 +43,18 @@ def output_dir(config):
   return config.eval.output_dir or os.path.join(config.train.model_dir, "eval")
 
 
-def read_record_table(file_pattern):
-  """`retrieval.RecordTable` of the validation records (text fields only; images not decoded)."""
+def read_record_table(file_pattern, dataset=None):
+  """`retrieval.RecordTable` of the validation records (text fields only; images not decoded).
+
+  dataset: optional dataset of record dicts read instead of `file_pattern`
+  (`tfds_source.read_records`, `data.source: tfds`).
+  """
   columns = {"record_id": [], "product_id": [], "description": [], "group": []}
-  for _, _, batch in records.iterate_parsed_batches(file_pattern):
+  if dataset is not None:
+    batches = _text_batches(dataset)
+  else:
+    batches = (batch for _, _, batch in records.iterate_parsed_batches(file_pattern))
+  for batch in batches:
     columns["record_id"].extend(batch["record_id"].tolist())
     columns["product_id"].extend(batch["product_id"].tolist())
     columns["description"].extend(d.decode("utf-8") for d in batch["description"])
@@ -55,6 +63,13 @@ def read_record_table(file_pattern):
   return retrieval.RecordTable(record_id=np.array(columns["record_id"], np.int64),
                                product_id=np.array(columns["product_id"], np.int64),
                                description=columns["description"], group=columns["group"])
+
+
+def _text_batches(dataset, batch_size=512):
+  """Numpy batches of the text fields of a record-dict dataset."""
+  keys = ("record_id", "product_id", "description", "category", "subcategory")
+  for batch in dataset.map(lambda record: {key: record[key] for key in keys}).batch(batch_size):
+    yield {key: value.numpy() for key, value in batch.items()}
 
 
 def _checkpoint_step(path):
@@ -171,7 +186,12 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
   scorer, source, precomputed = build_scorer(config, checkpoint, saved_model)
   file_pattern = pipeline.split_file_pattern(config.data, "validation",
                                              image_mode=not precomputed)
-  table = read_record_table(file_pattern)
+  records_dataset = None
+  if config.data.source == "tfds" and not precomputed:   # through builder.as_dataset
+    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    records_dataset = lambda: tfds_source.read_records(config.data, "validation")
+  table = read_record_table(file_pattern,
+                            records_dataset() if records_dataset is not None else None)
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
   tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
                                 config.data.negative_sampling)
@@ -189,7 +209,7 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
       np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
       file_pattern, precomputed=precomputed, max_text_length=config.data.max_text_length,
       batch_size=config.eval.batch_size, images_per_step=config.eval.images_per_step,
-      progress_interval=config.eval.progress_interval_s)
+      progress_interval=config.eval.progress_interval_s, records_dataset=records_dataset)
   pieces = np.split(probabilities, np.cumsum(sizes)[:-1])
 
   results = {"source": source, "scoring": stats, "candidates_file": config.data.candidates_file,

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf import tensorboard_images
+from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
 from fashionbert_tf.evaluation import evaluate
 from fashionbert_tf.evaluation import metrics
@@ -298,8 +299,9 @@ def write_retrieval_gallery(scores_file, file_pattern, output_path=None, log_dir
 
 def write_evaluation_gallery(config, **kwargs):
   """`write_retrieval_gallery` for the evaluation of `config` (its eval output dir and the
-  validation image shards in `data.tfrecord_dir`); returns the PNG's path."""
+  validation image shards: `data.tfrecord_dir`'s, or TFDS's with `data.source: tfds`); returns
+  the PNG's path."""
   directory = evaluate.output_dir(config)
   return write_retrieval_gallery(
       os.path.join(directory, evaluate.RETRIEVAL_SCORES_FILE),
-      records.split_file_pattern(config.data.tfrecord_dir, "validation"), **kwargs)
+      pipeline.split_file_pattern(config.data, "validation"), **kwargs)

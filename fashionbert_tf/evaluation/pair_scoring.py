@@ -78,13 +78,17 @@ def pad_batch(token_rows):
   return ids, mask, np.zeros_like(ids)
 
 
-def _needed_images_dataset(file_pattern, needed_ids, precomputed, feature_dim, images_per_step):
+def _needed_images_dataset(file_pattern, needed_ids, precomputed, feature_dim, images_per_step,
+                           records_dataset=None):
   """Dataset of (record_id [n], patch_features or image) for the records in `needed_ids`."""
   table = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(tf.constant(needed_ids, tf.int64),
                                           tf.ones([len(needed_ids)], tf.int64)), 0)
-  dataset = records.read_records(file_pattern, decode=False, with_patch_features=precomputed,
-                                 feature_dim=feature_dim)
+  if records_dataset is not None:
+    dataset = records_dataset()
+  else:
+    dataset = records.read_records(file_pattern, decode=False, with_patch_features=precomputed,
+                                   feature_dim=feature_dim)
   dataset = dataset.filter(lambda record: table.lookup(record["record_id"]) > 0)
   if precomputed:
     dataset = dataset.map(lambda r: (r["record_id"], r[contract.FEATURES_KEY]))
@@ -96,7 +100,7 @@ def _needed_images_dataset(file_pattern, needed_ids, precomputed, feature_dim, i
 
 def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
                 precomputed=False, max_text_length=contract.MAX_TEXT_LENGTH, batch_size=128,
-                images_per_step=64, progress_interval=10.0):
+                images_per_step=64, progress_interval=10.0, records_dataset=None):
   """P(match) of each pair (description of record text_ids[i], image of record image_ids[i]).
 
   Args:
@@ -108,6 +112,8 @@ def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
     precomputed: read `patch_features` from the records instead of running the backbone.
     batch_size: pairs per model call.
     images_per_step: images whose features are computed (and held) at once.
+    records_dataset: optional zero-argument callable -> dataset of record dicts (`record_id`,
+      encoded `image`) read instead of `file_pattern` (`tfds_source.read_records`).
 
   Returns:
     (float32 [N] probabilities, stats dict: pairs scored, distinct pairs, images, seconds, pairs/s).
@@ -143,7 +149,7 @@ def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
                len(text_ids), len(pairs), len(needed), len(token_ids))
   seen = 0
   for record_ids, pixels_or_features in _needed_images_dataset(
-      file_pattern, needed, precomputed, feature_dim, images_per_step):
+      file_pattern, needed, precomputed, feature_dim, images_per_step, records_dataset):
     features = pixels_or_features if precomputed else scorer.patch_features(pixels_or_features)
     record_ids = record_ids.numpy()
     seen += len(record_ids)

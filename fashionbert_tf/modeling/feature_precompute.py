@@ -143,7 +143,8 @@ def inference_feature_fn(extractor):
 
 
 def precompute_patch_features(model_config, input_pattern, output_dir, batch_size=32,
-                              feature_fn=None, verbose=True, progress_interval=10.0):
+                              feature_fn=None, verbose=True, progress_interval=10.0,
+                              output_name=None):
   """Writes copies of every shard matching `input_pattern` into `output_dir`, with features.
 
   Args:
@@ -155,13 +156,16 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     feature_fn: optional callable uint8 [b, 256, 256, 3] -> float32 [b, 64, D] replacing the
       extractor built from `model_config` (e.g. a trained model's `compute_patch_features`).
     verbose: log progress (records, records/s, ETA) every `progress_interval` seconds.
+    output_name: optional callable input path -> the copy's file name (default: the same name;
+      `tfds_source.feature_copy_name` for TFDS's shards).
 
   Returns:
     dict: output path -> {"records": n, "replaced": n}.
   """
   input_files = records.list_record_files(input_pattern)
   os.makedirs(output_dir, exist_ok=True)
-  if len({os.path.basename(path) for path in input_files}) != len(input_files):
+  output_name = output_name or os.path.basename
+  if len({output_name(path) for path in input_files}) != len(input_files):
     raise ValueError(f"input shards matching {input_pattern!r} share file names; the copies in "
                      f"{output_dir} would overwrite each other")
   for path in input_files:
@@ -183,7 +187,7 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
       progress.update(count)
 
   start = time.time()
-  output_files = [os.path.join(output_dir, os.path.basename(path)) for path in input_files]
+  output_files = [os.path.join(output_dir, output_name(path)) for path in input_files]
   summary = precompute_shards(feature_fn, input_files, output_files, batch_size, on_batch)
   from fashionbert_tf.data import negatives_index  # pylint: disable=g-import-not-at-top
   negatives_index.write_for_copies(input_files, output_files)
@@ -196,7 +200,8 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
   return summary
 
 
-def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32):
+def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32,
+                               output_name=None):
   """`precompute_patch_features`, then (`standardize` mode) the training images' statistics.
 
   The statistics are computed from the training features just written (`output_dir`) and saved at
@@ -204,14 +209,15 @@ def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32)
 
   Args:
     config: `ExperimentConfig` (its `model` picks the backbone, its `data` where statistics go).
-    input_pattern, output_dir, batch_size: as for `precompute_patch_features`.
+    input_pattern, output_dir, batch_size, output_name: as for `precompute_patch_features`.
 
   Returns:
     (summary of `precompute_patch_features`, `FeatureStatistics` or None).
   """
   import dataclasses  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
-  summary = precompute_patch_features(config.model, input_pattern, output_dir, batch_size)
+  summary = precompute_patch_features(config.model, input_pattern, output_dir, batch_size,
+                                     output_name=output_name)
   if config.model.patch_feature_normalization != "standardize":
     return summary, None
   stats_config = dataclasses.replace(config)
