@@ -1,5 +1,9 @@
 """Fashion-Gen HDF5 reading: text cleaning, the toy generator's schema, bad inputs."""
 
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -136,3 +140,19 @@ def test_rows_are_streamed_in_chunks_with_correct_ids(tmp_path):
   assert [row["record_id"] for row in rows] == [2, 3, 4, 5]
   assert [row["product_id"] for row in rows] == [2, 3, 4, 5]
   assert rows[0]["image"].shape == (256, 256, 3) and rows[0]["category"] == "TOPS"
+
+
+def test_cli_names_a_missing_hdf5_file_in_one_line(tmp_path):
+  """A config pointing at absent data: exit status 1, one line naming the file, no traceback."""
+  missing = tmp_path / "fashiongen_256_256_train.h5"
+  overrides = (f"data.train_hdf5={missing},data.validation_hdf5={tmp_path / 'v.h5'},"
+               f"data.tfrecord_dir={tmp_path / 'records'}")
+  result = subprocess.run(
+      [sys.executable, "-m", "fashionbert_tf.cli.main", "prepare-data", "--config",
+       "configs/paper.yaml", "--params_override", overrides],
+      capture_output=True, text=True, timeout=300, check=False,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  lines = [line for line in result.stderr.splitlines() if line.startswith("fashionbert ")]
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert len(lines) == 1 and "FileNotFoundError" in lines[0] and str(missing) in lines[0], lines

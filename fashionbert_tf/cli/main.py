@@ -20,9 +20,10 @@ COMMANDS = {
 
 # Errors about the user's data, checkpoints or run (raised with a message naming what is wrong and
 # where): printed as one line, exit status 1, no traceback. Matched by name so that this module
-# imports no TensorFlow before a command is chosen.
+# imports no TensorFlow before a command is chosen. FileNotFoundError: the project's own checks
+# raise it with the missing path and what to do (a config pointing at absent data or checkpoints).
 USER_FACING_ERRORS = ("NonFiniteLossError", "RecordFileError", "FashionGenFormatError",
-                      "NotEnoughProductsError", "CheckpointMismatchError")
+                      "NotEnoughProductsError", "CheckpointMismatchError", "FileNotFoundError")
 
 
 def reporting_user_errors(command, command_main):
