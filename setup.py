@@ -28,7 +28,11 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # The PyTorch peer of tools/benchmark_inference.py (Hugging Face BertModel, CPU).
+        "bench": ["torch==2.13.0", "transformers"],
+    },
     entry_points={
         "console_scripts": [
             "fashionbert=fashionbert_tf.cli.main:main",
