@@ -150,6 +150,11 @@ def test_bfloat16_xla_export_is_servable_and_matches_float32(tiny):
   probability = score(input_word_ids=ids, input_mask=mask, input_type_ids=types,
                       patch_features=tiny["features"])["match_probability"].numpy()
   np.testing.assert_allclose(probability, tiny["exact"], atol=0.01)
+  # The evaluation's SavedModel scorer pads the batch (5 -> 8) for an XLA export.
+  scorer = scoring.SavedModelPairScorer(path)
+  assert scorer.jit_compile
+  np.testing.assert_allclose(scorer.match_probability(ids, mask, types, tiny["features"]),
+                             probability, atol=1e-5)
   # Batch 1 with the text's own length (VSL request; padded to its bucket inside).
   length = int(mask[1].numpy().sum())
   one = score(input_word_ids=ids[1:2, :length], input_mask=mask[1:2, :length],

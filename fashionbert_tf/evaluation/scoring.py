@@ -13,6 +13,9 @@ Two implementations with the same interface: `KerasPairScorer` (a restored `Fash
 signature and its `compute_patch_features` function).
 """
 
+import json
+import os
+
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
@@ -160,14 +163,29 @@ class SavedModelPairScorer(PairScorer):
     self._score = self.loaded.signatures["score_features"]
     spec = self._score.structured_input_signature[1][contract.FEATURES_KEY]
     self.feature_dim = int(spec.shape[-1])
+    # An XLA export (`fashionbert export --jit_compile`) pads texts to its length buckets itself;
+    # batches are padded here to a power of two so that it compiles a few batch sizes only.
+    settings_file = os.path.join(export_path, "assets.extra", "fashionbert_inference.json")
+    self.jit_compile = False
+    if tf.io.gfile.exists(settings_file):
+      with tf.io.gfile.GFile(settings_file) as f:
+        self.jit_compile = bool(json.load(f).get("jit_compile", False))
 
   def patch_features(self, image):
     return self.loaded.compute_patch_features(tf.convert_to_tensor(image, tf.uint8))
 
   def match_probability(self, input_word_ids, input_mask, input_type_ids, patch_features):
-    outputs = self._score(
-        input_word_ids=tf.convert_to_tensor(input_word_ids, tf.int32),
-        input_mask=tf.convert_to_tensor(input_mask, tf.int32),
-        input_type_ids=tf.convert_to_tensor(input_type_ids, tf.int32),
-        patch_features=tf.convert_to_tensor(patch_features, tf.float32))
-    return outputs["match_probability"].numpy()
+    ids, mask, types = (tf.convert_to_tensor(t, tf.int32)
+                        for t in (input_word_ids, input_mask, input_type_ids))
+    features = tf.convert_to_tensor(patch_features, tf.float32)
+    batch = int(ids.shape[0])
+    if self.jit_compile and bucketed_batch_size(batch) != batch:
+      # Padding rows: a real [CLS] (the signature refuses rows without a real token), zeros else.
+      extra = bucketed_batch_size(batch) - batch
+      ids, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, types))
+      mask = tf.pad(mask, [[0, extra], [0, 0]])
+      mask = tf.concat([mask[:, :1] * 0 + 1, mask[:, 1:]], axis=1)
+      features = tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+    outputs = self._score(input_word_ids=ids, input_mask=mask, input_type_ids=types,
+                          patch_features=features)
+    return outputs["match_probability"].numpy()[:batch]
