@@ -47,7 +47,8 @@ def main(argv):
   print(f"SavedModel for TF Serving: {path}\n"
         f"  inspect: saved_model_cli show --dir {path} --all\n"
         f"  serve:   tensorflow_model_server --rest_api_port=8501 --model_name=fashionbert "
-        f"--model_base_path={os.path.abspath(EXPORT_DIR.value)}", flush=True)
+        f"--model_base_path={os.path.abspath(EXPORT_DIR.value)}"
+        f"{' --xla_cpu_compilation_enabled=true' if jit_compile else ''}", flush=True)
 
 
 if __name__ == "__main__":
