@@ -35,6 +35,8 @@ setuptools.setup(
         # imports it. Not in "test": apache-beam pins protobuf < 7 and pillow < 13 (it resolves
         # beside TensorFlow 2.20 but downgrades both); the Beam build is tested by hand (README).
         "beam": ["apache-beam", "mlcroissant"],
+        # The PyTorch peer of tools/benchmark_inference.py (Hugging Face BertModel, CPU).
+        "bench": ["torch==2.13.0", "transformers"],
     },
     entry_points={
         "console_scripts": [

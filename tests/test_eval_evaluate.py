@@ -177,7 +177,8 @@ def test_export_cli_then_saved_model_evaluation(run, checkpoint_results, capsys)
   saved_config = experiment_config.load_config(
       None, overrides(run["root"]) + [f"eval.output_dir={run['root']}/eval_saved_model"])
   results = evaluate.run_evaluation(saved_config, saved_model=path)
-  assert results["source"] == {"saved_model": path}
+  assert results["source"] == {"saved_model": path, "precision": "float32", "jit_compile": False,
+                               "length_bucket": 0}
   assert os.path.exists(os.path.join(run["root"], "eval_saved_model", "results.json"))
   for direction in ("image_to_text", "text_to_image"):
     for key in ("accuracy", "rank@1", "rank@5", "rank@10"):
@@ -226,14 +227,16 @@ def test_stale_candidate_file_is_a_clear_error(run):
 
 
 def test_bfloat16_evaluation_matches_float32_and_restores_the_policy(run, checkpoint_results):
-  """eval.mixed_precision=mixed_bfloat16 scores with bfloat16 matmuls: P(match) within 0.01 of
-  float32 on every retrieval pair; the global Keras policy is what it was before."""
+  """eval.mixed_precision=mixed_bfloat16 scores with bfloat16 weights and matmuls: P(match) within
+  0.01 of float32 on every retrieval pair; the global Keras policy is unchanged. (Rank@K: see
+  test_fast_evaluations_give_the_float32_ranks, on a model whose scores are not near-ties.)"""
   bf16_config = experiment_config.load_config(None, overrides(run["root"]) + [
       f"eval.mixed_precision=mixed_bfloat16,eval.output_dir={run['root']}/eval_bf16"])
   before = tf_keras.mixed_precision.global_policy().name
   scorer, source, _ = evaluate.build_scorer(bf16_config)
-  assert source["mixed_precision"] == "mixed_bfloat16"
+  assert source["precision"] == "bfloat16"
   assert scorer.model.encoder.compute_dtype == "bfloat16"
+  assert scorer.model.encoder.transformer_layers[0]._intermediate_dense.kernel.dtype == tf.bfloat16  # pylint: disable=protected-access
   assert scorer.model.tia_head.classifier.compute_dtype == "float32"
   assert tf_keras.mixed_precision.global_policy().name == before
   results = evaluate.run_evaluation(bf16_config)
@@ -269,3 +272,59 @@ def test_evaluation_through_tfds_gives_the_same_results(run, checkpoint_results,
   assert results["tia_accuracy"] == checkpoint_results["tia_accuracy"]
   for direction in ("image_to_text", "text_to_image"):
     assert results[direction] == checkpoint_results[direction], direction
+
+
+MARGIN = 0.002
+
+
+def ground_truth_ranks(scores, ground_truth, margin=0.0):
+  """Per query [Q]: 1 + the candidates scored above the ground truth by more than `margin`, and
+  1 + those scored at least its score minus `margin` (the rank range over near-ties)."""
+  truth = scores[np.arange(len(scores)), ground_truth][:, None]
+  above = (scores > truth + margin).sum(axis=1)
+  at_least = (scores >= truth - margin).sum(axis=1) - 1
+  return above + 1, at_least + 1
+
+
+def test_fast_evaluation_gives_the_float32_ranks(run):
+  """bfloat16 under XLA (weights in bfloat16, texts padded to buckets of 16, batches to powers of
+  two): P(match) within 0.01 of float32 on every pair, and the same ranks ties aside: each
+  query's ground truth ranks where it ranks in float32, give or take the candidates whose float32
+  score is within MARGIN of its own.
+
+  The run's untrained model scores all candidates of a query within ~1e-5 of each other (ranks
+  are pure ties), so this test's model has larger weights (as training gives): its candidates'
+  scores spread over ~0.01.
+  """
+  root = run["root"]
+  tf_keras.utils.set_random_seed(11)
+  model = model_builder.build_fashionbert(run["config"].model)
+  for variable in model.trainable_variables:
+    if len(variable.shape) >= 2:
+      variable.assign(variable * 4.0)
+  model.tia_head.classifier.kernel.assign(model.tia_head.classifier.kernel * 3.0)
+  model_dir = os.path.join(root, "run_spread")
+  os.makedirs(model_dir)
+  params_dict.save_params_dict_to_yaml(run["config"], os.path.join(model_dir, "params.yaml"))
+  checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(STEP, dtype=tf.int64))
+  tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=STEP)
+
+  def evaluate_with(name, settings):
+    config = experiment_config.load_config(None, overrides(root) + [
+        f"train.model_dir={model_dir},eval.output_dir={root}/eval_{name},eval.max_tia_pairs=8,"
+        + settings])
+    results = evaluate.run_evaluation(config)
+    with np.load(results["retrieval_scores_file"]) as grids:
+      return results, {key: grids[key] for key in grids.files}
+
+  _, exact = evaluate_with("f32", "eval.mixed_precision=float32")
+  results, fast = evaluate_with("bf16_xla", "eval.mixed_precision=bfloat16,eval.jit_compile=true")
+  assert results["source"]["precision"] == "bfloat16"
+  assert (results["source"]["jit_compile"], results["source"]["length_bucket"]) == (True, 16)
+  for direction in retrieval.DIRECTIONS:
+    scores, truth = fast[f"{direction}_scores"], exact[f"{direction}_ground_truth"]
+    assert np.ptp(exact[f"{direction}_scores"]) > 0.005
+    np.testing.assert_allclose(scores, exact[f"{direction}_scores"], atol=0.01)
+    low, high = ground_truth_ranks(exact[f"{direction}_scores"], truth, margin=MARGIN)
+    rank, _ = ground_truth_ranks(scores, truth)
+    assert np.all((low <= rank) & (rank <= high)), (direction, low, rank, high)

@@ -3,6 +3,8 @@
   fashionbert export --config configs/toy.yaml --export_dir exports/toy
   fashionbert export --config configs/toy.yaml --checkpoint runs/toy/ckpt-2000 \
       --export_dir exports/toy --version 2
+  fashionbert export --config configs/toy.yaml --export_dir exports/toy_bf16 --precision bfloat16
+  fashionbert export --config configs/toy.yaml --export_dir exports/toy_xla --jit_compile
 
 Signatures `serving_default` (text, image bytes -> match_probability) and `score_features`
 (token ids + precomputed patch features -> match_probability); see fashionbert_tf/serving/README.md.
@@ -15,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.cli import inference_flags
 from fashionbert_tf.serving import export
 
 # Shared by `evaluate` and `export` (both may be imported in one process, e.g. by tests).
@@ -34,12 +37,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
+  try:
+    precision, jit_compile, length_bucket = inference_flags.export_settings()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   path = export.export_saved_model(config, EXPORT_DIR.value, checkpoint=flags.FLAGS.checkpoint,
-                                   version=VERSION.value)
+                                   version=VERSION.value, precision=precision,
+                                   jit_compile=jit_compile, length_bucket=length_bucket)
   print(f"SavedModel for TF Serving: {path}\n"
         f"  inspect: saved_model_cli show --dir {path} --all\n"
         f"  serve:   tensorflow_model_server --rest_api_port=8501 --model_name=fashionbert "
-        f"--model_base_path={os.path.abspath(EXPORT_DIR.value)}", flush=True)
+        f"--model_base_path={os.path.abspath(EXPORT_DIR.value)}"
+        f"{' --xla_cpu_compilation_enabled=true' if jit_compile else ''}", flush=True)
 
 
 if __name__ == "__main__":

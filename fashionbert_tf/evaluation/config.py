@@ -10,10 +10,18 @@ from official.modeling.hyperparams import base_config
 class EvalConfig(base_config.Config):
   # Pairs per model call when scoring (each batch padded only to its own longest text).
   batch_size: int = 128
-  # Keras dtype policy of the restored model when scoring from a checkpoint: "float32" (exact) or
-  # "mixed_bfloat16" (matmuls in bfloat16, ~2x faster on CPUs with AMX / AVX-512 BF16; LayerNorm,
-  # softmax and the TIA classifier stay float32, so P(match) is not rounded to bfloat16).
+  # Precision of the restored model when scoring from a checkpoint: "float32" (exact) or
+  # "bfloat16" (= "mixed_bfloat16"): `modeling/inference_precision.py`, weights stored and
+  # multiplied in bfloat16 (~2x faster on CPUs with AMX / AVX-512 BF16); LayerNorm, the attention
+  # softmax, the pooler and the TIA classifier stay float32, so P(match) is not rounded to bfloat16.
+  # A SavedModel (--saved_model) is scored in the precision it was exported with.
   mixed_precision: str = "float32"
+  # Compile the scoring function with XLA (checkpoint scoring; an export carries its own setting).
+  # Measured slower than without on 2-core Xeon CPUs (README, Speed); kept for other machines.
+  jit_compile: bool = False
+  # Text lengths padded up to multiples of this many positions before scoring (XLA compiles one
+  # shape per bucket): -1 = 16 under jit_compile, exact VSL otherwise; 0 = never.
+  length_bucket: int = -1
   rank_ks: List[int] = dataclasses.field(default_factory=lambda: [1, 5, 10])
   # 0 = every test pair for TIA accuracy; n = at most n pairs per direction (the first n // 2
   # records by record_id, each with one positive and one negative; toy demo time budget).

@@ -33,6 +33,8 @@ from fashionbert_tf.evaluation import pair_scoring
 from fashionbert_tf.evaluation import restore
 from fashionbert_tf.evaluation import retrieval
 from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import inference_precision
+from fashionbert_tf.serving import export
 
 RESULTS_FILE = "results.json"
 RETRIEVAL_SCORES_FILE = "retrieval_scores.npz"
@@ -83,14 +85,22 @@ def build_scorer(config, checkpoint=None, saved_model=None):
     scorer = scoring.SavedModelPairScorer(saved_model)
     source = {"saved_model": saved_model}
     precomputed = config.model.use_precomputed_features
+    source.update(export.read_inference_settings(saved_model))
   else:
-    from fashionbert_tf.training import strategies  # pylint: disable=g-import-not-at-top
-    with strategies.precision_policy(config.eval.mixed_precision):
-      model, path, model_config = restore.restore_model(config, checkpoint)
-    scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model))
-    source = {"checkpoint": path, "step": _checkpoint_step(path),
-              "num_layers": int(model.encoder.get_config()["num_layers"]),
-              "mixed_precision": config.eval.mixed_precision}
+    precision = inference_precision.check_precision(config.eval.mixed_precision,
+                                                    "eval.mixed_precision")
+    length_bucket = export.resolve_length_bucket(config.eval.jit_compile,
+                                                 config.eval.length_bucket)
+    model, path, model_config = restore.restore_model(config, checkpoint)
+    num_layers = int(model.encoder.get_config()["num_layers"])
+    model = inference_precision.inference_model(model, model_config, precision)
+    scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model),
+                                     jit_compile=config.eval.jit_compile,
+                                     length_bucket=length_bucket,
+                                     max_text_length=config.data.max_text_length)
+    source = {"checkpoint": path, "step": _checkpoint_step(path), "num_layers": num_layers,
+              "precision": precision, "jit_compile": bool(config.eval.jit_compile),
+              "length_bucket": length_bucket}
     precomputed = model_config.use_precomputed_features
   return scorer, source, precomputed
 

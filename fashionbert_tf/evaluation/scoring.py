@@ -13,6 +13,9 @@ Two implementations with the same interface: `KerasPairScorer` (a restored `Fash
 signature and its `compute_patch_features` function).
 """
 
+import json
+import os
+
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
@@ -44,6 +47,39 @@ def pad_text_inputs(input_word_ids, input_mask, input_type_ids, length=contract.
   return pad(input_word_ids), pad(input_mask), pad(input_type_ids)
 
 
+def bucketed_length(length, bucket, max_length=contract.MAX_TEXT_LENGTH):
+  """`length` rounded up to a multiple of `bucket`, but never past max(max_length, length).
+
+  Works on Python ints and on int32 scalar tensors. bucket <= 0 returns `length` unchanged.
+  """
+  if isinstance(length, int):
+    if bucket <= 0:
+      return length
+    return min(-(-length // bucket) * bucket, max(max_length, length))
+  if bucket <= 0:
+    return length
+  rounded = (length + bucket - 1) // bucket * bucket
+  return tf.minimum(rounded, tf.maximum(max_length, length))
+
+
+def pad_to_length_bucket(input_word_ids, input_mask, input_type_ids, bucket,
+                         max_length=contract.MAX_TEXT_LENGTH):
+  """Pads [B, T] text inputs with zeros (mask 0) to [B, bucketed_length(T)].
+
+  For XLA (`jit_compile`): it compiles once per input shape, so sequence lengths are rounded up to
+  a few buckets (multiples of `bucket`, e.g. 16: at most 448 / 16 = 28 shapes) instead of every T.
+  Padding is masked out of attention, so P(match) does not change (up to float rounding).
+  """
+  if bucket <= 0:
+    return input_word_ids, input_mask, input_type_ids
+  length = tf.shape(input_word_ids)[1]
+  extra = bucketed_length(length, bucket, max_length) - length
+
+  def pad(tensor):
+    return tf.pad(tf.convert_to_tensor(tensor, tf.int32), [[0, 0], [0, extra]])
+  return pad(input_word_ids), pad(input_mask), pad(input_type_ids)
+
+
 def text_signature():
   return [tf.TensorSpec([None, None], tf.int32, name=name) for name in contract.TEXT_KEYS]
 
@@ -70,16 +106,32 @@ class PairScorer:
     raise NotImplementedError
 
 
-class KerasPairScorer(PairScorer):
-  """Scores with a `FashionBertModel` through `tf.function`s with relaxed shapes (no retracing)."""
+def bucketed_batch_size(batch):
+  """Batch sizes under XLA: the next power of two (a handful of compiled shapes per length)."""
+  return 1 << max(int(batch) - 1, 0).bit_length()
 
-  def __init__(self, model, feature_dim):
+
+class KerasPairScorer(PairScorer):
+  """Scores with a `FashionBertModel` through `tf.function`s with relaxed shapes (no retracing).
+
+  With `jit_compile` the scoring function is compiled by XLA; XLA compiles once per input shape,
+  so texts are padded to multiples of `length_bucket` positions and batches to a power of two
+  (padding rows are zeros, their scores dropped). The model may be a
+  `inference_precision.bfloat16_inference_copy`.
+  """
+
+  def __init__(self, model, feature_dim, jit_compile=False, length_bucket=0,
+               max_text_length=contract.MAX_TEXT_LENGTH):
     self.model = model
     self.feature_dim = int(feature_dim)
+    self.jit_compile = bool(jit_compile)
+    self.length_bucket = int(length_bucket)
+    self.max_text_length = int(max_text_length)
     self._score = tf.function(
         lambda ids, mask, types, features: model_match_probability(
             model, ids, mask, types, features),
-        input_signature=text_signature() + [features_signature(self.feature_dim)])
+        input_signature=text_signature() + [features_signature(self.feature_dim)],
+        jit_compile=self.jit_compile)
     self._features = tf.function(model.compute_patch_features,
                                  input_signature=[image_signature()])
 
@@ -87,10 +139,18 @@ class KerasPairScorer(PairScorer):
     return self._features(tf.convert_to_tensor(image, tf.uint8))
 
   def match_probability(self, input_word_ids, input_mask, input_type_ids, patch_features):
-    return self._score(tf.convert_to_tensor(input_word_ids, tf.int32),
-                       tf.convert_to_tensor(input_mask, tf.int32),
-                       tf.convert_to_tensor(input_type_ids, tf.int32),
-                       tf.convert_to_tensor(patch_features, tf.float32)).numpy()
+    ids, mask, types = (tf.convert_to_tensor(t, tf.int32)
+                        for t in (input_word_ids, input_mask, input_type_ids))
+    features = tf.convert_to_tensor(patch_features, tf.float32)
+    batch = int(ids.shape[0])
+    if self.length_bucket > 0:
+      ids, mask, types = pad_to_length_bucket(ids, mask, types, self.length_bucket,
+                                              self.max_text_length)
+    if self.jit_compile and bucketed_batch_size(batch) != batch:
+      extra = bucketed_batch_size(batch) - batch
+      ids, mask, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, mask, types))
+      features = tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+    return self._score(ids, mask, types, features).numpy()[:batch]
 
 
 class SavedModelPairScorer(PairScorer):
@@ -103,14 +163,29 @@ class SavedModelPairScorer(PairScorer):
     self._score = self.loaded.signatures["score_features"]
     spec = self._score.structured_input_signature[1][contract.FEATURES_KEY]
     self.feature_dim = int(spec.shape[-1])
+    # An XLA export (`fashionbert export --jit_compile`) pads texts to its length buckets itself;
+    # batches are padded here to a power of two so that it compiles a few batch sizes only.
+    settings_file = os.path.join(export_path, "assets.extra", "fashionbert_inference.json")
+    self.jit_compile = False
+    if tf.io.gfile.exists(settings_file):
+      with tf.io.gfile.GFile(settings_file) as f:
+        self.jit_compile = bool(json.load(f).get("jit_compile", False))
 
   def patch_features(self, image):
     return self.loaded.compute_patch_features(tf.convert_to_tensor(image, tf.uint8))
 
   def match_probability(self, input_word_ids, input_mask, input_type_ids, patch_features):
-    outputs = self._score(
-        input_word_ids=tf.convert_to_tensor(input_word_ids, tf.int32),
-        input_mask=tf.convert_to_tensor(input_mask, tf.int32),
-        input_type_ids=tf.convert_to_tensor(input_type_ids, tf.int32),
-        patch_features=tf.convert_to_tensor(patch_features, tf.float32))
-    return outputs["match_probability"].numpy()
+    ids, mask, types = (tf.convert_to_tensor(t, tf.int32)
+                        for t in (input_word_ids, input_mask, input_type_ids))
+    features = tf.convert_to_tensor(patch_features, tf.float32)
+    batch = int(ids.shape[0])
+    if self.jit_compile and bucketed_batch_size(batch) != batch:
+      # Padding rows: a real [CLS] (the signature refuses rows without a real token), zeros else.
+      extra = bucketed_batch_size(batch) - batch
+      ids, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, types))
+      mask = tf.pad(mask, [[0, extra], [0, 0]])
+      mask = tf.concat([mask[:, :1] * 0 + 1, mask[:, 1:]], axis=1)
+      features = tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+    outputs = self._score(input_word_ids=ids, input_mask=mask, input_type_ids=types,
+                          patch_features=features)
+    return outputs["match_probability"].numpy()[:batch]

@@ -6,10 +6,19 @@ an integer (default: seconds since the epoch), so a newer export is picked up as
 The version folder is written under a temporary name and renamed when complete, so a server
 watching `<export_dir>` never loads half an export. Signatures: see `serving_module.py`.
 
+Precision and compilation (`precision`, `jit_compile`, `length_bucket`): a float32 export
+(default) is exact; a bfloat16 export holds `inference_precision.bfloat16_inference_copy` (weights
+stored and multiplied in bfloat16, LayerNorm / softmax / P(match) in float32); `jit_compile`
+compiles the scoring function with XLA and pads texts to multiples of `length_bucket` positions
+(default 16 under XLA) so it compiles one shape per bucket; the warm-up records then hold one
+`score_features` request per bucket (batch 1), so TF Serving compiles them all at load. The
+settings are written to `assets.extra/fashionbert_inference.json`.
+
 After saving, every op of the graph and of its function library is checked against the
 allowlist of ops TF Serving's standard binary has (`op_allowlist.py`); a failing export is removed.
 """
 
+import json
 import os
 import shutil
 import time
@@ -21,6 +30,8 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import serving_module
 from fashionbert_tf.serving import warmup
@@ -28,6 +39,33 @@ from fashionbert_tf.serving import warmup
 WARMUP_TEXT = ("long sleeve cotton shirt in navy blue. spread collar. button closure at front. "
                "patch pocket at chest. tonal stitching.")
 PARAMS_COPY = os.path.join("assets.extra", "fashionbert_params.yaml")
+INFERENCE_SETTINGS = os.path.join("assets.extra", "fashionbert_inference.json")
+# Text-length bucket under XLA when none is given: multiples of 16 positions (448 / 16 = 28 shapes).
+DEFAULT_JIT_LENGTH_BUCKET = 16
+
+
+def resolve_length_bucket(jit_compile, length_bucket=None):
+  """The text-length bucket to use: `length_bucket` if >= 0, else (None or -1) 16 under XLA and
+  0 (exact VSL) without.
+
+  Raises:
+    ValueError: a bucket below -1.
+  """
+  if length_bucket is None or int(length_bucket) == -1:
+    return DEFAULT_JIT_LENGTH_BUCKET if jit_compile else 0
+  if int(length_bucket) < 0:
+    raise ValueError(f"length_bucket must be >= 0 (0 = no bucketing) or -1 (automatic), got "
+                     f"{length_bucket}")
+  return int(length_bucket)
+
+
+def read_inference_settings(export_path):
+  """{"precision", "jit_compile", "length_bucket"} of an export (float32 defaults when absent)."""
+  path = os.path.join(export_path, INFERENCE_SETTINGS)
+  if not tf.io.gfile.exists(path):
+    return {"precision": "float32", "jit_compile": False, "length_bucket": 0}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def warmup_image_png(size=contract.IMAGE_SIZE):
@@ -38,7 +76,8 @@ def warmup_image_png(size=contract.IMAGE_SIZE):
   return tf.io.encode_png(image.astype(np.uint8)).numpy()
 
 
-def build_serving_module(model, data_config, feature_dim=None):
+def build_serving_module(model, data_config, feature_dim=None, jit_compile=False,
+                         length_bucket=0):
   """A `FashionBertServingModule` around `model` with the data config's tokenizer."""
   tokenizer = tokenization.build_tokenizer(data_config)
   return serving_module.FashionBertServingModule(
@@ -46,27 +85,51 @@ def build_serving_module(model, data_config, feature_dim=None):
       tokenizer=tokenizer,
       feature_dim=feature_dim or restore.feature_dim_of(model),
       vocab_size=tokenizer.vocab_size,
-      max_text_length=data_config.max_text_length)
+      max_text_length=data_config.max_text_length,
+      jit_compile=jit_compile,
+      length_bucket=length_bucket)
+
+
+def bucket_lengths(module):
+  """The padded text lengths a bucketed module compiles: k, 2k, ... up to max_text_length."""
+  if module.length_bucket <= 0:
+    return []
+  lengths = sorted({scoring.bucketed_length(length, module.length_bucket, module.max_text_length)
+                    for length in range(2, module.max_text_length + 1)})
+  return lengths
 
 
 def warmup_requests(module):
-  """(signature, inputs) pairs, batch 1: one per signature, as a typical online request."""
+  """(signature, inputs) pairs, batch 1: one per signature, as a typical online request; for a
+  bucketed (XLA) module also one `score_features` request per further length bucket."""
   text = np.array([WARMUP_TEXT.encode("utf-8")], dtype=object)
   image = np.array([warmup_image_png()], dtype=object)
   ids, mask, types = tokenization.text_to_model_inputs(
       module.tokenizer, tf.constant(text), module.max_text_length)
   image_tensor = tf.expand_dims(serving_module.decode_image(tf.constant(image[0])), 0)
   features = module.compute_patch_features(image_tensor)
-  return [
+  requests = [
       ("serving_default", {"text": text, "image": image}),
       ("score_features", {"input_word_ids": ids.numpy(), "input_mask": mask.numpy(),
                           "input_type_ids": types.numpy(),
                           contract.FEATURES_KEY: features.numpy()}),
   ]
+  covered = scoring.bucketed_length(int(ids.shape[1]), module.length_bucket,
+                                    module.max_text_length)
+  for length in bucket_lengths(module):
+    if length == covered:
+      continue
+    # `[CLS] a a ... [SEP]` of exactly `length` positions (the tokenizer's own ids).
+    row = np.full([1, length], int(ids[0, 1]), np.int32)
+    row[0, 0], row[0, -1] = int(ids[0, 0]), int(ids[0, int(tf.reduce_sum(mask)) - 1])
+    requests.append(("score_features", {
+        "input_word_ids": row, "input_mask": np.ones_like(row),
+        "input_type_ids": np.zeros_like(row), contract.FEATURES_KEY: features.numpy()}))
+  return requests
 
 
 def save_module(module, export_dir, version=None, params_yaml=None, model_name="fashionbert",
-                check_ops=True):
+                check_ops=True, precision="float32"):
   """Writes `<export_dir>/<version>/` (see the module docstring) and returns its path.
 
   Args:
@@ -76,6 +139,7 @@ def save_module(module, export_dir, version=None, params_yaml=None, model_name="
     params_yaml: optional path of the run's params.yaml, copied into assets.extra for provenance.
     model_name: servable name written into the warm-up requests.
     check_ops: run the TF Serving op allowlist check (on by default).
+    precision: recorded in `assets.extra/fashionbert_inference.json` ("float32" | "bfloat16").
 
   Raises:
     FileExistsError: the version already exists.
@@ -97,6 +161,9 @@ def save_module(module, export_dir, version=None, params_yaml=None, model_name="
                         options=tf.saved_model.SaveOptions(function_aliases={
                             "compute_patch_features": module.compute_patch_features}))
     warmup.write_warmup_requests(temp_path, warmup_requests(module), model_name=model_name)
+    with tf.io.gfile.GFile(os.path.join(temp_path, INFERENCE_SETTINGS), "w") as f:
+      json.dump({"precision": precision, "jit_compile": module.jit_compile,
+                 "length_bucket": module.length_bucket}, f, indent=1)
     if params_yaml and tf.io.gfile.exists(params_yaml):
       tf.io.gfile.copy(params_yaml, os.path.join(temp_path, PARAMS_COPY), overwrite=True)
     if check_ops:
@@ -109,7 +176,8 @@ def save_module(module, export_dir, version=None, params_yaml=None, model_name="
   return final_path
 
 
-def export_saved_model(config, export_dir, checkpoint=None, version=None, model=None):
+def export_saved_model(config, export_dir, checkpoint=None, version=None, model=None,
+                       precision="float32", jit_compile=False, length_bucket=None):
   """Restores the run's model (or takes `model`) and exports it; returns the version path.
 
   Args:
@@ -118,12 +186,27 @@ def export_saved_model(config, export_dir, checkpoint=None, version=None, model=
     export_dir: base path (versions go below it).
     checkpoint: checkpoint prefix or folder; None = latest in `train.model_dir`.
     version: int or None (time-based).
-    model: an already built `FashionBertModel` to export instead of restoring one.
+    model: an already built float32 `FashionBertModel` (built from `config.model`) to export
+      instead of restoring one.
+    precision: "float32" (exact) or "bfloat16" (see the module docstring).
+    jit_compile: compile the scoring function with XLA.
+    length_bucket: text-length bucket; None = 16 under XLA, 0 (exact VSL) without.
+
+  Raises:
+    ValueError: unknown precision or negative bucket.
   """
+  precision = inference_precision.check_precision(precision, "--precision")
+  length_bucket = resolve_length_bucket(jit_compile, length_bucket)
   params_yaml = None
+  model_config = config.model
   if model is None:
-    model, checkpoint_path, _ = restore.restore_model(config, checkpoint)
+    model, checkpoint_path, model_config = restore.restore_model(config, checkpoint)
     logging.info("exporting %s", checkpoint_path)
     params_yaml = os.path.join(config.train.model_dir, restore.PARAMS_FILE)
-  module = build_serving_module(model, config.data)
-  return save_module(module, export_dir, version=version, params_yaml=params_yaml)
+  model = inference_precision.inference_model(model, model_config, precision)
+  logging.info("export: precision %s, jit_compile %s, length bucket %d", precision, jit_compile,
+               length_bucket)
+  module = build_serving_module(model, config.data, jit_compile=jit_compile,
+                                length_bucket=length_bucket)
+  return save_module(module, export_dir, version=version, params_yaml=params_yaml,
+                     precision=precision)

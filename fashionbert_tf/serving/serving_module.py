@@ -15,7 +15,16 @@ Also saved (callable after `tf.saved_model.load`, not a serving signature):
   compute_patch_features(image uint8 [B, 256, 256, 3]) -> float32 [B, 64, D] (evaluation reuse).
 
 Variable sequence length (paper 3.4, Table 4): the encoder sees T + 64 positions with T the batch's
-own longest text, never a sequence padded to 512.
+own longest text, never a sequence padded to 512. With `length_bucket` = k > 0 (set for XLA
+exports), T is rounded up to a multiple of k (padding masked out) so that XLA compiles a few
+shapes, not one per length.
+
+Precision and compilation (`fashionbert export --precision --jit_compile`): the module scores with
+whatever model it is given; a bfloat16 export gets `inference_precision.bfloat16_inference_copy`
+(bfloat16 weights and matmuls, float32 LayerNorm / softmax / P(match)). With `jit_compile` the
+encoder + TIA head run as one XLA-compiled function (`_XlaMustCompile`) called by each signature;
+the request checks stay outside it (XLA cannot compile `Assert`). TF Serving runs such a function
+only with `--xla_cpu_compilation_enabled=true` (see fashionbert_tf/serving/README.md).
 
 Bad requests fail with InvalidArgumentError naming the problem (TF Serving returns it as the
 request's error status): empty or whitespace-only text, undecodable or empty image bytes, text and
@@ -72,7 +81,8 @@ class FashionBertServingModule(tf.Module):
   """
 
   def __init__(self, model, tokenizer, feature_dim, vocab_size,
-               max_text_length=contract.MAX_TEXT_LENGTH, name="fashionbert_serving"):
+               max_text_length=contract.MAX_TEXT_LENGTH, jit_compile=False, length_bucket=0,
+               name="fashionbert_serving"):
     """Args:
       model: a `FashionBertModel` (weights restored).
       tokenizer: `tokenization.FashionBertTokenizer` (a classic BertTokenizer; tracked: its
@@ -80,6 +90,8 @@ class FashionBertServingModule(tf.Module):
       feature_dim: D, the patch feature size.
       vocab_size: number of WordPieces; `score_features` refuses ids outside [0, vocab_size).
       max_text_length: longest text in positions, `[CLS]` and `[SEP]` included (paper: 448).
+      jit_compile: score through one XLA-compiled function (see the module docstring).
+      length_bucket: k > 0 pads T up to a multiple of k before scoring; 0 = exact VSL.
     """
     super().__init__(name=name)
     self._model = _Untracked(model)
@@ -88,6 +100,14 @@ class FashionBertServingModule(tf.Module):
     self.feature_dim = int(feature_dim)
     self.vocab_size = int(vocab_size)
     self.max_text_length = int(max_text_length)
+    self.jit_compile = bool(jit_compile)
+    self.length_bucket = int(length_bucket)
+    # The encoder + TIA head; its own function so that XLA compiles it without the request checks.
+    self._match_probability = tf.function(
+        lambda ids, mask, types, features: scoring.model_match_probability(
+            self.model, ids, mask, types, features),
+        autograph=False, jit_compile=self.jit_compile,
+        input_signature=scoring.text_signature() + [scoring.features_signature(self.feature_dim)])
     self.serve = tf.function(self._serve, autograph=False, input_signature=[
         tf.TensorSpec([None], tf.string, name="text"),
         tf.TensorSpec([None], tf.string, name="image")])
@@ -113,8 +133,10 @@ class FashionBertServingModule(tf.Module):
     return self.model.compute_patch_features(image)
 
   def _score(self, input_word_ids, input_mask, input_type_ids, patch_features):
-    probability = scoring.model_match_probability(
-        self.model, input_word_ids, input_mask, input_type_ids, patch_features)
+    input_word_ids, input_mask, input_type_ids = scoring.pad_to_length_bucket(
+        input_word_ids, input_mask, input_type_ids, self.length_bucket, self.max_text_length)
+    probability = self._match_probability(input_word_ids, input_mask, input_type_ids,
+                                          tf.cast(patch_features, tf.float32))
     return {OUTPUT_KEY: tf.identity(probability, name=OUTPUT_KEY)}
 
   def _serve(self, text, image):

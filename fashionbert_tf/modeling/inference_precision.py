@@ -1,0 +1,151 @@
+"""Inference precision: a bfloat16 copy of a trained FashionBERT for serving and evaluation.
+
+`precision="float32"` (default) is the model as trained: exact. `precision="bfloat16"` is
+`bfloat16_inference_copy(model, model_config)`: a second FashionBERT with the same weights in which
+
+  - every matmul of the encoder and of the patch projection (Q/K/V/output projections, FFN,
+    `patch_embedding/projection`) runs in bfloat16 with its kernel and bias STORED in bfloat16:
+    they are cast once, here, and saved as bfloat16 variables. Under a plain Keras `mixed_bfloat16`
+    policy the float32 variables would be cast to bfloat16 at every call (per-call casting of
+    every weight, ~14M values for 2 layers at BERT-base width), and an export would carry float32
+    weights;
+  - LayerNorm (embedding and per layer) runs in float32, as Keras mixed precision does;
+  - the attention softmax runs in float32 (Keras' `mixed_bfloat16` would run it in bfloat16: its
+    `MultiHeadAttention` softmax takes the layer's compute dtype); the scores are cast back to
+    bfloat16 for the product with the values;
+  - the pooler (tanh dense over [CLS]) and the TIA head run in float32 on the float32 encoder
+    output, so P(match) = softmax(tia_logits)[1] is computed in float32, never rounded to bfloat16;
+  - the patch backbone (the CNN of `compute_patch_features`) and the patch feature standardization
+    stay float32: they produce the features, not the matching; evaluation computes them once per
+    image anyway;
+  - the embedding tables stay float32 (a lookup gathers ~100 rows, then casts them: no per-call cast
+    of the whole 30,522 x 768 table).
+
+Why bfloat16 and not float16: the CPUs this serves on (Xeon with AMX / AVX-512 BF16) multiply
+bfloat16 natively through oneDNN, and bfloat16 keeps float32's exponent range (no loss scaling).
+Measured parity (tests/test_inference_precision.py, tools/benchmark_inference.py): P(match) within
+0.01 absolute of float32.
+"""
+
+import os
+import tempfile
+
+import tensorflow as tf
+import tf_keras
+
+PRECISIONS = ("float32", "bfloat16")
+_ALIASES = {"mixed_bfloat16": "bfloat16"}
+
+
+def check_precision(precision, option="precision"):
+  """The canonical precision name ("float32" | "bfloat16"; "mixed_bfloat16" = "bfloat16").
+
+  Raises:
+    ValueError: another value (the message names `option`).
+  """
+  canonical = _ALIASES.get(precision, precision)
+  if canonical not in PRECISIONS:
+    raise ValueError(f"{option} = {precision!r}; expected one of {', '.join(PRECISIONS)} "
+                     "(or mixed_bfloat16, the same as bfloat16)")
+  return canonical
+
+
+def _copy_weights(source, target):
+  """Copies `source`'s variables into `target` (same architecture) through a checkpoint.
+
+  By object graph, not by variable order or name: layer names get uniquifying suffixes when two
+  models are built in one process.
+  """
+  with tempfile.TemporaryDirectory(prefix="fashionbert_weights_") as folder:
+    path = tf.train.Checkpoint(model=source).write(os.path.join(folder, "weights"))
+    status = tf.train.Checkpoint(model=target).read(path)
+    status.assert_existing_objects_matched()
+
+
+def _set_float32(layer):
+  """Makes `layer` and every layer inside it compute in float32 (its variables are float32)."""
+  for sublayer in layer._flatten_layers(include_self=True):  # pylint: disable=protected-access
+    sublayer._set_dtype_policy("float32")  # pylint: disable=protected-access
+
+
+def _untrack(layer, variable):
+  """Removes `variable` from `layer`'s weight lists (it was replaced; it is no longer read)."""
+  for attribute in ("_trainable_weights", "_non_trainable_weights"):
+    weights = getattr(layer, attribute, None)
+    if weights is None:
+      continue
+    for index, weight in enumerate(weights):
+      if weight is variable:
+        del weights[index]
+        break
+
+
+def store_weights_in_bfloat16(layer):
+  """Replaces the kernels and biases of every bfloat16-computing Dense / EinsumDense inside
+  `layer` by bfloat16 variables holding the same values (cast once). Returns how many were replaced.
+  """
+  replaced = 0
+  for sublayer in layer._flatten_layers(include_self=True):  # pylint: disable=protected-access
+    if not isinstance(sublayer, (tf_keras.layers.Dense, tf_keras.layers.EinsumDense)):
+      continue
+    if sublayer.compute_dtype != "bfloat16":
+      continue
+    for name in ("kernel", "bias"):
+      old = getattr(sublayer, name, None)
+      if old is None:
+        continue
+      value = tf.cast(tf.convert_to_tensor(getattr(old, "_variable", old)), tf.bfloat16)
+      new = tf.Variable(value, trainable=False, name=f"{name}_bfloat16")
+      setattr(sublayer, name, new)
+      _untrack(sublayer, old)
+      replaced += 1
+  return replaced
+
+
+def softmax_in_float32(layer):
+  """Every Keras MultiHeadAttention inside `layer` computes its softmax in float32. Returns the
+  number of attention layers changed."""
+  changed = 0
+  for sublayer in layer._flatten_layers(include_self=True):  # pylint: disable=protected-access
+    softmax = getattr(sublayer, "_softmax", None)
+    if (isinstance(sublayer, tf_keras.layers.MultiHeadAttention)
+        and isinstance(softmax, tf_keras.layers.Softmax)):
+      sublayer._softmax = tf_keras.layers.Softmax(axis=softmax.axis, dtype="float32")  # pylint: disable=protected-access
+      changed += 1
+  return changed
+
+
+def bfloat16_inference_copy(model, model_config):
+  """A bfloat16 inference copy of `model` (see the module docstring); `model` is not changed.
+
+  Args:
+    model: a built `FashionBertModel` (float32, weights trained or restored).
+    model_config: the `model` config section it was built from.
+
+  Returns:
+    a `FashionBertModel` for inference only (its replaced weights are not trainable).
+  """
+  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.training import strategies  # pylint: disable=g-import-not-at-top
+  with strategies.precision_policy("mixed_bfloat16", option="precision"):
+    copy = model_builder.build_fashionbert(model_config, load_pretrained_weights=False)
+  _copy_weights(model, copy)
+  _set_float32(copy.patch_feature_extractor)
+  if copy.patch_feature_normalization is not None:
+    _set_float32(copy.patch_feature_normalization)
+  _set_float32(copy.encoder.pooler_layer)
+  _set_float32(copy.tia_head)
+  replaced = store_weights_in_bfloat16(copy.encoder) + store_weights_in_bfloat16(
+      copy.patch_embedding)
+  if not replaced:
+    raise ValueError("bfloat16 inference copy: no Dense/EinsumDense layer found to convert")
+  softmax_in_float32(copy.encoder)
+  return copy
+
+
+def inference_model(model, model_config, precision):
+  """`model` itself for float32, its `bfloat16_inference_copy` for bfloat16."""
+  precision = check_precision(precision)
+  if precision == "float32":
+    return model
+  return bfloat16_inference_copy(model, model_config)
