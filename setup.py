@@ -28,7 +28,12 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        # ScaNN: the nearest-neighbour library of the two-stage search (fashionbert_tf/search/recall.py).
+        # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
+        "search": ["scann~=1.4.2"],
+        "test": ["pytest", "scann~=1.4.2"],
+    },
     entry_points={
         "console_scripts": [
             "fashionbert=fashionbert_tf.cli.main:main",

@@ -1,0 +1,150 @@
+"""Two-stage retrieval (paper 3.4, Figure 5): nearest-neighbour recall, then FashionBERT re-ranks.
+
+  stage 1, recall   query text -> query vector (`vectorizers.py`) -> the `recall_k` nearest
+                    product vectors in a ScaNN index (`ann_index.py`), built offline once over the
+                    catalogue;
+  stage 2, re-rank  the fine-tuned <query, title, image> model scores P(click) of each of those
+                    `recall_k` products (cross-attention over query, title and image patches,
+                    Figure 6) and the list is sorted by it.
+
+A re-ranker is any callable `(queries [N] str, titles [N] str, product_ids int64 [N]) -> float32
+[N]` P(click) (`search.scoring.ClickScorer.score` for the fine-tuned model); None keeps the recall
+order. Ties in P(click) keep the recall order (a stable sort).
+"""
+
+import dataclasses
+import time
+from typing import List
+
+import numpy as np
+
+from fashionbert_tf.search import ann_index
+from fashionbert_tf.search import ranking_metrics
+
+
+@dataclasses.dataclass
+class SearchResult:
+  """One query's final list, best first (all arrays [n])."""
+  query: str
+  product_ids: np.ndarray     # int64
+  titles: List[str]
+  recall_scores: np.ndarray   # float32: the index's dot product (cosine for unit vectors)
+  click_probability: np.ndarray  # float32 P(click) from the re-ranker; NaN without one
+
+
+class TwoStageSearch:
+  """The catalogue's index plus the query tower and the re-ranker (module docstring)."""
+
+  def __init__(self, product_ids, titles, product_vectors, query_vectorizer, index_config=None,
+               reranker=None, recall_k=50):
+    """Args:
+      product_ids: int [N] catalogue product ids (unique).
+      titles: [N] their titles (shown, and read by the re-ranker).
+      product_vectors: float32 [N, d] from the same vectorizer as the queries.
+      query_vectorizer: has `query_vectors([Q] str) -> float32 [Q, d]`.
+      index_config: `ann_index.IndexConfig` (default approximate).
+      reranker: callable (queries, titles, product_ids) -> P(click) [n], or None.
+      recall_k: products the recall stage hands to the re-ranker (at most N).
+    """
+    self.product_ids = np.asarray(product_ids, np.int64)
+    if len(set(self.product_ids.tolist())) != self.product_ids.size:
+      raise ValueError("catalogue product ids must be unique")
+    self.titles = list(titles)
+    if len(self.titles) != self.product_ids.size or len(product_vectors) != self.product_ids.size:
+      raise ValueError(f"{self.product_ids.size} product ids, {len(self.titles)} titles and "
+                       f"{len(product_vectors)} product vectors: they must match")
+    self.query_vectorizer = query_vectorizer
+    self.reranker = reranker
+    self.recall_k = min(int(recall_k), self.product_ids.size)
+    if self.recall_k < 1:
+      raise ValueError(f"recall_k must be >= 1, got {recall_k}")
+    self.index_vectors = np.asarray(product_vectors, np.float32)
+    started = time.perf_counter()
+    self.index = ann_index.NearestNeighbourIndex(product_vectors, index_config,
+                                                 max_k=self.recall_k)
+    self.index_build_seconds = time.perf_counter() - started
+
+  def recall(self, queries, k=None):
+    """Stage 1: (product ids int64 [Q, k], scores float32 [Q, k]), best first."""
+    k = self.recall_k if k is None else int(k)
+    rows, scores = self.index.search(self.query_vectorizer.query_vectors(list(queries)), k)
+    return self.product_ids[rows], scores
+
+  def rerank(self, queries, recalled_ids, recall_scores):
+    """Stage 2: each query's recalled products sorted by the re-ranker's P(click) (stable).
+
+    Returns:
+      (product ids int64 [Q, k], recall scores [Q, k], P(click) float32 [Q, k]) reordered.
+    """
+    num_queries, k = recalled_ids.shape
+    if self.reranker is None:
+      return recalled_ids, recall_scores, np.full([num_queries, k], np.nan, np.float32)
+    title_of = dict(zip(self.product_ids.tolist(), self.titles))
+    flat_ids = recalled_ids.reshape(-1)
+    flat_queries = [query for query in queries for _ in range(k)]
+    probability = np.asarray(
+        self.reranker(flat_queries, [title_of[i] for i in flat_ids.tolist()], flat_ids),
+        np.float32).reshape(num_queries, k)
+    order = np.argsort(-probability, axis=1, kind="stable")
+    return (np.take_along_axis(recalled_ids, order, axis=1),
+            np.take_along_axis(recall_scores, order, axis=1),
+            np.take_along_axis(probability, order, axis=1))
+
+  def search(self, queries, top_n=10):
+    """Both stages: one `SearchResult` per query with its `top_n` products."""
+    queries = list(queries)
+    recalled_ids, recall_scores = self.recall(queries)
+    ids, scores, probability = self.rerank(queries, recalled_ids, recall_scores)
+    title_of = dict(zip(self.product_ids.tolist(), self.titles))
+    return [SearchResult(query=query, product_ids=ids[q, :top_n],
+                         titles=[title_of[i] for i in ids[q, :top_n].tolist()],
+                         recall_scores=scores[q, :top_n], click_probability=probability[q, :top_n])
+            for q, query in enumerate(queries)]
+
+
+def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
+  """Recall@k of stage 1, NDCG@k before and after re-ranking, and queries per second.
+
+  Args:
+    search: a `TwoStageSearch`.
+    queries: [Q] distinct query strings, each with at least one relevant product.
+    relevant: [Q] sets of relevant product ids, or dicts product id -> gain.
+    recall_ks: the k of Recall@k (each at most `search.recall_k`).
+    ndcg_k: the k of NDCG@k.
+
+  Returns:
+    dict: recall@k, ndcg@k_recall_order, ndcg@k_reranked, exact_overlap@recall_k (share of the
+    approximate top recall_k that exact search also returns; 1.0 for an exact index),
+    queries_per_second_recall (vectorize + search), queries_per_second_two_stage (+ re-ranking),
+    num_queries.
+  """
+  queries = list(queries)
+  if not queries or len(queries) != len(relevant):
+    raise ValueError(f"{len(queries)} queries and {len(relevant)} relevance sets: need equal, > 0")
+  if max(recall_ks) > search.recall_k:
+    raise ValueError(f"Recall@{max(recall_ks)} needs recall_k >= {max(recall_ks)}, "
+                     f"the search hands on {search.recall_k}")
+  started = time.perf_counter()
+  query_vectors = search.query_vectorizer.query_vectors(queries)
+  rows, scores = search.index.search(query_vectors, search.recall_k)
+  recall_seconds = time.perf_counter() - started
+  recalled_ids = search.product_ids[rows]
+  started = time.perf_counter()
+  reranked_ids, _, _ = search.rerank(queries, recalled_ids, scores)
+  rerank_seconds = time.perf_counter() - started
+  results = {"num_queries": len(queries), "recall_k": search.recall_k}
+  for k in recall_ks:
+    results[f"recall@{k}"] = ranking_metrics.mean_over_queries(
+        ranking_metrics.recall_at_k, recalled_ids.tolist(), relevant, k)
+  results[f"ndcg@{ndcg_k}_recall_order"] = ranking_metrics.mean_over_queries(
+      ranking_metrics.ndcg_at_k, recalled_ids.tolist(), relevant, ndcg_k)
+  if search.reranker is not None:
+    results[f"ndcg@{ndcg_k}_reranked"] = ranking_metrics.mean_over_queries(
+        ranking_metrics.ndcg_at_k, reranked_ids.tolist(), relevant, ndcg_k)
+  exact_rows, _ = ann_index.exact_neighbours(search.index_vectors, query_vectors, search.recall_k)
+  results[f"exact_overlap@{search.recall_k}"] = float(np.mean(
+      [len(set(a) & set(b)) / search.recall_k for a, b in zip(rows.tolist(), exact_rows.tolist())]))
+  results["queries_per_second_recall"] = len(queries) / max(recall_seconds, 1e-9)
+  results["queries_per_second_two_stage"] = len(queries) / max(recall_seconds + rerank_seconds,
+                                                               1e-9)
+  return results
