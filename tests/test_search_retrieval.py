@@ -196,3 +196,11 @@ def test_two_stage_search_reranks_the_recalled_products(tokenizer):
   # Re-ranked: "red shirt" -> [12, 10, 14] puts 10 second; "white dress" keeps 13 first.
   assert metrics["ndcg@3_reranked"] == pytest.approx((1 / math.log2(3) + 1) / 2)
   assert metrics["exact_overlap@3"] == 1.0 and metrics["queries_per_second_recall"] > 0
+
+
+def test_capped_recall_by_hand():
+  # 3 relevant, k = 2: both top-2 relevant -> capped 1.0, plain 2/3.
+  assert ranking_metrics.capped_recall_at_k([1, 2, 9], {1, 2, 3}, 2) == 1.0
+  assert ranking_metrics.recall_at_k([1, 2, 9], {1, 2, 3}, 2) == pytest.approx(2 / 3)
+  assert ranking_metrics.capped_recall_at_k([9, 1], {1}, 2) == 1.0
+  assert ranking_metrics.capped_recall_at_k([9, 8, 1], {1}, 2) == 0.0

@@ -15,6 +15,10 @@ COMMANDS = {
     "pretrain": ("fashionbert_tf.cli.pretrain", "pretrain FashionBERT (MLM + MPM + TIA)"),
     "evaluate": ("fashionbert_tf.cli.evaluate", "TIA accuracy and Rank@1/5/10 both directions"),
     "export": ("fashionbert_tf.cli.export", "SavedModel for TF Serving"),
+    "search": ("fashionbert_tf.cli.search",
+               "two-stage retrieval for a query: ScaNN recall, FashionBERT re-rank, PNG strip"),
+    "evaluate-retrieval": ("fashionbert_tf.cli.evaluate_retrieval",
+                           "Recall@k / NDCG@10 / queries per second of the two-stage search"),
 }
 
 

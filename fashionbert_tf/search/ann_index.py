@@ -11,15 +11,18 @@ Two modes over the same vectors (float32 [N, d]; similarity = dot product, so L2
 vectors give cosine similarity):
   "exact"        ScaNN's brute-force scorer (float32): every product is scored; the reference.
   "approximate"  ScaNN's partitioning tree (k-means leaves, `num_leaves_to_search` of them per
-                 query) + asymmetric hashing (anisotropic quantization, 2 dims per 4-bit block)
+                 query; by default a quarter, or enough leaves to hold ~4k products) + asymmetric hashing (anisotropic quantization, 2 dims per 4-bit block)
                  + exact re-scoring of the best `reorder_num_neighbours` candidates: the setting
                  ScaNN's README recommends, scaled down for small catalogues.
-Scores returned are dot products (higher = nearer), sorted best first.
+Scores returned are dot products (higher = nearer), sorted best first. In approximate mode a
+query whose searched leaves hold fewer than k products gets fewer than k: the missing slots at the
+end of its row are row -1 with score -inf (counted in the log).
 """
 
 import dataclasses
 import math
 
+from absl import logging
 import numpy as np
 
 MODES = ("exact", "approximate")
@@ -44,7 +47,8 @@ class IndexConfig:
   mode: str = "approximate"
   # Tree leaves; 0 = about sqrt(N) (ScaNN's rule of thumb), at least 1 and at most N.
   num_leaves: int = 0
-  # Leaves scored per query; 0 = a quarter of the leaves (at least 1).
+  # Leaves scored per query; 0 = a quarter of the leaves, or more so that about 4 * max_k
+  # products are scored (at least 1, at most all).
   num_leaves_to_search: int = 0
   # Candidates re-scored exactly after asymmetric hashing; 0 = max(4 * k, 100).
   reorder_num_neighbours: int = 0
@@ -112,7 +116,11 @@ class NearestNeighbourIndex:
             f"hashing trains 16 centres), got {self.num_vectors}; use mode 'exact'")
       num_leaves = config.num_leaves or int(round(math.sqrt(self.num_vectors)))
       self.num_leaves = max(1, min(num_leaves, self.num_vectors))
-      to_search = config.num_leaves_to_search or max(1, self.num_leaves // 4)
+      # Default: a quarter of the leaves, and at least enough that the searched leaves hold about
+      # 4 * max_k products on average (a small catalogue asked for many neighbours).
+      to_search = config.num_leaves_to_search or max(
+          1, self.num_leaves // 4,
+          math.ceil(4 * self.max_k * self.num_leaves / self.num_vectors))
       self.num_leaves_to_search = min(to_search, self.num_leaves)
       reorder = config.reorder_num_neighbours or max(4 * self.max_k, 100)
       builder = builder.tree(
@@ -129,7 +137,8 @@ class NearestNeighbourIndex:
     self._searcher = builder.build()
 
   def search(self, queries, k):
-    """(indices int64 [Q, k], scores float32 [Q, k]) of each query's k best rows, best first."""
+    """(indices int64 [Q, k], scores float32 [Q, k]) of each query's k best rows, best first
+    (missing slots: -1 / -inf, see the module docstring)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != self.dim:
       raise ValueError(f"queries must be [Q, {self.dim}], got shape {queries.shape}")
@@ -139,4 +148,15 @@ class NearestNeighbourIndex:
     if queries.shape[0] == 0:
       return np.zeros([0, k], np.int64), np.zeros([0, k], np.float32)
     indices, scores = self._searcher.search_batched(queries, final_num_neighbors=k)
-    return np.asarray(indices, np.int64), np.asarray(scores, np.float32)
+    indices, scores = np.array(indices, np.int64), np.array(scores, np.float32)
+    # The approximate index finds fewer than k when the leaves it searches hold fewer products:
+    # ScaNN pads with row 0 and a NaN score. Those slots become row -1, score -inf.
+    missing = ~np.isfinite(scores)
+    if missing.any():
+      indices[missing] = -1
+      scores[missing] = -np.inf
+      logging.log_first_n(
+          logging.WARNING, "%d of %d queries got fewer than k=%d neighbours from the searched "
+          "leaves (padded with row -1); search more leaves (num_leaves_to_search) for more", 5,
+          int(missing.any(axis=1).sum()), queries.shape[0], k)
+    return indices, scores

@@ -7,6 +7,10 @@ counts); what counts as relevant on the toy logs is chosen by the caller (`two_s
 Recall@k = |top-k ∩ relevant| / |relevant|: the share of a query's relevant products the recall
 stage hands to the re-ranker; a query without relevant products is refused (it has no recall).
 
+Capped Recall@k (BEIR's R_cap@k, Thakur et al. 2021) = |top-k ∩ relevant| / min(k, |relevant|):
+1.0 when the top k are all relevant even if a query has more than k relevant products (a query
+"top" matches a quarter of the toy catalogue; its plain Recall@10 cannot exceed 10 / |relevant|).
+
 NDCG@k (Järvelin & Kekäläinen 2002, the linear-gain form): DCG@k = sum_{i=1..k} gain(r_i) /
 log2(i + 1) over the ranked list, divided by the DCG@k of the ideal order (relevant products by
 gain, best first). A list shorter than k just has fewer terms.
@@ -45,6 +49,12 @@ def recall_at_k(ranked_ids, relevant, k):
   if not wanted:
     raise ValueError("a query without relevant products has no recall")
   return len(wanted.intersection(ranked[:k])) / len(wanted)
+
+
+def capped_recall_at_k(ranked_ids, relevant, k):
+  """Capped Recall@k of one query: |top-k ∩ relevant| / min(k, |relevant|), in [0, 1]."""
+  wanted = {key for key, gain in _gains(relevant).items() if gain > 0}
+  return recall_at_k(ranked_ids, relevant, k) * len(wanted) / min(int(k), max(len(wanted), 1))
 
 
 def dcg_at_k(gains_in_rank_order, k):

@@ -64,11 +64,16 @@ class TwoStageSearch:
                                                  max_k=self.recall_k)
     self.index_build_seconds = time.perf_counter() - started
 
+  def ids_of_rows(self, rows):
+    """Index rows int [Q, k] -> product ids int64 [Q, k]; row -1 (not found) stays -1."""
+    return np.where(rows >= 0, self.product_ids[np.maximum(rows, 0)], -1)
+
   def recall(self, queries, k=None):
-    """Stage 1: (product ids int64 [Q, k], scores float32 [Q, k]), best first."""
+    """Stage 1: (product ids int64 [Q, k], scores float32 [Q, k]), best first; a slot the
+    approximate index could not fill is id -1, score -inf (`ann_index`)."""
     k = self.recall_k if k is None else int(k)
     rows, scores = self.index.search(self.query_vectorizer.query_vectors(list(queries)), k)
-    return self.product_ids[rows], scores
+    return self.ids_of_rows(rows), scores
 
   def rerank(self, queries, recalled_ids, recall_scores):
     """Stage 2: each query's recalled products sorted by the re-ranker's P(click) (stable).
@@ -77,14 +82,17 @@ class TwoStageSearch:
       (product ids int64 [Q, k], recall scores [Q, k], P(click) float32 [Q, k]) reordered.
     """
     num_queries, k = recalled_ids.shape
+    probability = np.full([num_queries, k], np.nan, np.float32)
     if self.reranker is None:
-      return recalled_ids, recall_scores, np.full([num_queries, k], np.nan, np.float32)
+      return recalled_ids, recall_scores, probability
     title_of = dict(zip(self.product_ids.tolist(), self.titles))
-    flat_ids = recalled_ids.reshape(-1)
-    flat_queries = [query for query in queries for _ in range(k)]
-    probability = np.asarray(
+    found = recalled_ids >= 0                                    # [Q, k]
+    flat_ids = recalled_ids[found]
+    flat_queries = [queries[q] for q in np.nonzero(found)[0].tolist()]
+    probability[found] = np.asarray(
         self.reranker(flat_queries, [title_of[i] for i in flat_ids.tolist()], flat_ids),
-        np.float32).reshape(num_queries, k)
+        np.float32)
+    # NaN (slots without a product) sorts last.
     order = np.argsort(-probability, axis=1, kind="stable")
     return (np.take_along_axis(recalled_ids, order, axis=1),
             np.take_along_axis(recall_scores, order, axis=1),
@@ -96,10 +104,18 @@ class TwoStageSearch:
     recalled_ids, recall_scores = self.recall(queries)
     ids, scores, probability = self.rerank(queries, recalled_ids, recall_scores)
     title_of = dict(zip(self.product_ids.tolist(), self.titles))
-    return [SearchResult(query=query, product_ids=ids[q, :top_n],
-                         titles=[title_of[i] for i in ids[q, :top_n].tolist()],
-                         recall_scores=scores[q, :top_n], click_probability=probability[q, :top_n])
-            for q, query in enumerate(queries)]
+    results = []
+    for q, query in enumerate(queries):
+      keep = np.flatnonzero(ids[q] >= 0)[:top_n]
+      results.append(SearchResult(
+          query=query, product_ids=ids[q, keep], titles=[title_of[i] for i in ids[q, keep].tolist()],
+          recall_scores=scores[q, keep], click_probability=probability[q, keep]))
+    return results
+
+
+def _found(ids):
+  """[Q, k] ids -> Q lists without the -1 slots."""
+  return [[i for i in row if i >= 0] for row in ids.tolist()]
 
 
 def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
@@ -113,7 +129,7 @@ def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
     ndcg_k: the k of NDCG@k.
 
   Returns:
-    dict: recall@k, ndcg@k_recall_order, ndcg@k_reranked, exact_overlap@recall_k (share of the
+    dict: recall@k, capped_recall@k, mean_relevant_per_query, ndcg@k_recall_order, ndcg@k_reranked, exact_overlap@recall_k (share of the
     approximate top recall_k that exact search also returns; 1.0 for an exact index),
     queries_per_second_recall (vectorize + search), queries_per_second_two_stage (+ re-ranking),
     num_queries.
@@ -128,19 +144,22 @@ def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
   query_vectors = search.query_vectorizer.query_vectors(queries)
   rows, scores = search.index.search(query_vectors, search.recall_k)
   recall_seconds = time.perf_counter() - started
-  recalled_ids = search.product_ids[rows]
+  recalled_ids = search.ids_of_rows(rows)
   started = time.perf_counter()
   reranked_ids, _, _ = search.rerank(queries, recalled_ids, scores)
   rerank_seconds = time.perf_counter() - started
   results = {"num_queries": len(queries), "recall_k": search.recall_k}
   for k in recall_ks:
     results[f"recall@{k}"] = ranking_metrics.mean_over_queries(
-        ranking_metrics.recall_at_k, recalled_ids.tolist(), relevant, k)
+        ranking_metrics.recall_at_k, _found(recalled_ids), relevant, k)
+    results[f"capped_recall@{k}"] = ranking_metrics.mean_over_queries(
+        ranking_metrics.capped_recall_at_k, _found(recalled_ids), relevant, k)
+  results["mean_relevant_per_query"] = float(np.mean([len(r) for r in relevant]))
   results[f"ndcg@{ndcg_k}_recall_order"] = ranking_metrics.mean_over_queries(
-      ranking_metrics.ndcg_at_k, recalled_ids.tolist(), relevant, ndcg_k)
+      ranking_metrics.ndcg_at_k, _found(recalled_ids), relevant, ndcg_k)
   if search.reranker is not None:
     results[f"ndcg@{ndcg_k}_reranked"] = ranking_metrics.mean_over_queries(
-        ranking_metrics.ndcg_at_k, reranked_ids.tolist(), relevant, ndcg_k)
+        ranking_metrics.ndcg_at_k, _found(reranked_ids), relevant, ndcg_k)
   exact_rows, _ = ann_index.exact_neighbours(search.index_vectors, query_vectors, search.recall_k)
   results[f"exact_overlap@{search.recall_k}"] = float(np.mean(
       [len(set(a) & set(b)) / search.recall_k for a, b in zip(rows.tolist(), exact_rows.tolist())]))
