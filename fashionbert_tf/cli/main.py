@@ -15,6 +15,10 @@ COMMANDS = {
     "pretrain": ("fashionbert_tf.cli.pretrain", "pretrain FashionBERT (MLM + MPM + TIA)"),
     "evaluate": ("fashionbert_tf.cli.evaluate", "TIA accuracy and Rank@1/5/10 both directions"),
     "export": ("fashionbert_tf.cli.export", "SavedModel for TF Serving"),
+    "finetune": ("fashionbert_tf.cli.finetune",
+                 "fine-tune for search clicks on <query, title, image> logs (paper 3.4)"),
+    "evaluate-search": ("fashionbert_tf.cli.evaluate_search",
+                        "Table 4: accuracy, AUC, batch-1 latency with / without VSL"),
     "search": ("fashionbert_tf.cli.search",
                "two-stage retrieval for a query: ScaNN recall, FashionBERT re-rank, PNG strip"),
     "evaluate-retrieval": ("fashionbert_tf.cli.evaluate_retrieval",
@@ -26,7 +30,8 @@ COMMANDS = {
 # where): printed as one line, exit status 1, no traceback. Matched by name so that this module
 # imports no TensorFlow before a command is chosen.
 USER_FACING_ERRORS = ("NonFiniteLossError", "RecordFileError", "FashionGenFormatError",
-                      "NotEnoughProductsError", "CheckpointMismatchError")
+                      "NotEnoughProductsError", "CheckpointMismatchError",
+                      "SearchLogFormatError", "MissingProductImageError")
 
 
 def reporting_user_errors(command, command_main):
