@@ -1,8 +1,8 @@
 """Builds the two-stage search of a config: catalogue, product images, vectorizer, index, re-ranker.
 
   catalogue      `search.logs_dir`/catalogue.jsonl (ids and titles, file order);
-  images         each product's first record (pose) in the TFRecords `search.image_records`
-                 (default: the `data.tfrecord_dir` shards of both splits), as the fine-tuning does;
+  images         each product's first record (pose) in the image TFRecords, as the fine-tuning
+                 reads them (`search/catalogue.py`);
   vectorizer     `retrieval.vectorizer` (search/vectorizers.py): "tfidf", or "encoder" from the
                  pretraining checkpoint (`search.pretrained_checkpoint`) or the fine-tuned run;
   re-ranker      the fine-tuned click model of `retrieval.search_run` (P(click), Figure 6).
@@ -20,12 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf import experiment_config
-from fashionbert_tf.data import records
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.evaluation import restore
 from fashionbert_tf.search import ann_index
+from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import two_stage
 from fashionbert_tf.search import vectorizers
 
@@ -94,38 +94,6 @@ def relevance_sets(config, queries, catalogue_ids):
   return [q for q, _ in kept], [r for _, r in kept]
 
 
-def image_file_pattern(config):
-  """TFRecords the product images come from (`search.image_records` or both splits)."""
-  if config.search.image_records:
-    return config.search.image_records
-  return ",".join(records.split_file_pattern(config.data.tfrecord_dir, split)
-                  for split in records.SPLITS)
-
-
-def product_images(file_pattern, product_ids):
-  """uint8 [N, 256, 256, 3]: each product's first record (pose) in the TFRecords, in order.
-
-  Args:
-    file_pattern: glob(s), comma-separated.
-    product_ids: int [N].
-
-  Raises:
-    KeyError: products without a record (names them and the pattern).
-  """
-  wanted = {int(i) for i in product_ids}
-  found = {}
-  for pattern in file_pattern.split(","):
-    for _, _, batch in records.iterate_parsed_batches(pattern, records.FEATURE_SPEC):
-      for index, product_id in enumerate(batch["product_id"].tolist()):
-        if product_id in wanted and product_id not in found:
-          found[product_id] = records.decode_image(batch["image"][index]).numpy()
-  missing = sorted(wanted - set(found))
-  if missing:
-    raise KeyError(f"product_id {missing[:10]} has no record in {file_pattern!r} "
-                   f"({len(missing)} missing)")
-  return np.stack([found[int(i)] for i in product_ids])
-
-
 def patch_features(compute_fn, images, batch_size=64):
   """float32 [N, 64, D] from uint8 [N, 256, 256, 3] with `compute_fn` (the model's backbone)."""
   outputs = [np.asarray(compute_fn(tf.constant(images[start:start + batch_size])), np.float32)
@@ -176,22 +144,22 @@ class SearchSetup:
   images_by_id: Dict[int, np.ndarray]
 
 
-def build_search(config, reranker=None, reranker_name="none", finetuned_vectorizer=None):
+def build_search(config, reranker=None, reranker_name="none", finetuned=None):
   """The two-stage search of `config` (module docstring).
 
   Args:
     config: ExperimentConfig.
     reranker: callable (queries, titles, product_ids) -> P(click), or None.
     reranker_name: label for reports.
-    finetuned_vectorizer: the vectorizer for `retrieval.encoder_source=finetuned` (built by the
-      caller from the fine-tuned model).
+    finetuned: `retrieval_finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
   """
   import time  # pylint: disable=g-import-not-at-top
   catalogue = search_logs.read_catalogue(
       os.path.join(config.search.logs_dir, search_logs.CATALOGUE_FILE))
   ids = np.array([p.product_id for p in catalogue], np.int64)
   titles = [p.title for p in catalogue]
-  images = product_images(image_file_pattern(config), ids)
+  images_by_id = catalogue_lib.read_product_images(catalogue_lib.image_record_files(config), ids)
+  images = np.stack([images_by_id[int(i)] for i in ids])
   retrieval = config.retrieval
   started = time.perf_counter()
   if retrieval.vectorizer == "tfidf":
@@ -199,11 +167,15 @@ def build_search(config, reranker=None, reranker_name="none", finetuned_vectoriz
     vectorizer = vectorizers.WordPieceTfidfVectorizer(tokenizer, titles)
     product_vectors = vectorizer.product_vectors(titles)
   elif retrieval.encoder_source == "finetuned":
-    if finetuned_vectorizer is None:
-      raise ValueError("retrieval.encoder_source=finetuned needs the fine-tuned model's vectorizer")
-    vectorizer = finetuned_vectorizer
-    features = (vectorizer.patch_features(images) if retrieval.product_input == "title_image"
-                else None)
+    if finetuned is None:
+      raise ValueError("retrieval.encoder_source=finetuned needs the fine-tuned model")
+    vectorizer = finetuned.vectorizer
+    features = None
+    if retrieval.product_input == "title_image":
+      if finetuned.catalogue is None:
+        raise ValueError(f"the fine-tuned model ({finetuned.name}) reads no image: use "
+                         "retrieval.product_input=title")
+      features = finetuned.catalogue.features[finetuned.catalogue.indices(ids)]
     product_vectors = vectorizer.product_vectors(titles, features)
   else:
     model, run_config = restore_pretrained_fashionbert(config)
@@ -218,8 +190,10 @@ def build_search(config, reranker=None, reranker_name="none", finetuned_vectoriz
                                     reranker=reranker, recall_k=retrieval.recall_k)
   logging.info("catalogue of %d products vectorized (%s) in %.1f s; index built in %.2f s",
                len(ids), vectorizers.describe(vectorizer), seconds, search.index_build_seconds)
-  return SearchSetup(search, vectorizers.describe(vectorizer), reranker_name, seconds,
-                     dict(zip(ids.tolist(), images)))
+  name = vectorizers.describe(vectorizer)
+  if retrieval.vectorizer == "encoder":
+    name = f"{retrieval.encoder_source} {name}"
+  return SearchSetup(search, name, reranker_name, seconds, images_by_id)
 
 
 def output_dir(config):
@@ -236,16 +210,15 @@ def default_search_run(config):
 
 def build_search_from_config(config):
   """`build_search` with the re-ranker (and fine-tuned encoder) `config.retrieval` asks for."""
-  reranker, reranker_name, finetuned_vectorizer = None, "none (recall order)", None
+  reranker, reranker_name, finetuned = None, "none (recall order)", None
   needs_model = (config.retrieval.rerank or (config.retrieval.vectorizer == "encoder" and
                                              config.retrieval.encoder_source == "finetuned"))
   if needs_model:
     from fashionbert_tf.search import retrieval_finetuned  # pylint: disable=g-import-not-at-top
-    parts = retrieval_finetuned.load(config, default_search_run(config))
+    finetuned = retrieval_finetuned.load(config, default_search_run(config))
     if config.retrieval.rerank:
-      reranker, reranker_name = parts.reranker, parts.name
-    finetuned_vectorizer = parts.vectorizer
-  return build_search(config, reranker, reranker_name, finetuned_vectorizer)
+      reranker, reranker_name = finetuned.reranker, finetuned.name
+  return build_search(config, reranker, reranker_name, finetuned)
 
 
 def evaluate_from_config(config):
