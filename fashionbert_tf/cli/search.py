@@ -7,7 +7,7 @@
 Vectorizes the catalogue (search.logs_dir/catalogue.jsonl) and builds the ScaNN index, recalls
 `retrieval.recall_k` products for the query, re-ranks them with the fine-tuned click model
 (`retrieval.search_run`) and prints the top `retrieval.top_n` (rank, product id, P(click), title);
-writes a PNG strip of their images (`--output`, default <retrieval output dir>/search_<query>.png).
+writes a PNG strip of their images (`--strip_png`, default <retrieval output dir>/search_<query>.png).
 """
 
 from absl import app
@@ -17,8 +17,8 @@ from absl import logging
 from fashionbert_tf.cli import common_flags
 
 QUERY = flags.DEFINE_multi_string("query", None, "Query text; may be given several times.")
-OUTPUT = flags.DEFINE_string(
-    "output", None, "PNG strip of the results (one query); default: "
+STRIP_PNG = flags.DEFINE_string(
+    "strip_png", None, "PNG strip of the results (one query); default: "
     "<retrieval.output_dir or search.runs_dir/retrieval>/search_<query>.png.")
 
 
@@ -28,8 +28,8 @@ def main(argv):
   queries = [q for q in (QUERY.value or []) if q.strip()]
   if not queries:
     raise app.UsageError("give --query \"...\" (a non-empty query text)")
-  if OUTPUT.value and len(queries) > 1:
-    raise app.UsageError("--output names one PNG: give one --query with it")
+  if STRIP_PNG.value and len(queries) > 1:
+    raise app.UsageError("--strip_png names one PNG: give one --query with it")
   logging.set_verbosity(logging.INFO)
   import os  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import result_strip  # pylint: disable=g-import-not-at-top
@@ -45,7 +45,7 @@ def main(argv):
         result.product_ids, result.titles, result.click_probability, result.recall_scores), 1):
       shown = f"{probability:8.4f}" if probability == probability else f"{'-':>8}"
       print(f"  {rank:>4}  {product_id:>10}  {shown}  {similarity:10.4f}  {title}")
-    path = OUTPUT.value or os.path.join(retrieval_setup.output_dir(config),
+    path = STRIP_PNG.value or os.path.join(retrieval_setup.output_dir(config),
                                         result_strip.strip_file_name(result.query))
     result_strip.write_strip(result, setup.images_by_id, path,
                              title=f"search: {result.query!r} (recall {setup.vectorizer_name}, "
