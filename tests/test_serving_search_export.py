@@ -1,8 +1,9 @@
 """Export of a fine-tuned search model (paper 3.4) for TF Serving: layout, fresh-process round
 trip with the Keras model's P(click), warm-up, op allowlist, bad requests, the text-only variant.
 
-One tiny fashionbert search model (2 layers, hidden 32, linear backbone, D=12) is exported once
-per module; the oribert variant once in its own test.
+One tiny fashionbert search model (2 layers, hidden 32, linear backbone, D=12) is saved as a
+fine-tuning run and exported once per module through `fashionbert export --search_run` (restore
+included); the oribert variant's serving functions are checked in memory.
 """
 
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -24,7 +26,9 @@ from fashionbert_tf.search import model_builder
 from fashionbert_tf.search import scoring
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import search_export
+from fashionbert_tf.serving import export
 from fashionbert_tf.serving import warmup
+from fashionbert_tf.training import pretrain
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "black", "white",
          "navy", "striped", "pinstripe", "shirt", "dress", "coat", "long", "short", "sleeve",
@@ -63,13 +67,29 @@ def keras_click_probability(model, config, queries, titles, images=None):
   return search_model_lib.click_probability(model(inputs, training=False)).numpy()
 
 
+def run_cli(module, argv):
+  flags.FLAGS.unparse_flags()
+  try:
+    module.main(flags.FLAGS(argv))
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+  """A fine-tuning run folder (checkpoint + params.yaml, as `fashionbert finetune` leaves it)
+  exported with `fashionbert export --search_run`."""
+  from fashionbert_tf.cli import export as export_cli  # pylint: disable=g-import-not-at-top
   tmp_dir = str(tmp_path_factory.mktemp("search_serving"))
   config = tiny_search_config(tmp_dir, "fashionbert")
   model, _ = model_builder.build_search_architecture(config.model, config.search)
-  path = search_export.export_search_model(None, os.path.join(tmp_dir, "exports"), version=2,
-                                           model=model, run_config=config)
+  run_dir = os.path.join(tmp_dir, "run")
+  pretrain.save_params(config, run_dir)
+  tf.train.Checkpoint(model=model).save(os.path.join(run_dir, "ckpt"))
+  export_dir = os.path.join(tmp_dir, "exports")
+  run_cli(export_cli, ["fashionbert export", f"--search_run={run_dir}",
+                       f"--export_dir={export_dir}", "--version=2"])
+  path = os.path.join(export_dir, "2")
   return {"config": config, "model": model, "path": path, "tmp_dir": tmp_dir,
           "loaded": tf.saved_model.load(path)}
 
@@ -79,7 +99,7 @@ def test_layout_signatures_and_servable_ops(exported):
   assert os.path.basename(path) == "2"
   assert sorted(os.listdir(os.path.dirname(path))) == ["2"]
   for name in ("saved_model.pb", "variables/variables.index", "assets/vocab.txt",
-               warmup.WARMUP_FILE):
+               warmup.WARMUP_FILE, export.PARAMS_COPY):
     assert os.path.exists(os.path.join(path, name)), name
   signatures = exported["loaded"].signatures
   assert sorted(signatures) == ["score_features", "serving_default"]
@@ -188,17 +208,20 @@ def test_bad_feature_requests_fail_instead_of_scoring(exported, change, message)
         **{key: tf.constant(value) for key, value in inputs.items()})
 
 
-def test_text_only_variant_exports_without_image_inputs(tmp_path):
+def test_text_only_variant_has_no_image_inputs(tmp_path):
+  """oribert's serving functions (not saved here: the save path is the fixture's) take no image."""
   config = tiny_search_config(str(tmp_path), "oribert")
   model, _ = model_builder.build_search_architecture(config.model, config.search)
-  path = search_export.export_search_model(None, str(tmp_path / "exports"), version=1,
-                                           model=model, run_config=config)
-  loaded = tf.saved_model.load(path)
-  inputs = loaded.signatures["serving_default"].structured_input_signature[1]
-  assert sorted(inputs) == ["query", "title"]
-  assert "patch_features" not in loaded.signatures["score_features"].structured_input_signature[1]
-  served = loaded.signatures["serving_default"](query=tf.constant(QUERIES),
-                                                title=tf.constant(TITLES))["click_probability"]
-  np.testing.assert_allclose(served.numpy(),
+  module = search_export.build_search_serving_module(model, config)
+  signatures = module.signatures()
+  def input_names(function):   # an unsaved concrete function: positional TensorSpecs
+    return [spec.name for spec in function.structured_input_signature[0] if spec is not None]
+  assert input_names(signatures["serving_default"]) == ["query", "title"]
+  assert input_names(signatures["score_features"]) == list(contract.TEXT_KEYS)
+  assert module.function_aliases() == {}
+  assert [sorted(inputs) for _, inputs in search_export.warmup_requests(module)] == [
+      ["query", "title"], sorted(contract.TEXT_KEYS)]
+  served = signatures["serving_default"](query=tf.constant(QUERIES), title=tf.constant(TITLES))
+  np.testing.assert_allclose(served["click_probability"].numpy(),
                              keras_click_probability(model, config, QUERIES, TITLES), atol=1e-5)
   assert layout.title_segment_id("oribert") == 1
