@@ -1,5 +1,10 @@
 """Settings of the two-stage retrieval (paper 3.4, Figure 5): the `retrieval` config section.
 
+`fashionbert evaluate-retrieval` scores the test queries against two definitions of relevant
+(search/retrieval_setup.py): "attributes" (toy logs: every catalogue product with all the
+attributes the query names, the generator's truth) and "clicked" (the products clicked in the
+query's test sessions, gain = clicks).
+
 Read by `fashionbert search` and `fashionbert evaluate-retrieval`; the search logs, catalogue,
 fine-tuning runs and product images are the `search` section's.
 """
@@ -11,7 +16,6 @@ from official.modeling.hyperparams import base_config
 
 VECTORIZERS = ("encoder", "tfidf")
 ENCODER_SOURCES = ("pretrained", "finetuned")
-RELEVANCE = ("attributes", "clicked")
 
 
 @dataclasses.dataclass
@@ -40,10 +44,6 @@ class RetrievalConfig(base_config.Config):
   # The fine-tuned run (folder or checkpoint prefix) that re-ranks (and vectorizes with
   # encoder_source "finetuned"); empty = <search.runs_dir>/fashionbert-L<model.num_layers>.
   search_run: str = ""
-  # What a test query's relevant products are: "attributes" (toy logs: every catalogue product
-  # with all the attributes the query names, the generator's truth) or "clicked" (the products
-  # clicked in the query's test sessions, gain = clicks).
-  relevance: str = "attributes"
   recall_ks: List[int] = dataclasses.field(default_factory=lambda: [10, 50])
   ndcg_k: int = 10
   # Where evaluate-retrieval writes retrieval.json and search writes its PNG strips; empty =
@@ -54,7 +54,7 @@ class RetrievalConfig(base_config.Config):
   def validate(self):
     super().validate()
     for name, allowed in (("vectorizer", VECTORIZERS), ("encoder_source", ENCODER_SOURCES),
-                          ("relevance", RELEVANCE), ("pooling", ("text_mean", "cls")),
+("pooling", ("text_mean", "cls")),
                           ("product_input", ("title_image", "title")),
                           ("index_mode", ("approximate", "exact"))):
       if getattr(self, name) not in allowed:

@@ -7,7 +7,7 @@
                  pretraining checkpoint (`search.pretrained_checkpoint`) or the fine-tuned run;
   re-ranker      the fine-tuned click model of `retrieval.search_run` (P(click), Figure 6).
 Test queries for the metrics: the distinct queries of the test split, with their relevant products
-(`retrieval.relevance`).
+(attributes: the toy truth, and clicked).
 """
 
 import collections
@@ -60,12 +60,12 @@ def attribute_relevance(config, queries, catalogue_ids):
   regenerated from the `data` / `search` sections.
 
   Raises:
-    ValueError: a query has no attributes (not toy logs: use retrieval.relevance=clicked).
+    ValueError: a query has no attributes (not toy logs: only click relevance applies).
   """
   missing = [q.query for q in queries if not q.attributes]
   if missing:
     raise ValueError(f"{len(missing)} test queries have no query_attributes (e.g. {missing[0]!r}):"
-                     " attribute relevance needs toy logs; set retrieval.relevance=clicked")
+                     " attribute relevance needs toy logs")
   products = toy_search_logs.toy_catalogue_products(
       config.data.toy_num_train_products, config.data.toy_num_validation_products,
       config.data.toy_seed, config.search.toy_catalogue_split)
@@ -78,20 +78,25 @@ def attribute_relevance(config, queries, catalogue_ids):
           for q in queries]
 
 
-def relevance_sets(config, queries, catalogue_ids):
-  """(queries kept, their relevance) per `retrieval.relevance`; queries with no relevant
-  catalogue product are dropped and counted in the log."""
-  if config.retrieval.relevance == "attributes":
+RELEVANCES = ("attributes", "clicked")
+
+
+def relevance_sets(config, queries, catalogue_ids, relevance):
+  """[Q] relevance of each query: sets of ids ("attributes": the toy generator's truth) or dicts
+  id -> clicks ("clicked": clicked in the query's test sessions); an empty entry = no relevant
+  catalogue product (counted in the log; left out of that definition's metrics)."""
+  if relevance not in RELEVANCES:
+    raise ValueError(f"relevance {relevance!r}: expected one of {RELEVANCES}")
+  if relevance == "attributes":
     relevant = attribute_relevance(config, queries, catalogue_ids)
   else:
     in_catalogue = set(catalogue_ids)
     relevant = [{i: n for i, n in q.clicks.items() if i in in_catalogue} for q in queries]
-  kept = [(q, r) for q, r in zip(queries, relevant) if r]
-  if len(kept) < len(queries):
+  empty = sum(1 for r in relevant if not r)
+  if empty:
     logging.warning("%d of %d test queries have no relevant catalogue product (%s relevance): "
-                    "left out of the metrics", len(queries) - len(kept), len(queries),
-                    config.retrieval.relevance)
-  return [q for q, _ in kept], [r for _, r in kept]
+                    "left out of its metrics", empty, len(queries), relevance)
+  return relevant
 
 
 def patch_features(compute_fn, images, batch_size=64):
@@ -222,9 +227,9 @@ def build_search_from_config(config):
 
 
 def evaluate_from_config(config):
-  """Builds the search and evaluates it on the test queries for both relevance definitions
-  (attributes only when the logs have query attributes); writes retrieval.json; returns the
-  report dict."""
+  """Builds the search and evaluates it on the test queries (one timed run of both stages) for
+  both relevance definitions (attributes only when the logs have query attributes); writes
+  retrieval.json; returns the report dict."""
   import json  # pylint: disable=g-import-not-at-top
   setup = build_search_from_config(config)
   queries = test_queries(search_logs.read_split(config.search.logs_dir, "test"))
@@ -235,15 +240,12 @@ def evaluate_from_config(config):
             "num_leaves_to_search": getattr(setup.search.index, "num_leaves_to_search", 0),
             "catalogue_size": int(setup.search.product_ids.size),
             "product_vectors_seconds": setup.product_vectors_seconds,
-            "index_build_seconds": setup.search.index_build_seconds, "results": {}}
-  original = config.retrieval.relevance
-  for relevance in relevances:
-    config.retrieval.relevance = relevance
-    kept, relevant = relevance_sets(config, queries, setup.search.product_ids.tolist())
-    report["results"][relevance] = two_stage.evaluate(
-        setup.search, [q.query for q in kept], relevant, tuple(config.retrieval.recall_ks),
-        config.retrieval.ndcg_k)
-  config.retrieval.relevance = original
+            "index_build_seconds": setup.search.index_build_seconds}
+  catalogue_ids = setup.search.product_ids.tolist()
+  report["results"] = two_stage.evaluate_relevances(
+      setup.search, [q.query for q in queries],
+      {name: relevance_sets(config, queries, catalogue_ids, name) for name in relevances},
+      tuple(config.retrieval.recall_ks), config.retrieval.ndcg_k)
   directory = output_dir(config)
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, "retrieval.json")

@@ -129,14 +129,33 @@ def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
     ndcg_k: the k of NDCG@k.
 
   Returns:
-    dict: recall@k, capped_recall@k, mean_relevant_per_query, ndcg@k_recall_order, ndcg@k_reranked, exact_overlap@recall_k (share of the
-    approximate top recall_k that exact search also returns; 1.0 for an exact index),
-    queries_per_second_recall (vectorize + search), queries_per_second_two_stage (+ re-ranking),
-    num_queries.
+    dict: recall@k, capped_recall@k, mean_relevant_per_query, ndcg@k_recall_order,
+    ndcg@k_reranked (with a re-ranker), exact_overlap@recall_k (share of the index's top
+    recall_k that exact search also returns; 1.0 for an exact index), queries_per_second_recall
+    (vectorize + search), queries_per_second_two_stage (+ re-ranking), num_queries.
+  """
+  return evaluate_relevances(search, queries, {"": relevant}, recall_ks, ndcg_k)[""]
+
+
+def evaluate_relevances(search, queries, relevances, recall_ks=(10, 50), ndcg_k=10):
+  """`evaluate` for several relevance definitions over one timed run of both stages.
+
+  Args:
+    search: a `TwoStageSearch`.
+    queries: [Q] distinct query strings (all are searched and timed).
+    relevances: {name: [Q] relevance sets / dicts}; a query whose entry is empty (no relevant
+      product under that definition) is left out of that definition's metrics.
+    recall_ks, ndcg_k: as in `evaluate`.
+
+  Returns:
+    {name: the dict `evaluate` describes}; the timing entries are the same in each.
   """
   queries = list(queries)
-  if not queries or len(queries) != len(relevant):
-    raise ValueError(f"{len(queries)} queries and {len(relevant)} relevance sets: need equal, > 0")
+  if not queries:
+    raise ValueError("no queries")
+  for name, relevant in relevances.items():
+    if len(relevant) != len(queries):
+      raise ValueError(f"{len(queries)} queries but {len(relevant)} relevance sets ({name!r})")
   if max(recall_ks) > search.recall_k:
     raise ValueError(f"Recall@{max(recall_ks)} needs recall_k >= {max(recall_ks)}, "
                      f"the search hands on {search.recall_k}")
@@ -151,22 +170,36 @@ def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
   started = time.perf_counter()
   reranked_ids, _, _ = search.rerank(queries, recalled_ids, scores)
   rerank_seconds = time.perf_counter() - started
-  results = {"num_queries": len(queries), "recall_k": search.recall_k}
-  for k in recall_ks:
-    results[f"recall@{k}"] = ranking_metrics.mean_over_queries(
-        ranking_metrics.recall_at_k, _found(recalled_ids), relevant, k)
-    results[f"capped_recall@{k}"] = ranking_metrics.mean_over_queries(
-        ranking_metrics.capped_recall_at_k, _found(recalled_ids), relevant, k)
-  results["mean_relevant_per_query"] = float(np.mean([len(r) for r in relevant]))
-  results[f"ndcg@{ndcg_k}_recall_order"] = ranking_metrics.mean_over_queries(
-      ranking_metrics.ndcg_at_k, _found(recalled_ids), relevant, ndcg_k)
-  if search.reranker is not None:
-    results[f"ndcg@{ndcg_k}_reranked"] = ranking_metrics.mean_over_queries(
-        ranking_metrics.ndcg_at_k, _found(reranked_ids), relevant, ndcg_k)
   exact_rows, _ = ann_index.exact_neighbours(search.index_vectors, query_vectors, search.recall_k)
-  results[f"exact_overlap@{search.recall_k}"] = float(np.mean(
-      [len(set(a) & set(b)) / search.recall_k for a, b in zip(rows.tolist(), exact_rows.tolist())]))
-  results["queries_per_second_recall"] = len(queries) / max(recall_seconds, 1e-9)
-  results["queries_per_second_two_stage"] = len(queries) / max(recall_seconds + rerank_seconds,
-                                                               1e-9)
-  return results
+  shared = {
+      "recall_k": search.recall_k,
+      f"exact_overlap@{search.recall_k}": float(np.mean(
+          [len(set(a) & set(b)) / search.recall_k
+           for a, b in zip(rows.tolist(), exact_rows.tolist())])),
+      "queries_timed": len(queries),
+      "queries_per_second_recall": len(queries) / max(recall_seconds, 1e-9),
+      "queries_per_second_two_stage": len(queries) / max(recall_seconds + rerank_seconds, 1e-9),
+  }
+  recalled, reranked = _found(recalled_ids), _found(reranked_ids)
+  reports = {}
+  for name, relevant in relevances.items():
+    keep = [q for q, r in enumerate(relevant) if r]
+    if not keep:
+      raise ValueError(f"no query has a relevant product ({name!r})")
+    wanted = [relevant[q] for q in keep]
+    lists = [recalled[q] for q in keep]
+    results = {"num_queries": len(keep)}
+    for k in recall_ks:
+      results[f"recall@{k}"] = ranking_metrics.mean_over_queries(
+          ranking_metrics.recall_at_k, lists, wanted, k)
+      results[f"capped_recall@{k}"] = ranking_metrics.mean_over_queries(
+          ranking_metrics.capped_recall_at_k, lists, wanted, k)
+    results["mean_relevant_per_query"] = float(np.mean([len(r) for r in wanted]))
+    results[f"ndcg@{ndcg_k}_recall_order"] = ranking_metrics.mean_over_queries(
+        ranking_metrics.ndcg_at_k, lists, wanted, ndcg_k)
+    if search.reranker is not None:
+      results[f"ndcg@{ndcg_k}_reranked"] = ranking_metrics.mean_over_queries(
+          ranking_metrics.ndcg_at_k, [reranked[q] for q in keep], wanted, ndcg_k)
+    results.update(shared)
+    reports[name] = results
+  return reports
