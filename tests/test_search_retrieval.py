@@ -204,3 +204,12 @@ def test_capped_recall_by_hand():
   assert ranking_metrics.recall_at_k([1, 2, 9], {1, 2, 3}, 2) == pytest.approx(2 / 3)
   assert ranking_metrics.capped_recall_at_k([9, 1], {1}, 2) == 1.0
   assert ranking_metrics.capped_recall_at_k([9, 8, 1], {1}, 2) == 0.0
+
+
+def test_neighbour_recall_counts_ties_as_found():
+  database = np.array([[1, 0], [1, 0], [0, 1], [-1, 0]], np.float32)   # rows 0 and 1 tie
+  queries = np.array([[1, 0]], np.float32)
+  assert ann_index.neighbour_recall(database, queries, np.array([[1]]), 1) == 1.0
+  assert ann_index.neighbour_recall(database, queries, np.array([[2]]), 1) == 0.0
+  assert ann_index.neighbour_recall(database, queries, np.array([[1, -1]]), 2) == 0.5
+  assert ann_index.neighbour_recall(database, queries, np.array([[3, 0]]), 2) == 0.5

@@ -80,6 +80,21 @@ def exact_neighbours(database, queries, k):
   return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)
 
 
+def neighbour_recall(database, queries, rows, k):
+  """Share of the exact top-k the index found, ties counted as found: a returned row counts when
+  its true dot product reaches the k-th best exact score (minus 1e-5 for float round-off), so an
+  index that returns another of several equally near products is not penalized. Missing slots
+  (row -1) count as misses. float in [0, 1], the mean over queries."""
+  database = np.asarray(database, np.float32)
+  queries = np.asarray(queries, np.float32)
+  rows = np.asarray(rows)[:, :k]
+  _, exact_scores = exact_neighbours(database, queries, k)
+  threshold = exact_scores[:, -1:] - 1e-5                                  # [Q, 1]
+  true_scores = np.einsum("qd,qkd->qk", queries, database[np.maximum(rows, 0)])
+  hits = (true_scores >= threshold) & (rows >= 0)
+  return float(np.mean(hits.sum(axis=1) / k))
+
+
 class NearestNeighbourIndex:
   """Top-k maximum-inner-product search over a fixed set of vectors with ScaNN.
 

@@ -130,8 +130,9 @@ def evaluate(search, queries, relevant, recall_ks=(10, 50), ndcg_k=10):
 
   Returns:
     dict: recall@k, capped_recall@k, mean_relevant_per_query, ndcg@k_recall_order,
-    ndcg@k_reranked (with a re-ranker), exact_overlap@recall_k (share of the index's top
-    recall_k that exact search also returns; 1.0 for an exact index), queries_per_second_recall
+    ndcg@k_reranked (with a re-ranker), exact_overlap@recall_k (share of the exact top recall_k
+    the index returns, ties counted as found: `ann_index.neighbour_recall`; 1.0 for an exact
+    index), queries_per_second_recall
     (vectorize + search), queries_per_second_two_stage (+ re-ranking), num_queries.
   """
   return evaluate_relevances(search, queries, {"": relevant}, recall_ks, ndcg_k)[""]
@@ -170,12 +171,10 @@ def evaluate_relevances(search, queries, relevances, recall_ks=(10, 50), ndcg_k=
   started = time.perf_counter()
   reranked_ids, _, _ = search.rerank(queries, recalled_ids, scores)
   rerank_seconds = time.perf_counter() - started
-  exact_rows, _ = ann_index.exact_neighbours(search.index_vectors, query_vectors, search.recall_k)
   shared = {
       "recall_k": search.recall_k,
-      f"exact_overlap@{search.recall_k}": float(np.mean(
-          [len(set(a) & set(b)) / search.recall_k
-           for a, b in zip(rows.tolist(), exact_rows.tolist())])),
+      f"exact_overlap@{search.recall_k}": ann_index.neighbour_recall(
+          search.index_vectors, query_vectors, rows, search.recall_k),
       "queries_timed": len(queries),
       "queries_per_second_recall": len(queries) / max(recall_seconds, 1e-9),
       "queries_per_second_two_stage": len(queries) / max(recall_seconds + rerank_seconds, 1e-9),
