@@ -257,8 +257,10 @@ def evaluate_from_config(config):
 
 def format_report(report):
   """The report as a few lines of text (one per relevance definition)."""
-  lines = [f"Two-stage retrieval: recall {report['vectorizer']} ({report['index_mode']} ScaNN, "
-           f"{report['num_leaves']} leaves, {report['num_leaves_to_search']} searched) over "
+  index = ("exact ScaNN (brute force)" if report["index_mode"] == "exact" else
+           f"approximate ScaNN, {report['num_leaves']} leaves, {report['num_leaves_to_search']} "
+           "searched")
+  lines = [f"Two-stage retrieval: recall {report['vectorizer']} ({index}) over "
            f"{report['catalogue_size']} products; re-rank: {report['reranker']}"]
   for relevance, metrics in report["results"].items():
     recall = "  ".join(f"{name} {value:.3f}" for name, value in metrics.items()
