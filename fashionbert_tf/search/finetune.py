@@ -191,6 +191,8 @@ def run_finetuning(config):
     model, parts = model_builder.build_search_architecture(model_config, config.search)
     optimizer = strategies.maybe_wrap_for_loss_scaling(
         optimizer_lib.build_optimizer(train_config, model.new_layer_variables), train_config)
+    # Slots created now, so the train step's tf.function creates no variables and traces once.
+    optimizer._create_all_weights(model.trainable_variables)  # pylint: disable=protected-access
     step = optimizer.iterations
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
   manager = tf.train.CheckpointManager(checkpoint, model_dir,
