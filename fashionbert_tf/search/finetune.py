@@ -110,7 +110,6 @@ class ClickTrainer:
     self.global_batch_size = train_config.global_batch_size
     self.clip_norm = train_config.gradient_clip_norm
     self.feature_table = feature_table   # tf.Variable [P, 64, D] or None
-    self.loss_sum = tf.Variable(0.0, trainable=False, aggregation=tf.VariableAggregation.SUM)
 
   def model_inputs(self, batch):
     inputs = {key: batch[key] for key in contract.TEXT_KEYS}
