@@ -105,3 +105,17 @@ def test_reader_names_file_line_and_field(tmp_path, line, message):
   with pytest.raises(search_logs.SearchLogFormatError) as error:
     search_logs.read_sessions(str(path))
   assert f"{path}:2:" in str(error.value) and message in str(error.value)
+
+
+def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path):
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import logs  # pylint: disable=g-import-not-at-top
+  real = experiment_config.load_config(None, [f"search.logs_dir={tmp_path}/shop_logs"])
+  with pytest.raises(FileNotFoundError, match="catalogue.jsonl"):
+    logs.ensure_search_logs(real)
+  toy = experiment_config.load_config(None, [
+      f"search.logs_dir={tmp_path}/toy_logs,search.toy_num_sessions=40,"
+      "data.toy_num_train_products=10,data.toy_num_validation_products=30"])
+  assert logs.ensure_search_logs(toy) == f"{tmp_path}/toy_logs"
+  assert len(search_logs.read_split(f"{tmp_path}/toy_logs", "train")) + len(
+      search_logs.read_split(f"{tmp_path}/toy_logs", "test")) == 40

@@ -24,7 +24,10 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
   from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
-  summary = finetune.run_finetuning(config)
+  try:
+    summary = finetune.run_finetuning(config)
+  except FileNotFoundError as error:   # missing logs, images or pretraining checkpoint: one line
+    raise app.UsageError(str(error)) from None
   validation = summary["validation_logs"]
   print(f"finetune {summary['variant']} ({summary['num_layers']} layers): steps "
         f"{summary['first_step']} -> {summary['final_step']} in {summary['elapsed_seconds']:.0f} s "

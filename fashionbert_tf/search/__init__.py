@@ -22,20 +22,27 @@ Model (`search/model.py`, built by `search/model_builder.py`), `model.search_var
   "oribert"      query + title only (segments Q / T), click head on the pooled [CLS];
   "bert_img"     text encoder over query + title; its pooled [CLS] concatenated with a projection
                  of the pooled patch features (`search.image_pooling`), then the click head.
-  model_builder.build_search_model(config) -> SearchModel, initialized from the pretraining
+  model_builder.build_search_model(config) -> (SearchModel, model section), initialized from the pretraining
       checkpoint (`search.pretrained_checkpoint`) or the base BERT (`search.baseline_init`), with
       `model.num_layers` layers (the first k of the checkpoint's).
   SearchModel(inputs) -> {"click_logits": float32 [B, 2], "pooled_output": float32 [B, H]};
       inputs: the layout's three text keys (+ "patch_features" float32 [B, 64, D] for the image
       variants). P(click) = softmax(click_logits)[:, 1].
 
+Product images (`search/catalogue.py`): a product's image = its first TFRecord (pose) by product_id
+  catalogue.compute_catalogue_features(model.patch_feature_extractor, config, product_ids)
+      -> CatalogueFeatures (product_ids [P], features float32 [P, 64, D], .indices(ids))
+
 Scoring (`search/scoring.py`):
-  scoring.ClickScorer(model, encoder_of_text, catalogue_features).score(queries, titles,
-      product_ids, batch_size) -> float32 [N] P(click | query, title, image)
+  scoring.query_title_encoder(config, variant) -> layout.QueryTitleEncoder
+  scoring.ClickScorer(model, text_encoder, catalogue=None).score(queries, titles, product_ids,
+      batch_size=64, pad_to=None) -> float32 [N] P(click | query, title, image)
 
 Restoring a fine-tuned run (`search/restore.py`):
   restore.restore_search_model(run_dir or checkpoint prefix) -> (SearchModel, ExperimentConfig,
       checkpoint path); the run's params.yaml gives variant, layers and sizes.
+  finetune.finetune_dir(config) -> the run folder: train.model_dir, or
+      <search.runs_dir>/<variant>-L<layers> when train.model_dir is left at its default.
 
 Commands: `fashionbert finetune` (search/finetune.py), `fashionbert evaluate-search`
 (search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout).

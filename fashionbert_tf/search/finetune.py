@@ -110,7 +110,6 @@ class ClickTrainer:
     self.global_batch_size = train_config.global_batch_size
     self.clip_norm = train_config.gradient_clip_norm
     self.feature_table = feature_table   # tf.Variable [P, 64, D] or None
-    self.loss_sum = tf.Variable(0.0, trainable=False, aggregation=tf.VariableAggregation.SUM)
 
   def model_inputs(self, batch):
     inputs = {key: batch[key] for key in contract.TEXT_KEYS}
@@ -191,6 +190,8 @@ def run_finetuning(config):
     model, parts = model_builder.build_search_architecture(model_config, config.search)
     optimizer = strategies.maybe_wrap_for_loss_scaling(
         optimizer_lib.build_optimizer(train_config, model.new_layer_variables), train_config)
+    # Slots created now, so the train step's tf.function creates no variables and traces once.
+    optimizer._create_all_weights(model.trainable_variables)  # pylint: disable=protected-access
     step = optimizer.iterations
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
   manager = tf.train.CheckpointManager(checkpoint, model_dir,
