@@ -2,7 +2,6 @@
 ranking metrics on hand-computed cases, TF-IDF and encoder vectors, re-ranking order."""
 
 import math
-import os
 
 import numpy as np
 import pytest

@@ -10,6 +10,8 @@ Vectorizes the catalogue (search.logs_dir/catalogue.jsonl) and builds the ScaNN 
 writes a PNG strip of their images (`--strip_png`, default <retrieval output dir>/search_<query>.png).
 """
 
+import os
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -31,7 +33,6 @@ def main(argv):
   if STRIP_PNG.value and len(queries) > 1:
     raise app.UsageError("--strip_png names one PNG: give one --query with it")
   logging.set_verbosity(logging.INFO)
-  import os  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import result_strip  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
   config = common_flags.config_from_flags()

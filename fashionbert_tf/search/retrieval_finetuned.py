@@ -13,6 +13,7 @@ fashionbert variant has patches in its encoder: the text-only variants vectorize
 """
 
 import dataclasses
+import os
 from typing import Callable
 
 import tensorflow as tf
@@ -62,7 +63,6 @@ def load(config, run):
 
   The catalogue (search.logs_dir) and image records are those of `config`.
   """
-  import os  # pylint: disable=g-import-not-at-top
   model, run_config, path = search_restore.restore_search_model(run)
   catalogue = None
   if model.uses_image:

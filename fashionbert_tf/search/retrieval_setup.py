@@ -12,7 +12,9 @@ Test queries for the metrics: the distinct queries of the test split, with their
 
 import collections
 import dataclasses
+import json
 import os
+import time
 from typing import Dict, Optional
 
 from absl import logging
@@ -158,7 +160,6 @@ def build_search(config, reranker=None, reranker_name="none", finetuned=None):
     reranker_name: label for reports.
     finetuned: `retrieval_finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
   """
-  import time  # pylint: disable=g-import-not-at-top
   catalogue = search_logs.read_catalogue(
       os.path.join(config.search.logs_dir, search_logs.CATALOGUE_FILE))
   ids = np.array([p.product_id for p in catalogue], np.int64)
@@ -230,7 +231,6 @@ def evaluate_from_config(config):
   """Builds the search and evaluates it on the test queries (one timed run of both stages) for
   both relevance definitions (attributes only when the logs have query attributes); writes
   retrieval.json; returns the report dict."""
-  import json  # pylint: disable=g-import-not-at-top
   setup = build_search_from_config(config)
   queries = test_queries(search_logs.read_split(config.search.logs_dir, "test"))
   relevances = ["attributes", "clicked"] if all(q.attributes for q in queries) else ["clicked"]
