@@ -21,16 +21,19 @@ ENCODER_SOURCES = ("pretrained", "finetuned")
 @dataclasses.dataclass
 class RetrievalConfig(base_config.Config):
   """What `fashionbert search` / `fashionbert evaluate-retrieval` read (search/two_stage.py)."""
-  # How queries and products become vectors (search/vectorizers.py): "encoder" (one shared
-  # FashionBERT encoder: query tower over the query text, product tower over title + image
-  # patches) or "tfidf" (WordPiece TF-IDF over the titles: the lexical baseline).
-  vectorizer: str = "encoder"
+  # How queries and products become vectors (search/vectorizers.py): "tfidf" (WordPiece TF-IDF
+  # over the titles) or "encoder" (one shared FashionBERT encoder as both towers: query tower over
+  # the query text, product tower over the title (+ image patches)). Default tfidf: on the toy
+  # logs it recalls far more than any encoder readout measured (README, "Two-stage retrieval"):
+  # the encoders were trained as cross-encoders (TIA, click), never for query-product similarity.
+  vectorizer: str = "tfidf"
   # Which encoder vectorizes: "pretrained" (the pretraining checkpoint,
   # `search.pretrained_checkpoint`) or "finetuned" (the encoder of the fine-tuned click model
   # `search_run`, segments Q for the query and T for the title).
   encoder_source: str = "pretrained"
   pooling: str = "text_mean"               # "text_mean" | "cls"
-  product_input: str = "title_image"       # "title_image" | "title"
+  # "title" (default: measured better, README) or "title_image" (patches in the product tower).
+  product_input: str = "title"
   # Nearest-neighbour index (search/ann_index.py): "approximate" (ScaNN tree + AH + reorder) or
   # "exact" (ScaNN brute force); 0 = the index's defaults (sqrt(N) leaves, a quarter searched).
   index_mode: str = "approximate"
