@@ -23,7 +23,10 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
   config = common_flags.config_from_flags()
-  report = retrieval_setup.evaluate_from_config(config)
+  try:
+    report = retrieval_setup.evaluate_from_config(config)
+  except FileNotFoundError as error:   # missing logs, images or checkpoints: one line
+    raise app.UsageError(str(error)) from None
   print(retrieval_setup.format_report(report), flush=True)
 
 

@@ -28,6 +28,7 @@ from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.evaluation import restore
 from fashionbert_tf.search import ann_index
 from fashionbert_tf.search import catalogue as catalogue_lib
+from fashionbert_tf.search import logs as search_logs_lib
 from fashionbert_tf.search import two_stage
 from fashionbert_tf.search import vectorizers
 
@@ -160,8 +161,8 @@ def build_search(config, reranker=None, reranker_name="none", finetuned=None):
     reranker_name: label for reports.
     finetuned: `retrieval_finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
   """
-  catalogue = search_logs.read_catalogue(
-      os.path.join(config.search.logs_dir, search_logs.CATALOGUE_FILE))
+  logs_dir = search_logs_lib.ensure_search_logs(config)   # toy logs are written when missing
+  catalogue = search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE))
   ids = np.array([p.product_id for p in catalogue], np.int64)
   titles = [p.title for p in catalogue]
   images_by_id = catalogue_lib.read_product_images(catalogue_lib.image_record_files(config), ids)
@@ -216,6 +217,7 @@ def default_search_run(config):
 
 def build_search_from_config(config):
   """`build_search` with the re-ranker (and fine-tuned encoder) `config.retrieval` asks for."""
+  search_logs_lib.ensure_search_logs(config)   # toy logs are written when missing
   reranker, reranker_name, finetuned = None, "none (recall order)", None
   needs_model = (config.retrieval.rerank or (config.retrieval.vectorizer == "encoder" and
                                              config.retrieval.encoder_source == "finetuned"))
