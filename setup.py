@@ -29,7 +29,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "scann~=1.4.2"],
+        # ScaNN: the nearest-neighbour library of the two-stage search (fashionbert_tf/search/recall.py).
+        # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
+        "search": ["scann~=1.4.2"],
         # Building the fashion_gen TFDS dataset with Apache Beam (`tfds build ...
         # --beam_pipeline_options=...`); mlcroissant because tensorflow-datasets' `tfds` command
         # imports it. Not in "test": apache-beam pins protobuf < 7 and pillow < 13 (it resolves

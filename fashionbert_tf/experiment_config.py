@@ -13,6 +13,9 @@ from official.modeling.hyperparams import params_dict
 from fashionbert_tf.data.config import DataConfig
 from fashionbert_tf.evaluation.config import EvalConfig
 from fashionbert_tf.modeling.config import ModelConfig
+from fashionbert_tf.search.config import check_search_variant
+from fashionbert_tf.search.config import SearchConfig
+from fashionbert_tf.search.retrieval_config import RetrievalConfig
 from fashionbert_tf.training.config import TrainConfig
 
 
@@ -22,10 +25,15 @@ class ExperimentConfig(base_config.Config):
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+  retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
 
   def validate(self):
     super().validate()
     self.data.validate()   # choices read only deep in the data pipeline fail here, at load time
+    self.search.validate()
+    self.retrieval.validate()
+    check_search_variant(self.model.search_variant)
 
 
 def load_config(config_file=None, overrides=()):

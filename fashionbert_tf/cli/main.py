@@ -15,6 +15,14 @@ COMMANDS = {
     "pretrain": ("fashionbert_tf.cli.pretrain", "pretrain FashionBERT (MLM + MPM + TIA)"),
     "evaluate": ("fashionbert_tf.cli.evaluate", "TIA accuracy and Rank@1/5/10 both directions"),
     "export": ("fashionbert_tf.cli.export", "SavedModel for TF Serving"),
+    "finetune": ("fashionbert_tf.cli.finetune",
+                 "fine-tune for search clicks on <query, title, image> logs (paper 3.4)"),
+    "evaluate-search": ("fashionbert_tf.cli.evaluate_search",
+                        "Table 4: accuracy, AUC, batch-1 latency with / without VSL"),
+    "search": ("fashionbert_tf.cli.search",
+               "two-stage retrieval for a query: ScaNN recall, FashionBERT re-rank, PNG strip"),
+    "evaluate-retrieval": ("fashionbert_tf.cli.evaluate_retrieval",
+                           "Recall@k / NDCG@10 / queries per second of the two-stage search"),
 }
 
 
@@ -23,7 +31,8 @@ COMMANDS = {
 # imports no TensorFlow before a command is chosen. FileNotFoundError: the project's own checks
 # raise it with the missing path and what to do (a config pointing at absent data or checkpoints).
 USER_FACING_ERRORS = ("NonFiniteLossError", "RecordFileError", "FashionGenFormatError",
-                      "NotEnoughProductsError", "CheckpointMismatchError", "FileNotFoundError")
+                      "NotEnoughProductsError", "CheckpointMismatchError", "FileNotFoundError",
+                      "SearchLogFormatError", "MissingProductImageError")
 
 
 def reporting_user_errors(command, command_main):

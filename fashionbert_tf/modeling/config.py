@@ -72,3 +72,8 @@ class ModelConfig(base_config.Config):
   # Initialize the MLM head transform from the checkpoint's MLM head and the TIA classifier from
   # its next-sentence head (HF `cls.seq_relationship`) when the checkpoint has them; else fresh.
   load_pretrained_heads: bool = True
+  # Fine-tuning for search (paper 3.4, Table 4; fashionbert_tf/search/): "fashionbert" (query, title
+  # and image patches in one cross-attention encoder, segments Q / T / I), "oribert" (query + title
+  # only) or "bert_img" (text BERT's final [CLS] concatenated with pooled patch features before the
+  # click head). Ignored by pretraining.
+  search_variant: str = "fashionbert"

@@ -129,17 +129,21 @@ def warmup_requests(module):
 
 
 def save_module(module, export_dir, version=None, params_yaml=None, model_name="fashionbert",
-                check_ops=True, precision="float32"):
+                check_ops=True, precision="float32", requests=None, function_aliases=None):
   """Writes `<export_dir>/<version>/` (see the module docstring) and returns its path.
 
   Args:
-    module: a `FashionBertServingModule`.
+    module: a `FashionBertServingModule` (or another module with `signatures()`, e.g. the search
+      model's `SearchServingModule`, passing its own `requests` and `function_aliases`).
     export_dir: the model's base path for TF Serving.
     version: positive int; None = int(time.time()). An existing version is an error.
     params_yaml: optional path of the run's params.yaml, copied into assets.extra for provenance.
     model_name: servable name written into the warm-up requests.
     check_ops: run the TF Serving op allowlist check (on by default).
     precision: recorded in `assets.extra/fashionbert_inference.json` ("float32" | "bfloat16").
+    requests: warm-up (signature, inputs) pairs; None = `warmup_requests(module)`.
+    function_aliases: tf.functions saved under a name (SaveOptions); None = the pretraining
+      module's `compute_patch_features`.
 
   Raises:
     FileExistsError: the version already exists.
@@ -157,13 +161,16 @@ def save_module(module, export_dir, version=None, params_yaml=None, model_name="
   tf.io.gfile.makedirs(export_dir)
   started = time.time()
   try:
+    if function_aliases is None:
+      function_aliases = {"compute_patch_features": module.compute_patch_features}
     tf.saved_model.save(module, temp_path, signatures=module.signatures(),
-                        options=tf.saved_model.SaveOptions(function_aliases={
-                            "compute_patch_features": module.compute_patch_features}))
-    warmup.write_warmup_requests(temp_path, warmup_requests(module), model_name=model_name)
+                        options=tf.saved_model.SaveOptions(function_aliases=function_aliases))
+    if requests is None:
+      requests = warmup_requests(module)
+    warmup.write_warmup_requests(temp_path, requests, model_name=model_name)
     with tf.io.gfile.GFile(os.path.join(temp_path, INFERENCE_SETTINGS), "w") as f:
-      json.dump({"precision": precision, "jit_compile": module.jit_compile,
-                 "length_bucket": module.length_bucket}, f, indent=1)
+      json.dump({"precision": precision, "jit_compile": getattr(module, "jit_compile", False),
+                 "length_bucket": getattr(module, "length_bucket", None)}, f, indent=1)
     if params_yaml and tf.io.gfile.exists(params_yaml):
       tf.io.gfile.copy(params_yaml, os.path.join(temp_path, PARAMS_COPY), overwrite=True)
     if check_ops:

@@ -1,0 +1,34 @@
+"""`fashionbert evaluate-retrieval`: Recall@k, NDCG@10 and queries/s of the two-stage search.
+
+  fashionbert evaluate-retrieval --config configs/toy_search.yaml
+  fashionbert evaluate-retrieval --config configs/toy_search.yaml \
+      --params_override retrieval.vectorizer=tfidf
+
+Over the distinct queries of the test split (search.logs_dir/test.jsonl): Recall@k (and capped
+Recall@k) of the recall stage, NDCG@10 in the recall order and after re-ranking, the overlap of the
+approximate index's top k with exact search, and queries per second (recall stage alone; both
+stages). Prints one line per relevance definition and writes retrieval.json to the retrieval
+output dir (`retrieval.output_dir`, default <search.runs_dir>/retrieval).
+"""
+
+from absl import app
+from absl import logging
+
+from fashionbert_tf.cli import common_flags
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
+  config = common_flags.config_from_flags()
+  try:
+    report = retrieval_setup.evaluate_from_config(config)
+  except FileNotFoundError as error:   # missing logs, images or checkpoints: one line
+    raise app.UsageError(str(error)) from None
+  print(retrieval_setup.format_report(report), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,48 @@
+"""`fashionbert evaluate-search`: the paper's Table 4 (accuracy, AUC, batch-1 latency with and
+without VSL) for the fine-tuned search models.
+
+  fashionbert evaluate-search --config configs/toy_search.yaml
+  fashionbert evaluate-search --config configs/toy_search.yaml --variants fashionbert,oribert \
+      --layers 2
+
+Each (variant, layers) row reads the run `fashionbert finetune` made with
+`model.search_variant=<variant>,model.num_layers=<layers>` under `search.runs_dir`. Prints the
+table and writes `<search.output_dir or search.runs_dir/table4>/table4.json`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from fashionbert_tf.cli import common_flags
+
+VARIANTS = flags.DEFINE_list(
+    "variants", None, "Search variants (oribert, bert_img, fashionbert); default "
+    "search.evaluate_variants.")
+LAYERS = flags.DEFINE_list("layers", None, "Layer counts; default search.evaluate_layers.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = common_flags.config_from_flags()
+  from fashionbert_tf.search import config as search_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import evaluate  # pylint: disable=g-import-not-at-top
+  variants = VARIANTS.value
+  for variant in variants or ():
+    if variant not in search_config.SEARCH_VARIANTS:
+      raise app.UsageError(f"--variants: unknown variant {variant!r}; expected one of "
+                           f"{search_config.SEARCH_VARIANTS}")
+  try:
+    layers = [int(k) for k in LAYERS.value] if LAYERS.value else None
+  except ValueError:
+    raise app.UsageError(f"--layers must be integers, got {LAYERS.value}") from None
+  try:
+    evaluate.run_search_evaluation(config, variants, layers)
+  except FileNotFoundError as error:
+    raise app.UsageError(str(error)) from None
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,40 @@
+"""`fashionbert finetune`: fine-tune for search click prediction on <query, title, image> (paper 3.4).
+
+  fashionbert finetune --config configs/toy_search.yaml
+  fashionbert finetune --config configs/toy_search.yaml \
+      --params_override model.search_variant=oribert,model.num_layers=2
+  fashionbert finetune --config configs/toy_search.yaml \
+      --params_override search.pretrained_checkpoint=runs/toy/ckpt-1000
+
+Starts from the pretraining checkpoint `search.pretrained_checkpoint` (or, for oribert / bert_img,
+the original BERT: `search.baseline_init`), trains `train.train_steps` steps in
+`<search.runs_dir>/<variant>-L<layers>` (or `train.model_dir`), resumes a run found there. The toy
+search logs are generated first when missing. See fashionbert_tf/search/finetune.py.
+"""
+
+from absl import app
+from absl import logging
+
+from fashionbert_tf.cli import common_flags
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = common_flags.config_from_flags()
+  from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
+  try:
+    summary = finetune.run_finetuning(config)
+  except FileNotFoundError as error:   # missing logs, images or pretraining checkpoint: one line
+    raise app.UsageError(str(error)) from None
+  validation = summary["validation_logs"]
+  print(f"finetune {summary['variant']} ({summary['num_layers']} layers): steps "
+        f"{summary['first_step']} -> {summary['final_step']} in {summary['elapsed_seconds']:.0f} s "
+        f"({summary['examples_per_second']:.1f} examples/s); run {summary['model_dir']}"
+        + ("; validation " + ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
+           if validation else ""))
+
+
+if __name__ == "__main__":
+  app.run(main)

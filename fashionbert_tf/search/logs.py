@@ -1,0 +1,62 @@
+"""The search logs a fine-tuning run reads: found in `search.logs_dir`, or generated when toy.
+
+`ensure_search_logs(config)` returns the logs folder, writing the toy logs there first when it is
+missing and named like a toy folder ("toy" in the path) — the way `fashionbert demo` writes the
+toy Fashion-Gen files. Real logs are never generated: a missing real folder is an error.
+"""
+
+import dataclasses
+import os
+import time
+
+from absl import logging
+
+from fashionbert_tf.data import search_logs
+from fashionbert_tf.data import toy_search_logs
+
+
+def toy_settings(search_config):
+  """`ToySearchLogSettings` from the `search.toy_*` options."""
+  return dataclasses.replace(
+      toy_search_logs.ToySearchLogSettings(),
+      num_sessions=search_config.toy_num_sessions,
+      impressions_per_query=search_config.toy_impressions_per_query,
+      click_rate_match=search_config.toy_click_rate_match,
+      click_rate_partial=search_config.toy_click_rate_partial,
+      click_rate_other=search_config.toy_click_rate_other,
+      test_fraction=search_config.toy_test_fraction,
+      seed=search_config.toy_seed)
+
+
+def write_toy_logs(config):
+  """Writes the toy search logs for the toy products named by the `data` section; returns info."""
+  data = config.data
+  products = toy_search_logs.toy_catalogue_products(
+      data.toy_num_train_products, data.toy_num_validation_products, data.toy_seed,
+      config.search.toy_catalogue_split)
+  start = time.time()
+  info = toy_search_logs.write_toy_search_logs(config.search.logs_dir, products,
+                                               toy_settings(config.search))
+  logging.info("toy search logs written to %s in %.1f s: %s", config.search.logs_dir,
+               time.time() - start, info["splits"])
+  return info
+
+
+def ensure_search_logs(config):
+  """`search.logs_dir`, with the toy logs generated there first when missing and toy-named.
+
+  Raises:
+    FileNotFoundError: the folder lacks catalogue / train / test files and is not a toy folder.
+  """
+  logs_dir = config.search.logs_dir
+  needed = [os.path.join(logs_dir, name) for name in
+            (search_logs.CATALOGUE_FILE, search_logs.TRAIN_FILE, search_logs.TEST_FILE)]
+  if all(os.path.exists(path) for path in needed):
+    return logs_dir
+  if "toy" not in logs_dir:
+    missing = [path for path in needed if not os.path.exists(path)]
+    raise FileNotFoundError(
+        f"search logs missing: {', '.join(missing)} (search.logs_dir={logs_dir}); only toy logs "
+        "(a folder with 'toy' in its path) are generated — see data/README.md, 'Search logs'")
+  write_toy_logs(config)
+  return logs_dir

@@ -1,0 +1,121 @@
+"""Search logs (paper 3.4): the seeded toy generator, the JSON-lines reader and the split by query."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fashionbert_tf.data import search_logs
+from fashionbert_tf.data import toy_search_logs
+
+
+@pytest.fixture(scope="module")
+def products():
+  return toy_search_logs.toy_catalogue_products(40, 120, toy_seed=0, splits="validation")
+
+
+def _settings(**overrides):
+  values = dict(num_sessions=600, seed=5)
+  values.update(overrides)
+  return toy_search_logs.ToySearchLogSettings(**values)
+
+
+def test_same_seed_same_logs_other_seed_other_logs(products, tmp_path):
+  first = toy_search_logs.write_toy_search_logs(str(tmp_path / "a"), products, _settings())
+  again = toy_search_logs.write_toy_search_logs(str(tmp_path / "b"), products, _settings())
+  other = toy_search_logs.write_toy_search_logs(str(tmp_path / "c"), products,
+                                                _settings(seed=6))
+  for name in ("catalogue.jsonl", "train.jsonl", "test.jsonl"):
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+  assert (tmp_path / "a" / "train.jsonl").read_bytes() != (tmp_path / "c" / "train.jsonl").read_bytes()
+  assert first == again and first != other
+
+
+def test_clicks_likely_on_matching_products_rare_otherwise(products):
+  sessions = toy_search_logs.make_sessions(products, _settings(num_sessions=1500))
+  by_id = {p.product_id: p for p in products}
+  shown = {True: 0, False: 0}
+  clicks = {True: 0, False: 0}
+  for session in sessions:
+    assert len(session.impressions) == 10
+    assert len({i.product_id for i in session.impressions}) == 10
+    for impression in session.impressions:
+      match = toy_search_logs.product_matches(by_id[impression.product_id],
+                                              session.query_attributes)
+      shown[match] += 1
+      clicks[match] += impression.clicked
+    # Every session shows at least one product that matches its query.
+    assert any(toy_search_logs.product_matches(by_id[i.product_id], session.query_attributes)
+               for i in session.impressions)
+  assert min(shown.values()) > 2000
+  # Bernoulli(0.6) on matches; 0.08 / 0.02 on the others (binomial sd ~0.01 at these counts).
+  assert abs(clicks[True] / shown[True] - 0.6) < 0.04
+  assert clicks[False] / shown[False] < 0.08
+  assert clicks[True] / shown[True] > 5 * clicks[False] / shown[False]
+
+
+def test_queries_read_like_shoppers_and_name_real_attributes(products):
+  sessions = toy_search_logs.make_sessions(products, _settings(num_sessions=300))
+  texts = {s.query for s in sessions}
+  assert len(texts) > 100
+  for session in sessions:
+    attributes = session.query_attributes
+    assert toy_search_logs.query_text(attributes) == session.query
+    assert attributes["garment"] in session.query
+    if "colour" in attributes:
+      assert attributes["colour"] in session.query
+  # Attribute subsets of several sizes occur, e.g. a garment alone and garment + 3 attributes.
+  sizes = {len(s.query_attributes) for s in sessions}
+  assert {1, 2, 3, 4} <= sizes
+
+
+def test_split_by_query_keeps_each_query_on_one_side(products, tmp_path):
+  info = toy_search_logs.write_toy_search_logs(str(tmp_path), products, _settings())
+  train = search_logs.read_split(str(tmp_path), "train")
+  test = search_logs.read_split(str(tmp_path), "test")
+  assert len(train) + len(test) == 600
+  train_queries = {search_logs.normalize_query(s.query) for s in train}
+  test_queries = {search_logs.normalize_query(s.query) for s in test}
+  assert not train_queries & test_queries
+  assert abs(len(test_queries) / (len(train_queries) + len(test_queries)) - 0.2) < 0.02
+  assert info["splits"]["test"]["sessions"] == len(test)
+  catalogue = search_logs.read_catalogue(str(tmp_path / "catalogue.jsonl"))
+  assert [p.product_id for p in catalogue] == [p.product_id for p in products]
+  examples = search_logs.impression_examples(test)
+  assert len(examples) == 10 * len(test)
+  assert set(examples.product_id.tolist()) <= {p.product_id for p in catalogue}
+  assert examples.clicked.sum() == info["splits"]["test"]["clicks"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"query_id": "q1", "query": "red shirt"}', "'impressions'"),
+    ('{"query_id": "q1", "query": "", "impressions": []}', "'query'"),
+    ('{"query_id": "q1", "query": "red shirt", "impressions": [{"product_id": "7", '
+     '"title": "x", "clicked": 1}]}', "impressions[0]: field 'product_id'"),
+    ('{"query_id": "q1", "query": "red shirt", "impressions": [{"product_id": 7, '
+     '"title": "x", "clicked": 2}]}', "impressions[0].clicked"),
+    ('not json', "not valid JSON"),
+])
+def test_reader_names_file_line_and_field(tmp_path, line, message):
+  path = tmp_path / "train.jsonl"
+  good = {"query_id": "q0", "query": "midi skirt",
+          "impressions": [{"product_id": 1, "title": "t", "clicked": True}]}
+  path.write_text(json.dumps(good) + "\n" + line + "\n", encoding="utf-8")
+  with pytest.raises(search_logs.SearchLogFormatError) as error:
+    search_logs.read_sessions(str(path))
+  assert f"{path}:2:" in str(error.value) and message in str(error.value)
+
+
+def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path):
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import logs  # pylint: disable=g-import-not-at-top
+  real = experiment_config.load_config(None, [f"search.logs_dir={tmp_path}/shop_logs"])
+  with pytest.raises(FileNotFoundError, match="catalogue.jsonl"):
+    logs.ensure_search_logs(real)
+  toy = experiment_config.load_config(None, [
+      f"search.logs_dir={tmp_path}/toy_logs,search.toy_num_sessions=40,"
+      "data.toy_num_train_products=10,data.toy_num_validation_products=30"])
+  assert logs.ensure_search_logs(toy) == f"{tmp_path}/toy_logs"
+  assert len(search_logs.read_split(f"{tmp_path}/toy_logs", "train")) + len(
+      search_logs.read_split(f"{tmp_path}/toy_logs", "test")) == 40
