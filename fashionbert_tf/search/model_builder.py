@@ -150,16 +150,21 @@ def build_search_architecture(model_config, search_config):
   return model, parts
 
 
+def _checkpoint_layer_count(path):
+  """Transformer layers of the FashionBERT encoder saved in checkpoint `path`."""
+  names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  layers = {int(name.split("model/encoder/_transformer_layers/")[1].split("/")[0])
+            for name in names if name.startswith("model/encoder/_transformer_layers/")}
+  if not layers:
+    raise bert_checkpoints.CheckpointMismatchError(
+        f"{path}: no FashionBERT encoder layers (model/encoder/_transformer_layers/N) in it")
+  return max(layers) + 1
+
+
 def _restore_pretraining_model(path, model_config):
-  """The pretraining FashionBertModel of checkpoint `path` (all its layers), restored."""
+  """The pretraining FashionBertModel of checkpoint `path` (all the layers it saved), restored."""
   full = copy.deepcopy(model_config)
-  full.num_layers = 0 if model_config.encoder_format != "none" else full.num_layers
-  if model_config.encoder_format == "none":
-    # Random-init encoders have no checkpoint to count layers in: read them from the checkpoint.
-    reader = tf.train.load_checkpoint(path)
-    full.num_layers = 1 + max(
-        int(name.split("_transformer_layers/")[1].split("/")[0])
-        for name in reader.get_variable_to_shape_map() if "_transformer_layers/" in name)
+  full.num_layers = _checkpoint_layer_count(path)
   source = fashionbert_builder.build_fashionbert(full, load_pretrained_weights=False)
   status = tf.train.Checkpoint(model=source).restore(path).expect_partial()
   status.assert_existing_objects_matched()
