@@ -1,10 +1,15 @@
-"""Shared test fixtures: a tiny WordPiece vocab and a tiny prepared toy Fashion-Gen (session-scoped).
+"""Shared test fixtures: a tiny WordPiece vocab and a tiny prepared toy Fashion-Gen
+(session-scoped), a runner for CLI command modules and a fresh-process SavedModel check.
 
 Everything is written under one session tmp dir by the fixtures themselves; nothing is downloaded.
 """
 
+import json
 import os
 import string
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -64,3 +69,74 @@ def toy_data_config(session_dir, tiny_vocab_file):
                                      seed=3, num_empty_descriptions=1)
   prepare.prepare_dataset(config)
   return config
+
+
+def _run_cli(module, argv):
+  """Runs `module.main` (a `fashionbert_tf.cli` command) with `argv` parsed into absl flags; the
+  flags are reset before and after, so one test's flags do not leak into the next."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.unparse_flags()
+  try:
+    module.main(flags.FLAGS(argv))
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+  """`run_cli(module, argv)`: a CLI command module's `main` on `argv` (flags reset around it)."""
+  return _run_cli
+
+
+# Loads the SavedModel (argv[1]) with TensorFlow and tensorflow_text only, calls `serving_default`
+# on the raw keys (argv[3], JSON) and `score_features` on the model inputs of the request (argv[2],
+# .npz) and prints one JSON line: both outputs named argv[4] and the project modules imported.
+_FRESH_PROCESS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # registers the classic BertTokenizer ops
+    loaded = tf.saved_model.load(sys.argv[1])
+    request = np.load(sys.argv[2], allow_pickle=True)
+    raw_keys, output_key = json.loads(sys.argv[3]), sys.argv[4]
+    served = loaded.signatures["serving_default"](**{
+        key: tf.constant(request[key].tolist()) for key in raw_keys})
+    features = loaded.signatures["score_features"](**{
+        key: tf.constant(request[key]) for key in
+        ("input_word_ids", "input_mask", "input_type_ids", "patch_features")})
+    print(json.dumps({
+        "serving_default": served[output_key].numpy().tolist(),
+        "score_features": features[output_key].numpy().tolist(),
+        "modules": sorted(m for m in sys.modules if m.split(".")[0] in (
+            "fashionbert_tf", "official", "tf_keras"))}))
+    """)
+
+
+def _signatures_in_fresh_process(saved_model_path, request_file, raw_keys, output_key):
+  """Both serving signatures of a SavedModel, called in a new Python process.
+
+  Args:
+    saved_model_path: the exported SavedModel folder.
+    request_file: .npz holding the raw request (`raw_keys`, object arrays of strings / encoded
+      images) and the model inputs input_word_ids, input_mask, input_type_ids [B, T] and
+      patch_features [B, 64, D] of the same request.
+    raw_keys: the `serving_default` input names, e.g. ("text", "image").
+    output_key: the output both signatures are read for, e.g. "match_probability".
+
+  Returns:
+    dict: "serving_default" and "score_features" (lists of B floats), "modules" (the fashionbert_tf,
+    official and tf_keras modules the process imported: sorted list).
+  """
+  result = subprocess.run(
+      [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, saved_model_path, request_file,
+       json.dumps(list(raw_keys)), output_key],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def signatures_in_fresh_process():
+  """`signatures_in_fresh_process(path, request_file, raw_keys, output_key)` (see
+  `_signatures_in_fresh_process`): a SavedModel served without this project's code."""
+  return _signatures_in_fresh_process

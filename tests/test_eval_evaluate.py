@@ -8,7 +8,6 @@ a tiny FashionBERT (2 layers, hidden 32, linear backbone) is saved as a training
 import json
 import os
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -156,15 +155,7 @@ def test_reused_features_give_the_scores_of_pair_by_pair_scoring(run, checkpoint
       assert checkpoint_results[direction][f"rank@{k}"] == expected[k], (direction, k)
 
 
-def run_cli(module, argv):
-  flags.FLAGS.unparse_flags()
-  try:
-    module.main(flags.FLAGS(argv))
-  finally:
-    flags.FLAGS.unparse_flags()
-
-
-def test_export_cli_then_saved_model_evaluation(run, checkpoint_results, capsys):
+def test_export_cli_then_saved_model_evaluation(run, checkpoint_results, run_cli, capsys):
   """`fashionbert export` of the run's latest checkpoint, then evaluate the SavedModel."""
   from fashionbert_tf.cli import export as export_cli  # pylint: disable=g-import-not-at-top
   export_dir = os.path.join(run["root"], "exports")
@@ -199,7 +190,7 @@ def test_export_cli_then_saved_model_evaluation(run, checkpoint_results, capsys)
   np.testing.assert_allclose(from_saved, from_keras, atol=1e-5, rtol=0)
 
 
-def test_cli_evaluate_prints_the_table(run, capsys):
+def test_cli_evaluate_prints_the_table(run, run_cli, capsys):
   from fashionbert_tf.cli import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
   root = run["root"]
   argv = ["fashionbert evaluate", "--config="]

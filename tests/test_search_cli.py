@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 
-from absl import flags
 import numpy as np
 from PIL import Image
 import pytest
@@ -14,14 +13,6 @@ import pytest
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.search import result_strip
-
-
-def run_cli(module, argv):
-  flags.FLAGS.unparse_flags()
-  try:
-    module.main(flags.FLAGS(argv))
-  finally:
-    flags.FLAGS.unparse_flags()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,8 @@ def search_overrides(toy_data_config, tmp_path_factory):
       f"retrieval.top_n=3,retrieval.output_dir={root}/retrieval"]
 
 
-def test_search_prints_top_products_and_writes_their_image_strip(search_overrides, capsys):
+def test_search_prints_top_products_and_writes_their_image_strip(search_overrides, run_cli,
+                                                                  capsys):
   from fashionbert_tf.cli import search as search_cli  # pylint: disable=g-import-not-at-top
   root, overrides = search_overrides
   catalogue = search_logs.read_catalogue(
@@ -65,7 +57,7 @@ def test_search_prints_top_products_and_writes_their_image_strip(search_override
   assert result_strip.strip_file_name("Red / striped shirt!") == "search_red_striped_shirt.png"
 
 
-def test_evaluate_retrieval_reports_recall_and_ndcg(search_overrides, capsys):
+def test_evaluate_retrieval_reports_recall_and_ndcg(search_overrides, run_cli, capsys):
   from fashionbert_tf.cli import evaluate_retrieval  # pylint: disable=g-import-not-at-top
   root, overrides = search_overrides
   run_cli(evaluate_retrieval, ["fashionbert evaluate-retrieval", "--config="]

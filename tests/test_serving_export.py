@@ -4,11 +4,7 @@ One tiny FashionBERT (2 layers, hidden 32, linear backbone, D=12, a vocabulary w
 exported once per module; every test reads that export.
 """
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -113,7 +109,8 @@ def test_exported_graph_uses_only_tf_serving_ops(exported):
   assert op_allowlist.disallowed_ops(exported["path"]) == {}
 
 
-def test_fresh_process_gives_the_keras_probabilities(exported):
+def test_fresh_process_gives_the_keras_probabilities(exported,
+                                                       signatures_in_fresh_process):
   images = make_images(len(TEXTS), seed=1)
   encoded = png_bytes(images)
   request_file = os.path.join(exported["tmp_dir"], "request.npz")
@@ -123,28 +120,8 @@ def test_fresh_process_gives_the_keras_probabilities(exported):
   np.savez(request_file, text=np.array(TEXTS, dtype=object), image=np.array(encoded, dtype=object),
            input_word_ids=ids.numpy(), input_mask=mask.numpy(), input_type_ids=types.numpy(),
            patch_features=features)
-  script = textwrap.dedent("""
-      import json, sys
-      import numpy as np
-      import tensorflow as tf
-      import tensorflow_text  # registers the classic BertTokenizer ops
-      loaded = tf.saved_model.load(sys.argv[1])
-      request = np.load(sys.argv[2], allow_pickle=True)
-      served = loaded.signatures["serving_default"](
-          text=tf.constant(request["text"].tolist()), image=tf.constant(request["image"].tolist()))
-      features = loaded.signatures["score_features"](**{
-          key: tf.constant(request[key]) for key in
-          ("input_word_ids", "input_mask", "input_type_ids", "patch_features")})
-      print(json.dumps({
-          "serving_default": served["match_probability"].numpy().tolist(),
-          "score_features": features["match_probability"].numpy().tolist(),
-          "modules": sorted(m for m in sys.modules if m.split(".")[0] in (
-              "fashionbert_tf", "official", "tf_keras"))}))
-      """)
-  result = subprocess.run([sys.executable, "-c", script, exported["path"], request_file],
-                          capture_output=True, text=True, timeout=120, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  answer = json.loads(result.stdout.strip().splitlines()[-1])
+  answer = signatures_in_fresh_process(exported["path"], request_file, ("text", "image"),
+                                       "match_probability")
   assert answer["modules"] == []
   expected = keras_probability(exported["model"], exported["config"], TEXTS, images)
   assert np.all((expected > 0) & (expected < 1))

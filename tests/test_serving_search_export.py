@@ -6,13 +6,8 @@ fine-tuning run and exported once per module through `fashionbert export --searc
 included); the oribert variant's serving functions are checked in memory.
 """
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -67,16 +62,8 @@ def keras_click_probability(model, config, queries, titles, images=None):
   return search_model_lib.click_probability(model(inputs, training=False)).numpy()
 
 
-def run_cli(module, argv):
-  flags.FLAGS.unparse_flags()
-  try:
-    module.main(flags.FLAGS(argv))
-  finally:
-    flags.FLAGS.unparse_flags()
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, run_cli):
   """A fine-tuning run folder (checkpoint + params.yaml, as `fashionbert finetune` leaves it)
   exported with `fashionbert export --search_run`."""
   from fashionbert_tf.cli import export as export_cli  # pylint: disable=g-import-not-at-top
@@ -124,7 +111,8 @@ def test_warmup_requests_are_answered(exported):
     assert probability.shape == (1,) and 0.0 < float(probability[0]) < 1.0
 
 
-def test_fresh_process_gives_the_keras_click_probabilities(exported):
+def test_fresh_process_gives_the_keras_click_probabilities(exported,
+                                                             signatures_in_fresh_process):
   model, config = exported["model"], exported["config"]
   images = make_images(len(QUERIES), seed=1)
   encoder = scoring.query_title_encoder(config, "fashionbert")
@@ -136,28 +124,8 @@ def test_fresh_process_gives_the_keras_click_probabilities(exported):
   np.savez(request_file, query=np.array(QUERIES, dtype=object),
            title=np.array(TITLES, dtype=object), image=np.array(png_bytes(images), dtype=object),
            patch_features=features, **{key: inputs[key].numpy() for key in contract.TEXT_KEYS})
-  script = textwrap.dedent("""
-      import json, sys
-      import numpy as np
-      import tensorflow as tf
-      import tensorflow_text  # registers the classic BertTokenizer ops
-      loaded = tf.saved_model.load(sys.argv[1])
-      request = np.load(sys.argv[2], allow_pickle=True)
-      raw = loaded.signatures["serving_default"](**{
-          key: tf.constant(request[key].tolist()) for key in ("query", "title", "image")})
-      features = loaded.signatures["score_features"](**{
-          key: tf.constant(request[key]) for key in
-          ("input_word_ids", "input_mask", "input_type_ids", "patch_features")})
-      print(json.dumps({
-          "serving_default": raw["click_probability"].numpy().tolist(),
-          "score_features": features["click_probability"].numpy().tolist(),
-          "modules": sorted(m for m in sys.modules if m.split(".")[0] in (
-              "fashionbert_tf", "official", "tf_keras"))}))
-      """)
-  result = subprocess.run([sys.executable, "-c", script, exported["path"], request_file],
-                          capture_output=True, text=True, timeout=120, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  answer = json.loads(result.stdout.strip().splitlines()[-1])
+  answer = signatures_in_fresh_process(exported["path"], request_file,
+                                       ("query", "title", "image"), "click_probability")
   assert answer["modules"] == []
   expected = keras_click_probability(model, config, QUERIES, TITLES, images)
   assert np.all((expected > 0) & (expected < 1)) and np.ptp(expected) > 1e-4
