@@ -132,30 +132,12 @@ class SearchServingModule(tf.Module):
     type_ok = tf.zeros_like(input_type_ids, tf.bool)
     for type_id in self.allowed_type_ids:
       type_ok |= tf.equal(input_type_ids, type_id)
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(input_mask), tf.shape(input_word_ids),
-            message="score_features: input_mask must have the shape of input_word_ids"),
-        tf.debugging.assert_equal(
-            tf.shape(input_type_ids), tf.shape(input_word_ids),
-            message="score_features: input_type_ids must have the shape of input_word_ids"),
-        tf.debugging.assert_less_equal(
-            tf.shape(input_word_ids)[1], contract.MAX_TEXT_LENGTH,
-            message=f"score_features: text longer than {contract.MAX_TEXT_LENGTH} positions"),
-        tf.debugging.Assert(
-            tf.reduce_all((input_word_ids >= 0) & (input_word_ids < self.vocab_size)),
-            [f"score_features: input_word_ids outside the vocabulary [0, {self.vocab_size})"]),
-        tf.debugging.Assert(
-            tf.reduce_all(tf.equal(input_mask, 0) | tf.equal(input_mask, 1)),
-            ["score_features: input_mask values must be 0 or 1"]),
-        tf.debugging.Assert(
-            tf.reduce_all(type_ok),
-            [f"score_features: input_type_ids values must be in {self._allowed_type_ids_text} "
-             f"(query, title segments of the {self.variant} layout)"]),
-        tf.debugging.Assert(
-            tf.reduce_all(tf.reduce_max(input_mask, axis=1) > 0),
-            ["score_features: a row of input_mask has no real token"]),
-    ]
+    checks = serving_module.text_input_checks(input_word_ids, input_mask, input_type_ids,
+                                              contract.MAX_TEXT_LENGTH, self.vocab_size)
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(type_ok),
+        [f"score_features: input_type_ids values must be in {self._allowed_type_ids_text} "
+         f"(query, title segments of the {self.variant} layout)"]))
     inputs = {"input_word_ids": input_word_ids, "input_mask": input_mask,
               "input_type_ids": input_type_ids}
     if patch_features is not None:

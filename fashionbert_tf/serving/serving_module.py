@@ -65,6 +65,42 @@ def decode_image(encoded):
   return image
 
 
+def text_input_checks(input_word_ids, input_mask, input_type_ids, max_text_length, vocab_size):
+  """The `score_features` assertions on the text inputs that every serving module makes.
+
+  Args:
+    input_word_ids, input_mask, input_type_ids: int32 [B, T] (mask and type ids must have the shape
+      of input_word_ids).
+    max_text_length: the largest T the model accepts.
+    vocab_size: word ids must lie in [0, vocab_size).
+
+  Returns:
+    A list of assertion ops (shapes, T <= max_text_length, ids in the vocabulary, mask values 0 / 1,
+    a real token in every row); the caller adds its own (type ids, patch features) and runs them
+    as control dependencies.
+  """
+  return [
+      tf.debugging.assert_equal(
+          tf.shape(input_mask), tf.shape(input_word_ids),
+          message="score_features: input_mask must have the shape of input_word_ids [B, T]"),
+      tf.debugging.assert_equal(
+          tf.shape(input_type_ids), tf.shape(input_word_ids),
+          message="score_features: input_type_ids must have the shape of input_word_ids [B, T]"),
+      tf.debugging.assert_less_equal(
+          tf.shape(input_word_ids)[1], max_text_length,
+          message=f"score_features: text longer than {max_text_length} positions"),
+      tf.debugging.Assert(
+          tf.reduce_all((input_word_ids >= 0) & (input_word_ids < vocab_size)),
+          [f"score_features: input_word_ids outside the vocabulary [0, {vocab_size})"]),
+      tf.debugging.Assert(
+          tf.reduce_all(tf.equal(input_mask, 0) | tf.equal(input_mask, 1)),
+          ["score_features: input_mask values must be 0 or 1"]),
+      tf.debugging.Assert(
+          tf.reduce_all(tf.reduce_max(input_mask, axis=1) > 0),
+          ["score_features: a row of input_mask has no real token"]),
+  ]
+
+
 class _Untracked:
   """Holds an object without making it a SavedModel dependency (see `FashionBertServingModule`)."""
 
@@ -163,33 +199,17 @@ class FashionBertServingModule(tf.Module):
 
   def _score_features(self, input_word_ids, input_mask, input_type_ids, patch_features):
     batch = tf.shape(input_word_ids)[0]
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(input_mask), tf.shape(input_word_ids),
-            message="score_features: input_mask must have the shape of input_word_ids [B, T]"),
-        tf.debugging.assert_equal(
-            tf.shape(input_type_ids), tf.shape(input_word_ids),
-            message="score_features: input_type_ids must have the shape of input_word_ids [B, T]"),
+    checks = text_input_checks(input_word_ids, input_mask, input_type_ids, self.max_text_length,
+                               self.vocab_size)
+    checks += [
         tf.debugging.assert_equal(
             tf.shape(patch_features)[0], batch,
             message="score_features: patch_features must have the batch size of input_word_ids"),
-        tf.debugging.assert_less_equal(
-            tf.shape(input_word_ids)[1], self.max_text_length,
-            message=f"score_features: text longer than {self.max_text_length} positions"),
         tf.debugging.assert_greater(
             tf.shape(input_word_ids)[1], 0, message="score_features: empty text (T = 0)"),
         tf.debugging.Assert(
-            tf.reduce_all((input_word_ids >= 0) & (input_word_ids < self.vocab_size)),
-            [f"score_features: input_word_ids outside the vocabulary [0, {self.vocab_size})"]),
-        tf.debugging.Assert(
-            tf.reduce_all(tf.equal(input_mask, 0) | tf.equal(input_mask, 1)),
-            ["score_features: input_mask values must be 0 or 1"]),
-        tf.debugging.Assert(
             tf.reduce_all(tf.equal(input_type_ids, 0) | tf.equal(input_type_ids, 1)),
             ["score_features: input_type_ids values must be 0 (text) or 1"]),
-        tf.debugging.Assert(
-            tf.reduce_all(tf.reduce_max(input_mask, axis=1) > 0),
-            ["score_features: a row of input_mask has no real token"]),
         tf.debugging.assert_all_finite(
             patch_features, message="score_features: patch_features holds NaN or Inf"),
     ]
