@@ -1,6 +1,11 @@
-"""Flags every command shares: the YAML config and overrides of single keys."""
+"""Flags every command shares: the YAML config and overrides of single keys; the start of a
+command that takes only flags, and missing files reported as one line."""
 
+import contextlib
+
+from absl import app
 from absl import flags
+from absl import logging
 
 from fashionbert_tf import experiment_config
 
@@ -15,3 +20,22 @@ PARAMS_OVERRIDE = flags.DEFINE_multi_string(
 def config_from_flags():
   """The `ExperimentConfig` named by --config with every --params_override applied."""
   return experiment_config.load_config(CONFIG.value, PARAMS_OVERRIDE.value)
+
+
+def start_command(argv):
+  """For a command that takes only flags: rejects positional arguments (UsageError), turns on INFO
+  logging, returns `config_from_flags()`."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  return config_from_flags()
+
+
+@contextlib.contextmanager
+def missing_files_as_usage_error():
+  """A FileNotFoundError raised inside (missing logs, images or checkpoints: the project's checks
+  name the path) becomes an `app.UsageError` with its message: one line, no traceback."""
+  try:
+    yield
+  except FileNotFoundError as error:
+    raise app.UsageError(str(error)) from None

@@ -12,21 +12,15 @@ output dir (`retrieval.output_dir`, default <search.runs_dir>/retrieval).
 """
 
 from absl import app
-from absl import logging
 
 from fashionbert_tf.cli import common_flags
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  config = common_flags.start_command(argv)
   from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
-  config = common_flags.config_from_flags()
-  try:
+  with common_flags.missing_files_as_usage_error():   # missing logs, images or checkpoints
     report = retrieval_setup.evaluate_from_config(config)
-  except FileNotFoundError as error:   # missing logs, images or checkpoints: one line
-    raise app.UsageError(str(error)) from None
   print(retrieval_setup.format_report(report), flush=True)
 
 

@@ -12,7 +12,6 @@ table and writes `<search.output_dir or search.runs_dir/table4>/table4.json`.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from fashionbert_tf.cli import common_flags
 
@@ -23,10 +22,7 @@ LAYERS = flags.DEFINE_list("layers", None, "Layer counts; default search.evaluat
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  config = common_flags.config_from_flags()
+  config = common_flags.start_command(argv)
   from fashionbert_tf.search import config as search_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import evaluate  # pylint: disable=g-import-not-at-top
   variants = VARIANTS.value
@@ -38,10 +34,8 @@ def main(argv):
     layers = [int(k) for k in LAYERS.value] if LAYERS.value else None
   except ValueError:
     raise app.UsageError(f"--layers must be integers, got {LAYERS.value}") from None
-  try:
+  with common_flags.missing_files_as_usage_error():
     evaluate.run_search_evaluation(config, variants, layers)
-  except FileNotFoundError as error:
-    raise app.UsageError(str(error)) from None
 
 
 if __name__ == "__main__":

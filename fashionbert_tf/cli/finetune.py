@@ -13,21 +13,16 @@ search logs are generated first when missing. See fashionbert_tf/search/finetune
 """
 
 from absl import app
-from absl import logging
 
 from fashionbert_tf.cli import common_flags
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  config = common_flags.config_from_flags()
+  config = common_flags.start_command(argv)
   from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
-  try:
+  # Missing logs, images or pretraining checkpoint: one line.
+  with common_flags.missing_files_as_usage_error():
     summary = finetune.run_finetuning(config)
-  except FileNotFoundError as error:   # missing logs, images or pretraining checkpoint: one line
-    raise app.UsageError(str(error)) from None
   validation = summary["validation_logs"]
   print(f"finetune {summary['variant']} ({summary['num_layers']} layers): steps "
         f"{summary['first_step']} -> {summary['final_step']} in {summary['elapsed_seconds']:.0f} s "

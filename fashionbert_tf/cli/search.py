@@ -36,10 +36,8 @@ def main(argv):
   from fashionbert_tf.search import result_strip  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
   config = common_flags.config_from_flags()
-  try:
+  with common_flags.missing_files_as_usage_error():   # missing logs, images or checkpoints
     setup = retrieval_setup.build_search_from_config(config)
-  except FileNotFoundError as error:   # missing logs, images or checkpoints: one line
-    raise app.UsageError(str(error)) from None
   for result in setup.search.search(queries, top_n=config.retrieval.top_n):
     print(f"query: {result.query!r}  (recall: {setup.vectorizer_name}, "
           f"{config.retrieval.index_mode} ScaNN index, top {setup.search.recall_k}; re-rank: "
