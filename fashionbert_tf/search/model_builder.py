@@ -90,16 +90,19 @@ def search_model_config(config):
   return model_config
 
 
+def _read_original_bert(model_config):
+  """`PretrainedBert` of the original BERT named by model.encoder_format / encoder_checkpoint."""
+  return bert_checkpoints.read_pretrained_bert(
+      model_config.encoder_format, model_config.encoder_checkpoint,
+      activation=model_config.encoder_activation)
+
+
 def encoder_sizes(model_config):
   """`EncoderSizes` of the search encoder: the checkpoint's (or config's), k layers, 2 / 3 rows."""
   if model_config.encoder_format == "none":
     sizes = fashionbert_builder.sizes_from_config(model_config)
-  elif model_config.encoder_format == "none":
-    what = "a randomly initialized encoder (model.encoder_format: none, no original BERT)"
   else:
-    pretrained = bert_checkpoints.read_pretrained_bert(
-        model_config.encoder_format, model_config.encoder_checkpoint,
-        activation=model_config.encoder_activation)
+    pretrained = _read_original_bert(model_config)
     sizes = dataclasses.replace(pretrained.sizes)
     if model_config.num_layers > sizes.num_layers:
       raise ValueError(f"model.num_layers={model_config.num_layers} but the checkpoint "
@@ -247,9 +250,7 @@ def initialize_search_model(model, parts, model_config, search_config):
   elif model_config.encoder_format == "none":
     what = "a randomly initialized encoder (model.encoder_format: none, no original BERT)"
   else:
-    pretrained = bert_checkpoints.read_pretrained_bert(
-        model_config.encoder_format, model_config.encoder_checkpoint,
-        activation=model_config.encoder_activation)
+    pretrained = _read_original_bert(model_config)
     bert_checkpoints.assign_pretrained_bert(types.SimpleNamespace(encoder=model.encoder),
                                             pretrained, load_heads=False)
     what = f"encoder from the original BERT {pretrained.source}"

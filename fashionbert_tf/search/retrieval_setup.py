@@ -21,11 +21,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.data import toy_search_logs
-from fashionbert_tf.evaluation import restore
 from fashionbert_tf.search import ann_index
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import logs as search_logs_lib
@@ -111,14 +109,11 @@ def patch_features(compute_fn, images, batch_size=64):
 
 def restore_pretrained_fashionbert(config):
   """(the pretraining `FashionBertModel` of `search.pretrained_checkpoint`, its run config)."""
-  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
-  where = config.search.pretrained_checkpoint
-  if not where:
-    raise FileNotFoundError("search.pretrained_checkpoint is empty: give the pretraining "
-                            "checkpoint (runs/x/ckpt-N) or run folder")
-  path = restore.resolve_checkpoint(where, where)
-  params = os.path.join(os.path.dirname(path), restore.PARAMS_FILE)
-  run_config = experiment_config.load_config(params) if tf.io.gfile.exists(params) else None
+  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.modeling import model_builder
+  from fashionbert_tf.search import model_builder as search_builder
+  # pylint: enable=g-import-not-at-top
+  path, run_config = search_builder.pretraining_checkpoint(config.search)
   model_config = (run_config or config).model
   model = model_builder.build_fashionbert(model_config, load_pretrained_weights=False)
   status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
