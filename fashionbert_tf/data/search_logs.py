@@ -127,15 +127,23 @@ def _clicked(value, path, line_number, index):
   _fail(path, line_number, f"impressions[{index}].clicked must be 0 / 1, got {value!r}")
 
 
+def _records_with_unique_key(path, key_field, key_type):
+  """Yields (line number, record, key) of each JSON line of `path`; `key_field` is required, of
+  `key_type`, and unique in the file (SearchLogFormatError naming the line otherwise)."""
+  seen = set()
+  for line_number, record in _json_lines(path):
+    key = _required(record, key_field, key_type, path, line_number)
+    if key in seen:
+      _fail(path, line_number, f"{key_field} {key!r} appears twice")
+    seen.add(key)
+    yield line_number, record, key
+
+
 def read_catalogue(path):
   """Reads catalogue.jsonl -> list of `CatalogueProduct` (file order). Duplicate ids are errors."""
-  products, seen = [], set()
-  for line_number, record in _json_lines(path):
-    product_id = _required(record, "product_id", int, path, line_number)
+  products = []
+  for line_number, record, product_id in _records_with_unique_key(path, "product_id", int):
     title = _required(record, "title", str, path, line_number)
-    if product_id in seen:
-      _fail(path, line_number, f"product_id {product_id} appears twice")
-    seen.add(product_id)
     products.append(CatalogueProduct(product_id, title, record.get("attributes")))
   if not products:
     raise SearchLogFormatError(f"{path}: no products")
@@ -144,13 +152,9 @@ def read_catalogue(path):
 
 def read_sessions(path):
   """Reads a sessions file (train.jsonl / test.jsonl) -> list of `SearchSession` (file order)."""
-  sessions, seen = [], set()
-  for line_number, record in _json_lines(path):
-    query_id = _required(record, "query_id", str, path, line_number)
+  sessions = []
+  for line_number, record, query_id in _records_with_unique_key(path, "query_id", str):
     query = _required(record, "query", str, path, line_number)
-    if query_id in seen:
-      _fail(path, line_number, f"query_id {query_id!r} appears twice")
-    seen.add(query_id)
     raw = record.get("impressions")
     if not isinstance(raw, list) or not raw:
       _fail(path, line_number, "field 'impressions' must be a non-empty list")

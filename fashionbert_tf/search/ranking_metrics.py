@@ -31,6 +31,17 @@ def _gains(relevant):
   return gains
 
 
+def _checked_ranking(ranked_ids, k):
+  """(int k, list of the ranked ids); ValueError for k < 1 or a duplicate id."""
+  k = int(k)
+  if k < 1:
+    raise ValueError(f"k must be >= 1, got {k}")
+  ranked = list(ranked_ids)
+  if len(set(ranked)) != len(ranked):
+    raise ValueError("ranked_ids holds duplicates")
+  return k, ranked
+
+
 def recall_at_k(ranked_ids, relevant, k):
   """Recall@k of one query: float in [0, 1].
 
@@ -39,12 +50,7 @@ def recall_at_k(ranked_ids, relevant, k):
     relevant: set of relevant ids, or dict id -> gain (ids with gain 0 are not relevant).
     k: positive int.
   """
-  k = int(k)
-  if k < 1:
-    raise ValueError(f"k must be >= 1, got {k}")
-  ranked = list(ranked_ids)
-  if len(set(ranked)) != len(ranked):
-    raise ValueError("ranked_ids holds duplicates")
+  k, ranked = _checked_ranking(ranked_ids, k)
   wanted = {key for key, gain in _gains(relevant).items() if gain > 0}
   if not wanted:
     raise ValueError("a query without relevant products has no recall")
@@ -74,12 +80,7 @@ def ndcg_at_k(ranked_ids, relevant, k=10):
   Raises:
     ValueError: no relevant product (the ideal DCG is 0), duplicates, k < 1.
   """
-  k = int(k)
-  if k < 1:
-    raise ValueError(f"k must be >= 1, got {k}")
-  ranked = list(ranked_ids)
-  if len(set(ranked)) != len(ranked):
-    raise ValueError("ranked_ids holds duplicates")
+  k, ranked = _checked_ranking(ranked_ids, k)
   gains = _gains(relevant)
   ideal = dcg_at_k(sorted(gains.values(), reverse=True), k)
   if ideal <= 0:
