@@ -243,7 +243,8 @@ def run_finetuning(config):
   trainer = ClickTrainer(model, optimizer, strategy, train_config, feature_table)
   reporters = callbacks_lib.StepCallbacks(
       [callbacks_lib.ScalarSummaries(model_dir, train_config.log_every_steps),
-       callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step)], model)
+       callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step,
+                                    label="search fine-tuning")], model)
   reporters.on_train_begin()
   start = window_start = time.time()
   window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}

@@ -63,18 +63,23 @@ class ScalarSummaries(tf_keras.callbacks.Callback):
 
 
 class ProgressLogger(tf_keras.callbacks.Callback):
-  """absl progress lines: `step 120/400 (30%) | 14.1 examples/s | loss ... | eta 3m10s`."""
+  """absl progress lines: `step 120/400 (30%) | 14.1 examples/s | loss ... | eta 3m10s`.
 
-  def __init__(self, total_steps, every_steps, first_step=0):
+  The first line names what runs: `<label> from step <first_step> to <total_steps>` (label e.g.
+  "pre-training", "search fine-tuning").
+  """
+
+  def __init__(self, total_steps, every_steps, first_step=0, label="pre-training"):
     super().__init__()
     self.total_steps = total_steps
     self.every_steps = every_steps
     self.first_step = first_step
+    self.label = label
     self._start = None
 
   def on_train_begin(self, logs=None):
     self._start = time.time()
-    logging.info("pre-training from step %d to %d", self.first_step, self.total_steps)
+    logging.info("%s from step %d to %d", self.label, self.first_step, self.total_steps)
 
   def on_train_batch_end(self, batch, logs=None):
     if batch % self.every_steps and batch != self.total_steps:
