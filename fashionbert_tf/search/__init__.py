@@ -44,6 +44,23 @@ Restoring a fine-tuned run (`search/restore.py`):
   finetune.finetune_dir(config) -> the run folder: train.model_dir, or
       <search.runs_dir>/<variant>-L<layers> when train.model_dir is left at its default.
 
+Two-stage retrieval (Figure 5: nearest-neighbour recall, then the click model re-ranks):
+  retrieval_config     the `retrieval` config section (vectorizer, pooling, index mode, recall_k,
+                       top_n, rerank, search_run, metrics' k, output dir).
+  vectorizers          query / product vectors for the recall, L2-normalized float32 [N, d]:
+                       WordPiece TF-IDF, or one encoder's two towers (pooled sequence output).
+  ann_index            the ScaNN nearest-neighbour index (exact / approximate) over those vectors,
+                       exact neighbours and the approximate index's recall against them.
+  two_stage            TwoStageSearch (recall_k from the index, re-ranked by P(click)) ->
+                       SearchResult; evaluate / evaluate_relevances over test queries.
+  ranking_metrics      Recall@k, capped Recall@k, NDCG@k over ranked product-id lists.
+  retrieval_setup      builds a config's search (catalogue, images, vectorizer, index, re-ranker):
+                       build_search_from_config, evaluate_from_config, format_report.
+  retrieval_finetuned  a fine-tuned run as re-ranker (ClickScorer) and optionally recall encoder.
+  result_strip         a PNG strip of one search's top products (image, rank, title, scores).
+
 Commands: `fashionbert finetune` (search/finetune.py), `fashionbert evaluate-search`
-(search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout).
+(search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout),
+`fashionbert search` and `fashionbert evaluate-retrieval` (two-stage retrieval, retrieval_setup.py).
+The fine-tuned model's SavedModel: `fashionbert export --search_run` (serving/search_export.py).
 """
