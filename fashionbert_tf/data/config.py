@@ -38,7 +38,8 @@ class DataConfig(base_config.Config):
   # pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig` (data/tfds_source.py). Either
   # way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
   # under `tfrecord_dir`, and precomputed patch features are TFRecord copies (features dir).
-  # Default "tfrecords": the demo's measured 34-minute run (README) used it.
+  # The shipped configs (configs/*.yaml) say "tfds": the demo's timed run (README) used it. The
+  # dataclass default stays "tfrecords", the writer the tests' tiny configs use (faster to build).
   source: str = "tfrecords"
   # The builder config with source "tfds": "toy" (the toy generator with the toy_* numbers
   # below) or "full" (the real HDF5 files in the folder of `train_hdf5`, TFDS's manual dir).

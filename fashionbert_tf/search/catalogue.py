@@ -1,8 +1,8 @@
 """Product images of the search catalogue, as patch features held in memory.
 
 A product's image is its first record (first pose) with that `product_id` in the image TFRecords
-(`search.image_records`, default: the `data.tfrecord_dir` shards of the validation split, then the
-train split). Its patch features are computed once by the model's own backbone (the pretraining
+(`search.image_records`, default: the validation split's image shards, then the train split's:
+`data.tfrecord_dir`'s, or TFDS's with `data.source: tfds`). Its patch features are computed once by the model's own backbone (the pretraining
 run's `PatchFeatureExtractor`; the linear demo backbone is seeded, so this is the same function the
 precomputed pretraining features came from) and held as float32 [P, 64, D] (P products: 300 x 64 x
 2048 x 4 bytes = 157 MB for the toy catalogue). The standardization is applied inside the model.
@@ -17,6 +17,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
 
 
@@ -44,14 +45,13 @@ class CatalogueFeatures:
 def image_record_files(config):
   """The image TFRecord files to search, in order (validation split first, then train)."""
   patterns = config.search.image_records or ",".join(
-      records.split_file_pattern(config.data.tfrecord_dir, split)
-      for split in ("validation", "train"))
+      pipeline.split_file_pattern(config.data, split) for split in ("validation", "train"))
   files = []
   for pattern in patterns.split(","):
     files += sorted(glob.glob(pattern.strip()))
   if not files:
     raise FileNotFoundError(f"no image TFRecords match {patterns!r} (search.image_records / "
-                            "data.tfrecord_dir); run prepare-data (or the demo) first")
+                            "data.tfrecord_dir, or TFDS's shards with data.source: tfds); run prepare-data (or the demo) first")
   return files
 
 

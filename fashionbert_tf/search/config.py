@@ -35,7 +35,7 @@ class SearchConfig(base_config.Config):
   toy_test_fraction: float = 0.2       # of distinct queries (split by query)
   toy_seed: int = 0
   # TFRecords the product images (patch features) are read from, by product_id (a product's first
-  # record = its first pose); empty = <data.tfrecord_dir>/{train,validation}-*.tfrecord.
+  # record = its first pose); empty = the image shards of data.tfrecord_dir (or TFDS's, data.source).
   image_records: str = ""
   # Pretraining checkpoint FashionBERT (and, with baseline_init "pretrained", the baselines) start
   # from: a prefix (runs/toy/ckpt-1300) or a run folder (its latest checkpoint). The pretraining
