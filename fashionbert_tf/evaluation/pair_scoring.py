@@ -164,6 +164,8 @@ def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
       batch_features = tf.gather(features, step_local[start:start + batch_size])
       scores[batch_pairs] = scorer.match_probability(ids, mask, types, batch_features)
       progress.update(len(batch_pairs))
+    if seen == len(needed):   # every needed image scored: do not stream the rest of the files
+      break
   if seen != len(needed):
     missing = sorted(set(needed.tolist()) - set(pairs[~np.isnan(scores), 1].tolist()))[:5]
     raise ValueError(f"{file_pattern}: {len(needed) - seen} image record(s) needed by the "
