@@ -79,6 +79,12 @@ def test_bfloat16_copy_stores_weights_in_bfloat16_and_keeps_float32_where_it_mat
     assert dense.kernel.dtype == tf.bfloat16 and dense.bias.dtype == tf.bfloat16
     assert all(v.dtype == tf.bfloat16 for v in dense.weights)  # the float32 copies are gone
   assert attention._softmax.compute_dtype == "float32"  # pylint: disable=protected-access
+  position_table = copy.encoder._position_embedding_layer._position_embeddings  # pylint: disable=protected-access
+  assert position_table.dtype == tf.bfloat16 and not position_table.trainable
+  np.testing.assert_array_equal(
+      tf.cast(position_table, tf.float32).numpy(),
+      tf.cast(tf.cast(tiny["model"].encoder._position_embedding_layer._position_embeddings,  # pylint: disable=protected-access
+                      tf.bfloat16), tf.float32).numpy())
   assert layer_0._output_layer_norm.compute_dtype == "float32"  # pylint: disable=protected-access
   assert copy.encoder.pooler_layer.compute_dtype == "float32"
   assert copy.tia_head.classifier.compute_dtype == "float32"
