@@ -31,8 +31,11 @@ the same arithmetic (P(match) equal to ~1e-7), in the form Grappler's remapper f
 Measured (quiet 2-core Xeon, batch 1, 2 layers, BERT-base width, 102 positions, 2 threads, Keras
 model in a tf.function): 23.3 -> 18.2 ms. The bfloat16 copy keeps its Einsums: there the MatMul
 forms measured the same (12.3 ms Einsum, 12.5 ms MatMul + BiasAdd, 12.0-12.5 ms BatchMatMulV2;
-oneDNN picks a non-AMX inner-product gemm for a bfloat16 MatMul unless
-TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1), as did XLA (24 ms) and GELU fused into the FFN matmul (13.7).
+oneDNN picks a non-AMX inner-product gemm for a bfloat16 MatMul: the SavedModel measured 18.2 ms
+with MatMul + BiasAdd against 12.9 with Einsum; with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 in the
+serving process (reordered weights cached) 12.3-12.9 against 12.9-13.8, too little to make a
+serving environment variable decide between 12 and 18 ms), as did XLA (24 ms) and GELU fused into
+the FFN matmul (13.7).
 
 Why bfloat16 and not float16: the CPUs this serves on (Xeon with AMX / AVX-512 BF16) multiply
 bfloat16 natively through oneDNN, and bfloat16 keeps float32's exponent range (no loss scaling).
