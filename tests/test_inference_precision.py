@@ -79,6 +79,12 @@ def test_bfloat16_copy_stores_weights_in_bfloat16_and_keeps_float32_where_it_mat
     assert dense.kernel.dtype == tf.bfloat16 and dense.bias.dtype == tf.bfloat16
     assert all(v.dtype == tf.bfloat16 for v in dense.weights)  # the float32 copies are gone
   assert attention._softmax.compute_dtype == "float32"  # pylint: disable=protected-access
+  position_table = copy.encoder._position_embedding_layer._position_embeddings  # pylint: disable=protected-access
+  assert position_table.dtype == tf.bfloat16 and not position_table.trainable
+  np.testing.assert_array_equal(
+      tf.cast(position_table, tf.float32).numpy(),
+      tf.cast(tf.cast(tiny["model"].encoder._position_embedding_layer._position_embeddings,  # pylint: disable=protected-access
+                      tf.bfloat16), tf.float32).numpy())
   assert layer_0._output_layer_norm.compute_dtype == "float32"  # pylint: disable=protected-access
   assert copy.encoder.pooler_layer.compute_dtype == "float32"
   assert copy.tia_head.classifier.compute_dtype == "float32"
@@ -96,6 +102,40 @@ def test_bfloat16_copy_stores_weights_in_bfloat16_and_keeps_float32_where_it_mat
   assert fast.dtype == tf.float32
   np.testing.assert_allclose(fast.numpy(), tiny["exact"], atol=0.01)
   assert not np.array_equal(fast.numpy(), tiny["exact"])  # really a different computation
+
+
+def test_einsum_dense_as_matmul_keeps_p_match_in_float32(tiny):
+  """The MatMul forms of the encoder's EinsumDense layers compute the same function."""
+  assert inference_precision._matmul_form("abc,cde->abde") == (2, 1)  # pylint: disable=protected-access
+  assert inference_precision._matmul_form("abcd,cde->abe") == (2, 2)  # pylint: disable=protected-access
+  assert inference_precision._matmul_form("abc,cd->abd") == (2, 1)  # pylint: disable=protected-access
+  assert inference_precision._matmul_form("abc,dc->abd") is None  # pylint: disable=protected-access
+  assert inference_precision._matmul_form("abc,cd->adb") is None  # pylint: disable=protected-access
+  ids, mask, types = tiny["inputs"]
+  for batched in (False, True):
+    if batched:
+      copy = model_builder.build_fashionbert(tiny["config"].model, load_pretrained_weights=False)
+      inference_precision._copy_weights(tiny["model"], copy)  # pylint: disable=protected-access
+      assert inference_precision.einsum_dense_as_matmul(copy.encoder, batched=True) == 2 * 6
+    else:  # what precision=float32 evaluates and exports
+      copy = inference_precision.inference_model(tiny["model"], tiny["config"].model, "float32")
+      assert copy is not tiny["model"]
+    query = copy.encoder.transformer_layers[0]._attention_layer._query_dense  # pylint: disable=protected-access
+    assert query.kernel.shape == (32, 32) and query.bias.shape == (32,)
+    assert len(copy.encoder.transformer_layers[0].weights) == len(
+        tiny["model"].encoder.transformer_layers[0].weights)  # the [in, h, d] kernels are gone
+    function = tf.function(lambda *args, model=copy: scoring.model_match_probability(model, *args))
+    probability = function(ids, mask, types, tiny["features"]).numpy()
+    np.testing.assert_allclose(probability, tiny["exact"], atol=1e-5)
+    # VSL: a shorter text batch goes through the same reshapes.
+    short = function(ids[:2, :12], mask[:2, :12], types[:2, :12], tiny["features"][:2]).numpy()
+    np.testing.assert_allclose(short, scoring.model_match_probability(
+        tiny["model"], ids[:2, :12], mask[:2, :12], types[:2, :12], tiny["features"][:2]),
+                               atol=1e-5)
+    graph_ops = [node.op for node in function.get_concrete_function(
+        ids, mask, types, tiny["features"]).graph.as_graph_def().node]
+    assert graph_ops.count("Einsum") == 2 * 2  # only attention's QK^T and weights x V remain
+    assert graph_ops.count("BatchMatMulV2" if batched else "MatMul") >= 2 * 6
 
 
 def test_length_buckets():

@@ -5,8 +5,9 @@ sequence length (VSL). For each layer count (default 2, 6, 12; BERT-base width 7
 3072, vocab 30,522, random weights, D = 2048 patch features), each precision (`--precisions`,
 float32 | bfloat16, see fashionbert_tf/modeling/inference_precision.py) and each XLA setting
 (`--jit`, false | true; true pads texts to multiples of 16 positions), in one run (the variants
-of a layer count are timed in turns, one call each per round, so that load from other processes
-hits all alike):
+of a layer count are timed in turns, so that load from other processes hits all alike; batch-1 VSL
+calls `--block` in a row per turn, the first untimed, as one served model sees them, see
+`round_robin_ms`; the PyTorch peer is timed the same way):
   - savedmodel_vsl_ms: the exported SavedModel's `score_features` signature at batch 1, precomputed
     patch features, a typical Fashion-Gen description (38 WordPieces; T + 64 = 104 positions);
     median of `--repeats` calls after `--warmup`;
@@ -56,6 +57,8 @@ PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"],
                                "Inference precisions to measure (float32, bfloat16).")
 JIT = flags.DEFINE_list("jit", ["false", "true"], "XLA settings to measure (false, true).")
 REPEATS = flags.DEFINE_integer("repeats", 20, "Timed batch-1 calls per measurement (median).")
+BLOCK = flags.DEFINE_integer("block", 5, "Calls in a row per turn of the round robin (the first "
+                             "untimed; see round_robin_ms). 1 = switch functions at every call.")
 PADDED_REPEATS = flags.DEFINE_integer("padded_repeats", 4, "Timed calls padded to 512 (median).")
 WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls before each measurement.")
 EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 32, "Pairs per call (throughput).")
@@ -143,17 +146,13 @@ def pytorch_peer(num_layers, text_ids, features, repeats, warmup, threads):
     with torch.autocast("cpu", dtype=torch.bfloat16):
       return probability()
 
-  fp32, bf16 = [], []
   for _ in range(warmup):
     probability()
     probability_bf16()
-  for _ in range(repeats):  # interleaved, so that load from other processes hits both alike
-    for function, times in ((probability, fp32), (probability_bf16, bf16)):
-      start = time.perf_counter()
-      function()
-      times.append(time.perf_counter() - start)
-  return {"pytorch_fp32_ms": 1000.0 * statistics.median(fp32),
-          "pytorch_bf16_ms": 1000.0 * statistics.median(bf16),
+  # In turns of --block calls, as the TensorFlow variants are timed (`round_robin_ms`).
+  fp32_ms, bf16_ms = round_robin_ms([probability, probability_bf16], repeats)
+  return {"pytorch_fp32_ms": fp32_ms,
+          "pytorch_bf16_ms": bf16_ms,
           "pytorch": torch.__version__, "transformers": transformers.__version__,
           "pytorch_threads": torch.get_num_threads(),
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
@@ -175,6 +174,7 @@ def run_peer_subprocess(num_layers, text_ids, features, folder):
     env["OMP_WAIT_POLICY"] = PEER_OMP_WAIT_POLICY.value
   command = [sys.executable, os.path.abspath(__file__), f"--peer_inputs={inputs}",
              f"--layers={num_layers}", f"--repeats={REPEATS.value}", f"--warmup={WARMUP.value}",
+             f"--block={BLOCK.value}",
              f"--threads={THREADS.value}"]
   result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -186,16 +186,25 @@ def run_peer_subprocess(num_layers, text_ids, features, folder):
 
 # ---- TensorFlow ----------------------------------------------------------------------------------
 
-def round_robin_ms(functions, repeats):
-  """Median ms of each function, timed in turns (one call each per round) so that load from other
-  processes hits all alike."""
+def round_robin_ms(functions, repeats, block=None):
+  """Median ms of each function over `repeats` timed calls, timed in turns so that load from
+  other processes hits all alike.
+
+  Each turn runs one function `block` (`--block`) times in a row and times all calls but the first:
+  a server answers consecutive requests with one model, whose weights stay in the caches. Switching
+  models at every call (block 1) adds a cold-cache cost of its own (the TensorFlow variants hold
+  separate weights: ~2 ms at 2 layers, bfloat16) that a single served model never pays.
+  """
+  block = BLOCK.value if block is None else block
   times = [[] for _ in functions]
-  for _ in range(repeats):
+  while any(len(bucket) < repeats for bucket in times):
     for function, bucket in zip(functions, times):
-      start = time.perf_counter()
-      function()
-      bucket.append(time.perf_counter() - start)
-  return [1000.0 * statistics.median(bucket) for bucket in times]
+      for call in range(block):
+        start = time.perf_counter()
+        function()
+        if call > 0 or block == 1:
+          bucket.append(time.perf_counter() - start)
+  return [1000.0 * statistics.median(bucket[:repeats]) for bucket in times]
 
 
 def keras_scoring_function(model, scoring):
@@ -286,8 +295,9 @@ def bench_layers(num_layers, text_inputs, rng, export_root):
 
   timings = round_robin_ms([v["vsl"] for v in variants] + [v["keras"] for v in variants],
                            REPEATS.value)
-  padded_ms = round_robin_ms([v["padded"] for v in variants], PADDED_REPEATS.value)
-  eval_ms = round_robin_ms([v["eval"] for v in variants], EVAL_BATCHES.value)
+  # (Long calls: one call per turn; a cache refill is small next to them.)
+  padded_ms = round_robin_ms([v["padded"] for v in variants], PADDED_REPEATS.value, block=1)
+  eval_ms = round_robin_ms([v["eval"] for v in variants], EVAL_BATCHES.value, block=1)
   reference = variants[0]
   rows = []
   for i, v in enumerate(variants):
@@ -378,7 +388,7 @@ def main(argv):
       "load_average_at_start": os.getloadavg(),
       "tensorflow": tf.__version__, "threads": THREADS.value,
       "text": TYPICAL_TEXT, "wordpieces": int(text_inputs[0].shape[1]) - 2,
-      "repeats": REPEATS.value, "padded_repeats": PADDED_REPEATS.value,
+      "repeats": REPEATS.value, "padded_repeats": PADDED_REPEATS.value, "block": BLOCK.value,
       "eval_batch_size": EVAL_BATCH_SIZE.value, "eval_batches": EVAL_BATCHES.value,
       "precisions": PRECISIONS.value, "jit": JIT.value,
   }
