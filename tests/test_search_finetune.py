@@ -110,10 +110,19 @@ def test_query_title_layout_segments_and_vsl(setup):
   assert set(text_only.encode(queries, titles)["input_type_ids"].numpy().ravel()) == {0, 1}
 
 
-@pytest.mark.parametrize("init, expected_row", [("text", 0), ("mean", None)])
-def test_segment_table_mapped_to_three_rows_and_first_layers_taken(setup, init, expected_row):
-  config = search_config(setup, "fashionbert", f"search.title_segment_init={init}")
+@pytest.mark.parametrize("init, expected_row, head", [("text", 0, "tia"), ("mean", None, "random")])
+def test_segment_table_mapped_to_three_rows_and_first_layers_taken(setup, init, expected_row,
+                                                                   head):
+  config = search_config(setup, "fashionbert", f"search.title_segment_init={init},"
+                         f"search.click_head_init={head}")
   model, model_config = search_builder.build_search_model(config)
+  tia_kernel = setup["pretrained"].tia_head.classifier.kernel.numpy()
+  click_kernel = model.click_head.kernel.numpy()
+  if head == "tia":
+    np.testing.assert_array_equal(click_kernel, tia_kernel)
+  else:   # fresh: BERT's truncated normal, not the TIA classifier
+    assert click_kernel.shape == tia_kernel.shape and not np.allclose(click_kernel, tia_kernel)
+    assert 0.0 < click_kernel.std() < 0.05
   assert model_config.num_layers == 2 and model.encoder.num_layers == 2
   source = setup["pretrained"].encoder.type_embedding_layer.embeddings.numpy()
   table = model.encoder.type_embedding_layer.embeddings.numpy()

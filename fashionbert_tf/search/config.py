@@ -14,6 +14,7 @@ SEARCH_VARIANTS = ("fashionbert", "oribert", "bert_img")
 TOY_CATALOGUE_SPLITS = ("train", "validation", "both")
 BASELINE_INITS = ("bert", "pretrained")
 TITLE_SEGMENT_INITS = ("text", "mean", "random")
+CLICK_HEAD_INITS = ("tia", "random")
 IMAGE_POOLINGS = ("mean", "max")
 
 
@@ -48,6 +49,9 @@ class SearchConfig(base_config.Config):
   # The new title segment row (segment ids: Q = 0, I = 1, T = 2; see search/layout.py):
   # "text" = a copy of the checkpoint's text row 0, "mean" = mean of rows 0 and 1, "random".
   title_segment_init: str = "text"
+  # FashionBERT's click head: "tia" = the pretrained TIA classifier (P(click) starts as "does the
+  # image match the text"), "random" = fresh (BERT's truncated normal), as the baselines' heads.
+  click_head_init: str = "tia"
   # BERT+IMG: how the 64 patch features are pooled before the projection: "mean" or "max".
   image_pooling: str = "mean"
   # WordPiece budget of the query and of the title (each cut to this many pieces before
@@ -76,7 +80,8 @@ class SearchConfig(base_config.Config):
   def validate(self):
     super().validate()
     choices = {"toy_catalogue_split": TOY_CATALOGUE_SPLITS, "baseline_init": BASELINE_INITS,
-               "title_segment_init": TITLE_SEGMENT_INITS, "image_pooling": IMAGE_POOLINGS}
+               "title_segment_init": TITLE_SEGMENT_INITS,
+               "click_head_init": CLICK_HEAD_INITS, "image_pooling": IMAGE_POOLINGS}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"search.{name} = {getattr(self, name)!r}; expected one of {allowed}")

@@ -18,8 +18,9 @@ Initialization (`initialize_search_model`), the choices where the paper is silen
                (I) are the checkpoint's text and image rows; row 2 (T) per
                `search.title_segment_init`: "text" = a copy of the checkpoint's text row (default:
                titles were the text segment in pretraining), "mean" = the mean of rows 0 and 1,
-               "random" = fresh (BERT's truncated normal). The click head starts from the
-               pretrained TIA classifier (P(click) starts as "does this image match this text").
+               "random" = fresh (BERT's truncated normal). The click head
+               (`search.click_head_init`) starts from the pretrained TIA classifier ("tia":
+               P(click) starts as "does this image match this text") or fresh ("random").
   oribert,     with `search.baseline_init: bert` (default; the paper: "In pre-training, we adopt the
   bert_img     original pre-trained BERT model") the encoder is the original BERT the pretraining
                started from (the pretraining run's `model.encoder_format` / `encoder_checkpoint`:
@@ -243,10 +244,12 @@ def initialize_search_model(model, parts, model_config, search_config):
       for name in ("kernel", "bias"):
         getattr(target.projection, name).assign(getattr(origin.projection, name))
       target.patch_position_embeddings.assign(origin.patch_position_embeddings)
-      model.click_head.kernel.assign(source.tia_head.classifier.kernel)
-      model.click_head.bias.assign(source.tia_head.classifier.bias)
-      what += " (+ patch embedding, click head = TIA classifier, title segment = " \
-              f"{search_config.title_segment_init})"
+      if search_config.click_head_init == "tia":
+        model.click_head.kernel.assign(source.tia_head.classifier.kernel)
+        model.click_head.bias.assign(source.tia_head.classifier.bias)
+      head = "TIA classifier" if search_config.click_head_init == "tia" else "fresh"
+      what += (f" (+ patch embedding, click head = {head}, title segment = "
+               f"{search_config.title_segment_init})")
   elif model_config.encoder_format == "none":
     what = "a randomly initialized encoder (model.encoder_format: none, no original BERT)"
   else:
