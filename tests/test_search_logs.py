@@ -119,3 +119,29 @@ def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path)
   assert logs.ensure_search_logs(toy) == f"{tmp_path}/toy_logs"
   assert len(search_logs.read_split(f"{tmp_path}/toy_logs", "train")) + len(
       search_logs.read_split(f"{tmp_path}/toy_logs", "test")) == 40
+
+
+def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):
+  """The toy logs' AUC ceilings (evaluate-search prints them under Table 4): the all-attribute
+  score is the impression's true rate class, the title score judges only garment, colour and
+  pattern (so it is never below the all-attribute class), and real logs (no attributes) get none."""
+  toy_search_logs.write_toy_search_logs(str(tmp_path), products, _settings(num_sessions=400))
+  sessions = search_logs.read_split(str(tmp_path), "train")
+  catalogue = search_logs.read_catalogue(str(tmp_path / "catalogue.jsonl"))
+  scores = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+  examples = search_logs.impression_examples(sessions)
+  by_id = {p.product_id: p for p in products}
+  truth = []
+  for session in sessions:
+    for impression in session.impressions:
+      product = by_id[impression.product_id]
+      truth.append(2 if toy_search_logs.product_matches(product, session.query_attributes) else
+                   int(toy_search_logs.garment_matches(product, session.query_attributes["garment"])))
+  np.testing.assert_array_equal(scores["all_attributes"], truth)
+  assert (scores["title_attributes"] >= scores["all_attributes"]).all()
+  # Some queries name sleeve / neckline / details: the title alone over-rates some impressions.
+  assert (scores["title_attributes"] > scores["all_attributes"]).sum() > 10
+  clicked = examples.clicked
+  assert clicked[scores["all_attributes"] == 2].mean() > 5 * clicked[scores["all_attributes"] == 0].mean()
+  stripped = [search_logs.CatalogueProduct(p.product_id, p.title) for p in catalogue]
+  assert toy_search_logs.click_ceiling_scores(sessions, stripped) is None

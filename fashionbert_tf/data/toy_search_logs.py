@@ -27,6 +27,7 @@ can help the click model (Table 4: FashionBERT vs the text-only oriBERT).
 import dataclasses
 import json
 import os
+import types
 
 import numpy as np
 
@@ -242,3 +243,44 @@ def write_toy_search_logs(logs_dir, products, settings):
   with open(os.path.join(logs_dir, search_logs.INFO_FILE), "w", encoding="utf-8") as handle:
     json.dump(info, handle, indent=2, sort_keys=True)
   return info
+
+
+TITLE_ATTRIBUTES = ("garment", "colour", "pattern")   # what a toy title shows (product_title)
+
+
+def _product_from_attributes(attributes):
+  """A `product_matches`-able view of a catalogue record's `attributes` (product_attributes)."""
+  product = types.SimpleNamespace(shape=attributes["shape"], colour=attributes["colour"],
+                                  pattern=attributes["pattern"], sleeve=attributes["sleeve"],
+                                  neckline=attributes["neckline"])
+  for detail in DETAILS:
+    setattr(product, detail, detail in attributes["details"])
+  return product
+
+
+def click_ceiling_scores(sessions, catalogue):
+  """Scores of every impression of `sessions` (impression_examples order) from the generator's
+  truth, or None when the logs lack attributes (real logs).
+
+  Returns:
+    dict of float32 [N]: "all_attributes" = the impression's true click probability (match /
+    partial / other rate class: the best any model can rank); "title_attributes" = the same
+    classes judged on what the title shows (garment, colour, pattern): the best a model reading
+    only the query and the title can rank, since sleeve, neckline and details are in the image.
+  Their AUCs bound Table 4 on toy logs: the image can add at most their difference.
+  """
+  products = {p.product_id: p.attributes for p in catalogue}
+  if any(s.query_attributes is None for s in sessions) or any(
+      products.get(i.product_id) is None for s in sessions for i in s.impressions):
+    return None
+  full, title = [], []
+  for session in sessions:
+    asked = session.query_attributes
+    shown = {k: v for k, v in asked.items() if k in TITLE_ATTRIBUTES}
+    for impression in session.impressions:
+      product = _product_from_attributes(products[impression.product_id])
+      garment = garment_matches(product, asked["garment"])
+      full.append(2 if product_matches(product, asked) else int(garment))
+      title.append(2 if product_matches(product, shown) else int(garment))
+  return {"all_attributes": np.asarray(full, np.float32),
+          "title_attributes": np.asarray(title, np.float32)}
