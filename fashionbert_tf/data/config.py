@@ -15,6 +15,15 @@ DATA_SOURCES = ("tfrecords", "tfds")
 TFDS_CONFIGS = ("toy", "full")
 
 
+def check_source(data_config):
+  """Raises ValueError naming the field unless `data.source` / `data.tfds_config` are allowed."""
+  if data_config.source not in DATA_SOURCES:
+    raise ValueError(f"data.source = {data_config.source!r}; expected one of {DATA_SOURCES}")
+  if data_config.tfds_config not in TFDS_CONFIGS:
+    raise ValueError(f"data.tfds_config = {data_config.tfds_config!r}; expected one of "
+                     f"{TFDS_CONFIGS}")
+
+
 def check_negative_sampling(mode):
   """Raises ValueError naming `data.negative_sampling` unless `mode` is an allowed value."""
   if mode not in NEGATIVE_SAMPLING_MODES:
@@ -112,7 +121,4 @@ class DataConfig(base_config.Config):
   def validate(self):
     super().validate()
     check_negative_sampling(self.negative_sampling)
-    if self.source not in DATA_SOURCES:
-      raise ValueError(f"data.source = {self.source!r}; expected one of {DATA_SOURCES}")
-    if self.tfds_config not in TFDS_CONFIGS:
-      raise ValueError(f"data.tfds_config = {self.tfds_config!r}; expected one of {TFDS_CONFIGS}")
+    check_source(self)

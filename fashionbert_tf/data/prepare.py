@@ -190,17 +190,17 @@ def prepare_with_tfds(data_config):
           f"{source}: {skipped} row(s) have an empty description after decoding and cleaning "
           f"(first rows {first_skipped}); data.on_bad_description=error")
     pattern = tfds_source.split_file_pattern(data_config, split)
-    negatives_index.load_or_build(pattern)   # written beside TFDS's shards (reused when current)
-    split_metadata = _tfds_validation_metadata(pattern)
+    # Written beside TFDS's shards (reused when current); one entry per distinct product.
+    index, _ = negatives_index.load_or_build(pattern)
     info["splits"][split] = {
         "source": source, "num_rows": int(metadata["num_rows"][split]),
         "num_records": int(builder.info.splits[split].num_examples),
-        "num_products": len({m["product_id"] for m in split_metadata}),
+        "num_products": len(index["products"]),
         "skipped_empty_description": skipped, "first_skipped_rows": first_skipped,
         "file_pattern": pattern,
         "negatives_index": negatives_index.index_path(pattern)}
     if split == "validation":
-      validation_metadata = split_metadata
+      validation_metadata = _tfds_validation_metadata(pattern)
   return _finish(data_config, info, validation_metadata)
 
 

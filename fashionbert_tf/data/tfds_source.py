@@ -30,30 +30,13 @@ Reading:
 import os
 import re
 
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fashionbert_tf.data import config as data_config_lib
 from fashionbert_tf.data import fashion_gen_builder
 from fashionbert_tf.data import records
 
-SOURCES = data_config_lib.DATA_SOURCES
-TFDS_CONFIGS = data_config_lib.TFDS_CONFIGS
 _TFDS_SHARD = re.compile(r"[^-]+-(?P<split>\w+)\.tfrecord-(?P<index>\d{5})-of-(?P<count>\d{5})")
-
-
-def check_source(data_config):
-  """Raises ValueError naming the field unless `data.source` / `data.tfds_config` are allowed."""
-  if data_config.source not in SOURCES:
-    raise ValueError(f"data.source = {data_config.source!r}; expected one of {SOURCES}")
-  if data_config.tfds_config not in TFDS_CONFIGS:
-    raise ValueError(f"data.tfds_config = {data_config.tfds_config!r}; expected one of "
-                     f"{TFDS_CONFIGS}")
-
-
-def uses_tfds(data_config):
-  check_source(data_config)
-  return data_config.source == "tfds"
 
 
 def data_dir(data_config):
@@ -64,7 +47,7 @@ def data_dir(data_config):
 
 
 def builder_config(data_config):
-  check_source(data_config)
+  data_config_lib.check_source(data_config)
   if data_config.tfds_config == "full":
     return fashion_gen_builder.FULL
   return fashion_gen_builder.toy_config(data_config.toy_num_train_products,
@@ -141,8 +124,9 @@ def feature_copy_name(path):
 
 
 def read_split(data_config, split, shuffle=False, seed=None, input_context=None):
-  """`builder.as_dataset(split)` as the pipeline's records: {product_id int64 [],
-  description string [], image string [] (encoded PNG)}.
+  """`builder.as_dataset(split)` for the pipeline: TFDS's feature dicts (among them product_id
+  int64 [], description string [], image string [] still encoded; the pipeline's decode stage
+  picks those three).
 
   Args:
     shuffle: shuffle the file order (seeded by `seed`; reshuffled every epoch).
@@ -167,11 +151,7 @@ def read_split(data_config, split, shuffle=False, seed=None, input_context=None)
       decoders={"image": tfds.decode.SkipDecoding()})
   if shard_records:
     dataset = dataset.shard(num_pipelines, input_context.input_pipeline_id)
-  return dataset.map(
-      tf.autograph.experimental.do_not_convert(lambda example: {
-          "product_id": example["product_id"], "description": example["description"],
-          "image": example["image"]}),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset
 
 
 def read_records(data_config, split):

@@ -52,12 +52,10 @@ def bucketed_length(length, bucket, max_length=contract.MAX_TEXT_LENGTH):
 
   Works on Python ints and on int32 scalar tensors. bucket <= 0 returns `length` unchanged.
   """
-  if isinstance(length, int):
-    if bucket <= 0:
-      return length
-    return min(-(-length // bucket) * bucket, max(max_length, length))
   if bucket <= 0:
     return length
+  if isinstance(length, int):
+    return min(-(-length // bucket) * bucket, max(max_length, length))
   rounded = (length + bucket - 1) // bucket * bucket
   return tf.minimum(rounded, tf.maximum(max_length, length))
 
@@ -111,6 +109,22 @@ def bucketed_batch_size(batch):
   return 1 << max(int(batch) - 1, 0).bit_length()
 
 
+def pad_batch_to_bucket(ids, mask, types, features, real_first_token=False):
+  """Pads the batch of int32 [B, T] text inputs and float32 [B, 64, D] features with zero rows to
+  `bucketed_batch_size(B)` (XLA scoring); the caller drops the padding rows' scores.
+
+  real_first_token: padding rows get mask 1 at position 0 (a signature that refuses rows without a
+  real token accepts them).
+  """
+  extra = bucketed_batch_size(int(ids.shape[0])) - int(ids.shape[0])
+  if not extra:
+    return ids, mask, types, features
+  ids, mask, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, mask, types))
+  if real_first_token:
+    mask = tf.concat([mask[:, :1] * 0 + 1, mask[:, 1:]], axis=1)
+  return ids, mask, types, tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+
+
 class KerasPairScorer(PairScorer):
   """Scores with a `FashionBertModel` through `tf.function`s with relaxed shapes (no retracing).
 
@@ -146,10 +160,8 @@ class KerasPairScorer(PairScorer):
     if self.length_bucket > 0:
       ids, mask, types = pad_to_length_bucket(ids, mask, types, self.length_bucket,
                                               self.max_text_length)
-    if self.jit_compile and bucketed_batch_size(batch) != batch:
-      extra = bucketed_batch_size(batch) - batch
-      ids, mask, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, mask, types))
-      features = tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+    if self.jit_compile:
+      ids, mask, types, features = pad_batch_to_bucket(ids, mask, types, features)
     return self._score(ids, mask, types, features).numpy()[:batch]
 
 
@@ -179,13 +191,9 @@ class SavedModelPairScorer(PairScorer):
                         for t in (input_word_ids, input_mask, input_type_ids))
     features = tf.convert_to_tensor(patch_features, tf.float32)
     batch = int(ids.shape[0])
-    if self.jit_compile and bucketed_batch_size(batch) != batch:
-      # Padding rows: a real [CLS] (the signature refuses rows without a real token), zeros else.
-      extra = bucketed_batch_size(batch) - batch
-      ids, types = (tf.pad(t, [[0, extra], [0, 0]]) for t in (ids, types))
-      mask = tf.pad(mask, [[0, extra], [0, 0]])
-      mask = tf.concat([mask[:, :1] * 0 + 1, mask[:, 1:]], axis=1)
-      features = tf.pad(features, [[0, extra], [0, 0], [0, 0]])
+    if self.jit_compile:
+      ids, mask, types, features = pad_batch_to_bucket(ids, mask, types, features,
+                                                       real_first_token=True)
     outputs = self._score(input_word_ids=ids, input_mask=mask, input_type_ids=types,
                           patch_features=features)
     return outputs["match_probability"].numpy()[:batch]

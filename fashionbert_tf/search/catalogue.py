@@ -2,10 +2,11 @@
 
 A product's image is its first record (first pose) with that `product_id` in the image TFRecords
 (`search.image_records`, default: the validation split's image shards, then the train split's:
-`data.tfrecord_dir`'s, or TFDS's with `data.source: tfds`). Its patch features are computed once by the model's own backbone (the pretraining
-run's `PatchFeatureExtractor`; the linear demo backbone is seeded, so this is the same function the
-precomputed pretraining features came from) and held as float32 [P, 64, D] (P products: 300 x 64 x
-2048 x 4 bytes = 157 MB for the toy catalogue). The standardization is applied inside the model.
+`data.tfrecord_dir`'s, or TFDS's with `data.source: tfds`). Its patch features are computed once
+by the model's own backbone (the pretraining run's `PatchFeatureExtractor`; the linear demo
+backbone is seeded, so this is the same function the precomputed pretraining features came from)
+and held as float32 [P, 64, D] (P products: 300 x 64 x 2048 x 4 bytes = 157 MB for the toy
+catalogue). The standardization is applied inside the model.
 """
 
 import dataclasses
@@ -51,7 +52,8 @@ def image_record_files(config):
     files += sorted(glob.glob(pattern.strip()))
   if not files:
     raise FileNotFoundError(f"no image TFRecords match {patterns!r} (search.image_records / "
-                            "data.tfrecord_dir, or TFDS's shards with data.source: tfds); run prepare-data (or the demo) first")
+                            "data.tfrecord_dir, or TFDS's shards with data.source: tfds); run "
+                            "prepare-data (or the demo) first")
   return files
 
 

@@ -115,15 +115,15 @@ def evaluate_run(run_dir, config, examples, feature_cache):
   return row
 
 
-def toy_ceiling_auc(logs_dir, sessions, count):
-  """AUC ceilings of toy logs on the first `count` test impressions (None for real logs): the best
-  any model can reach and the best a query + title model can (`click_ceiling_scores`)."""
+def toy_ceiling_auc(logs_dir, sessions, labels):
+  """AUC ceilings of toy logs on the first len(`labels`) test impressions of `sessions` (None for
+  real logs): the best any model can reach and the best a query + title model can
+  (`click_ceiling_scores`)."""
   scores = toy_search_logs.click_ceiling_scores(
       sessions, search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE)))
   if scores is None:
     return None
-  labels = search_logs.impression_examples(sessions).clicked[:count]
-  return {name: metrics.roc_auc(labels, value[:count]) for name, value in scores.items()}
+  return {name: metrics.roc_auc(labels, value[:len(labels)]) for name, value in scores.items()}
 
 
 def format_table4(rows, click_rate, ceiling=None):
@@ -166,7 +166,7 @@ def run_search_evaluation(config, variants=None, layers=None):
   rows = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache)
           for k in layer_counts for v in variants]
   click_rate = float(np.mean(examples.clicked))
-  ceiling = toy_ceiling_auc(logs_dir, sessions, len(examples))
+  ceiling = toy_ceiling_auc(logs_dir, sessions, examples.clicked)
   table = format_table4(rows, click_rate, ceiling)
   print(table, flush=True)
   output_dir = config.search.output_dir or os.path.join(config.search.runs_dir, "table4")

@@ -244,10 +244,11 @@ def initialize_search_model(model, parts, model_config, search_config):
       for name in ("kernel", "bias"):
         getattr(target.projection, name).assign(getattr(origin.projection, name))
       target.patch_position_embeddings.assign(origin.patch_position_embeddings)
+      head = "fresh"
       if search_config.click_head_init == "tia":
         model.click_head.kernel.assign(source.tia_head.classifier.kernel)
         model.click_head.bias.assign(source.tia_head.classifier.bias)
-      head = "TIA classifier" if search_config.click_head_init == "tia" else "fresh"
+        head = "TIA classifier"
       what += (f" (+ patch embedding, click head = {head}, title segment = "
                f"{search_config.title_segment_init})")
   elif model_config.encoder_format == "none":
