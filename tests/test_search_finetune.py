@@ -179,6 +179,32 @@ def test_finetune_resumes_from_its_checkpoint(trained):
   assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 2
 
 
+def test_reduce_from_a_finetuned_run_takes_its_first_layers_and_heads(setup, trained):
+  """search.reduce_from: the paper's 2-layer model cut from the fine-tuned deeper one."""
+  run_dir = trained["fashionbert"]["model_dir"]
+  source, _, _ = restore.restore_search_model(run_dir)
+  config = search_config(setup, "fashionbert", f"search.reduce_from={run_dir},model.num_layers=1")
+  model, _ = search_builder.build_search_model(config)
+  assert model.encoder.num_layers == 1
+  for target, origin in ((model.encoder.transformer_layers[0], source.encoder.transformer_layers[0]),
+                         (model.click_head, source.click_head),
+                         (model.patch_embedding, source.patch_embedding),
+                         (model.encoder.type_embedding_layer,
+                          source.encoder.type_embedding_layer)):
+    assert len(target.variables) == len(origin.variables) > 0
+    for a, b in zip(target.variables, origin.variables):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # Fine-tuned weights, not the pretraining checkpoint's.
+  assert not np.array_equal(model.encoder.get_embedding_table().numpy(),
+                            setup["pretrained"].encoder.get_embedding_table().numpy())
+  with pytest.raises(ValueError, match="fewer than model.num_layers=3"):
+    search_builder.build_search_model(search_config(
+        setup, "fashionbert", f"search.reduce_from={run_dir},model.num_layers=3"))
+  with pytest.raises(ValueError, match="a fashionbert run; this model is oribert"):
+    search_builder.build_search_model(search_config(setup, "oribert",
+                                                    f"search.reduce_from={run_dir}"))
+
+
 def test_scorer_matches_model_and_padding_does_not_change_scores(setup, trained):
   model, run_config, _ = restore.restore_search_model(trained["fashionbert"]["model_dir"])
   sessions = search_logs.read_split(setup["logs_dir"], "test")

@@ -145,3 +145,47 @@ def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):
   assert clicked[scores["all_attributes"] == 2].mean() > 5 * clicked[scores["all_attributes"] == 0].mean()
   stripped = [search_logs.CatalogueProduct(p.product_id, p.title) for p in catalogue]
   assert toy_search_logs.click_ceiling_scores(sessions, stripped) is None
+
+
+def test_image_deciding_logs_name_image_attributes_and_show_title_level_partials(products):
+  """toy_image_attribute_rate / toy_title_match_partial_rate: queries name what only the image
+  shows, and partial impressions agree with the query on everything the title shows, so the
+  query + title ceiling falls well below the any-model ceiling (the original logs: within 0.02)."""
+  from fashionbert_tf.evaluation import metrics
+  by_id = {p.product_id: p for p in products}
+  catalogue = [search_logs.CatalogueProduct(p.product_id, toy_search_logs.product_title(p),
+                                            toy_search_logs.product_attributes(p))
+               for p in products]
+  gaps = {}
+  for name, overrides in (("original", {}),
+                          ("image", dict(image_attribute_rate=1.0, title_match_partial_rate=1.0,
+                                         max_partial_impressions=6))):
+    sessions = toy_search_logs.make_sessions(products, _settings(num_sessions=1500, **overrides))
+    image_queries = [s for s in sessions
+                     if any(a in s.query_attributes for a in toy_search_logs.IMAGE_ATTRIBUTES)]
+    title_level = 0
+    for session in sessions:
+      asked = session.query_attributes
+      in_title = {k: v for k, v in asked.items() if k in toy_search_logs.TITLE_ATTRIBUTES}
+      for impression in session.impressions:
+        product = by_id[impression.product_id]
+        title_level += (toy_search_logs.product_matches(product, in_title) and
+                        not toy_search_logs.product_matches(product, asked))
+    scores = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+    clicked = search_logs.impression_examples(sessions).clicked
+    gaps[name] = (metrics.roc_auc(clicked, scores["all_attributes"]) -
+                  metrics.roc_auc(clicked, scores["title_attributes"]))
+    if name == "image":
+      # Every query whose garment has an attribute the image decides names one (a t-shirt's
+      # sleeve or neckline; not a shirt's collar, which every shirt has).
+      assert len(image_queries) > 0.8 * len(sessions)
+      for session in sessions:
+        if session not in image_queries:
+          assert session.query_attributes["garment"] in ("shorts", "trousers", "mini skirt",
+                                                         "midi skirt", "skirt", "shirt",
+                                                         "tank top", "top", "hoodie")
+      assert title_level > 2 * original_title_level
+    else:
+      original_title_level = title_level
+      assert len(image_queries) < 0.7 * len(sessions)
+  assert gaps["original"] < 0.03 and gaps["image"] > 0.04

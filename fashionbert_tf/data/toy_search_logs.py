@@ -46,6 +46,9 @@ NECKLINE_WORDS = {"crewneck": "crewneck", "v-neck": "v-neck", "scoop neck": "sco
                   "notched lapel": "lapel", "rib knit collar": "collared"}
 DETAILS = ("pocket", "buttons", "belt")
 OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
+# What a toy title shows (product_title) and what only the image shows.
+TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
+IMAGE_ATTRIBUTES = ("sleeve", "neckline", "detail")
 
 
 @dataclasses.dataclass
@@ -63,6 +66,13 @@ class ToySearchLogSettings:
   # Probability of 0, 1, 2, 3 extra attributes besides the garment.
   extra_attribute_probabilities: tuple = (0.15, 0.4, 0.3, 0.15)
   family_word_rate: float = 0.25
+  # Image-deciding logs (0, 0 = the original logs, drawn the same): the probability that a query
+  # whose target has one names at least one attribute only the image shows (sleeve, neckline,
+  # detail; added when the draw above named none), and the probability that a partial impression
+  # is a title-level match (a product with every attribute the query names that its title shows,
+  # garment / colour / pattern, but not the rest): only the image tells it from a match.
+  image_attribute_rate: float = 0.0
+  title_match_partial_rate: float = 0.0
   test_fraction: float = 0.2
   seed: int = 0
 
@@ -115,6 +125,16 @@ def query_text(attributes):
   return " ".join(words)
 
 
+def _image_tells(shape, name, value):
+  """False when the garment type alone implies the attribute (every shirt has a collar and
+  buttons, every tank top is sleeveless): naming it then adds nothing the title lacks."""
+  if name == "sleeve":
+    return shape in toy_fashiongen.HAS_SLEEVES
+  if name == "neckline":
+    return len(toy_fashiongen.NECKLINES.get(shape, ())) > 1
+  return not (value == "buttons" and shape in ("shirt", "coat"))
+
+
 def draw_query(product, rng, settings):
   """Attributes of a query `product` matches: its garment plus 0-3 of its other attributes."""
   use_family = product.shape in FAMILY_WORDS and rng.random() < settings.family_word_rate
@@ -134,6 +154,13 @@ def draw_query(product, rng, settings):
   names = [n for n in OPTIONAL_ATTRIBUTES if n in available]
   for name in rng.choice(names, size=count, replace=False):
     attributes[str(name)] = available[str(name)]
+  image_only = [n for n in IMAGE_ATTRIBUTES
+                if n in available and _image_tells(product.shape, n, available[n])]
+  if (settings.image_attribute_rate > 0 and image_only and
+      not any(n in attributes for n in IMAGE_ATTRIBUTES) and
+      rng.random() < settings.image_attribute_rate):
+    name = str(rng.choice(image_only))
+    attributes[name] = available[name]
   return attributes
 
 
@@ -182,7 +209,15 @@ def make_sessions(products, settings):
     shown = _pick(rng, matching, int(rng.integers(1, settings.max_matching_impressions + 1)),
                   set())
     ids = {p.product_id for p in shown}
-    shown += _pick(rng, partial, int(rng.integers(0, settings.max_partial_impressions + 1)), ids)
+    num_partial = int(rng.integers(0, settings.max_partial_impressions + 1))
+    if settings.title_match_partial_rate > 0:
+      shown_in_title = {k: v for k, v in attributes.items() if k in TITLE_ATTRIBUTES}
+      title_level = [p for p in partial if product_matches(p, shown_in_title)]
+      num_title_level = int(rng.binomial(num_partial, settings.title_match_partial_rate))
+      shown += _pick(rng, title_level, num_title_level, ids)
+      num_partial -= len(shown) - len(ids)
+      ids = {p.product_id for p in shown}
+    shown += _pick(rng, partial, num_partial, ids)
     ids = {p.product_id for p in shown}
     shown += _pick(rng, products, settings.impressions_per_query - len(shown), ids)
     shown = [shown[i] for i in rng.permutation(len(shown))]
@@ -244,8 +279,6 @@ def write_toy_search_logs(logs_dir, products, settings):
     json.dump(info, handle, indent=2, sort_keys=True)
   return info
 
-
-TITLE_ATTRIBUTES = ("garment", "colour", "pattern")   # what a toy title shows (product_title)
 
 
 def _product_from_attributes(attributes):

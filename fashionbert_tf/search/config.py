@@ -33,6 +33,14 @@ class SearchConfig(base_config.Config):
   toy_click_rate_match: float = 0.6
   toy_click_rate_partial: float = 0.08
   toy_click_rate_other: float = 0.02
+  # Image-deciding toy logs (toy_search_logs.ToySearchLogSettings): the probability that a query
+  # names an attribute only the image shows (sleeve, neckline, detail), the probability that a
+  # partial impression matches everything the query names that the title shows (garment, colour,
+  # pattern), and the most partial impressions per session. 0, 0, 4 = logs where the title decides
+  # nearly every click (the query + title ceiling within 0.02 AUC of the best).
+  toy_image_attribute_rate: float = 0.0
+  toy_title_match_partial_rate: float = 0.0
+  toy_max_partial_impressions: int = 4
   toy_test_fraction: float = 0.2       # of distinct queries (split by query)
   toy_seed: int = 0
   # TFRecords the product images (patch features) are read from, by product_id (a product's first
@@ -52,6 +60,13 @@ class SearchConfig(base_config.Config):
   # FashionBERT's click head: "tia" = the pretrained TIA classifier (P(click) starts as "does the
   # image match the text"), "random" = fresh (BERT's truncated normal), as the baselines' heads.
   click_head_init: str = "tia"
+  # Model reduction after fine-tuning: a fine-tuning run (folder or checkpoint prefix) of the same
+  # variant with at least model.num_layers layers; the model starts from its first
+  # model.num_layers layers and the rest of its weights (patch embedding, click head, image
+  # projection, patch statistics) instead of the pretraining checkpoint. Empty = reduce before
+  # fine-tuning (slice the pretraining checkpoint, the default). The paper keeps "only the first
+  # two FashionBERT layers" in its final model (3.4) without saying which; model_builder.py.
+  reduce_from: str = ""
   # BERT+IMG: how the 64 patch features are pooled before the projection: "mean" or "max".
   image_pooling: str = "mean"
   # WordPiece budget of the query and of the title (each cut to this many pieces before

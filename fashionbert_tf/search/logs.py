@@ -24,6 +24,9 @@ def toy_settings(search_config):
       click_rate_match=search_config.toy_click_rate_match,
       click_rate_partial=search_config.toy_click_rate_partial,
       click_rate_other=search_config.toy_click_rate_other,
+      image_attribute_rate=search_config.toy_image_attribute_rate,
+      title_match_partial_rate=search_config.toy_title_match_partial_rate,
+      max_partial_impressions=search_config.toy_max_partial_impressions,
       test_fraction=search_config.toy_test_fraction,
       seed=search_config.toy_seed)
 

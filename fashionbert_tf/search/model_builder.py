@@ -223,9 +223,38 @@ def _copy_layer(target, source):
         f"{len(source.variables)}")
 
 
+def _reduce_from_finetuned(model, model_config, where):
+  """Initializes `model` from the first layers of the fine-tuned search model at `where`.
+
+  Raises:
+    ValueError: the run is of another variant or has fewer layers than `model`.
+  """
+  from fashionbert_tf.search import restore   # restore builds models with this module
+  source, run_config, path = restore.restore_search_model(where)
+  if source.variant != model.variant:
+    raise ValueError(f"search.reduce_from={where}: a {source.variant} run; this model is "
+                     f"{model.variant}")
+  if source.encoder.num_layers < model.encoder.num_layers:
+    raise ValueError(f"search.reduce_from={where}: {source.encoder.num_layers} layers, fewer "
+                     f"than model.num_layers={model.encoder.num_layers}")
+  copied = _copy_encoder(model.encoder, source.encoder, "text")
+  for name in ("patch_embedding", "click_head", "image_projection",
+               "patch_feature_normalization"):
+    if getattr(model, name) is not None:
+      _copy_layer(getattr(model, name), getattr(source, name))
+  del run_config
+  return (f"the first {model.encoder.num_layers} of {source.encoder.num_layers} layers of the "
+          f"fine-tuned {path} ({copied} encoder variables, + its patch embedding, click head, "
+          "patch statistics)")
+
+
 def initialize_search_model(model, parts, model_config, search_config):
   """Assigns the initial weights (module docstring). Returns a one-line description."""
   variant = model_config.search_variant
+  if search_config.reduce_from:
+    what = _reduce_from_finetuned(model, model_config, search_config.reduce_from)
+    logging.info("search model %s, %d layers: %s", variant, model.encoder.num_layers, what)
+    return what
   from_pretraining = variant == "fashionbert" or search_config.baseline_init == "pretrained"
   source = None
   path = None
