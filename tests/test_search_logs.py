@@ -119,6 +119,13 @@ def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path)
   assert logs.ensure_search_logs(toy) == f"{tmp_path}/toy_logs"
   assert len(search_logs.read_split(f"{tmp_path}/toy_logs", "train")) + len(
       search_logs.read_split(f"{tmp_path}/toy_logs", "test")) == 40
+  assert logs.ensure_search_logs(toy) == f"{tmp_path}/toy_logs"   # same settings: read as is
+  # Toy logs drawn with other settings are not read silently.
+  other = experiment_config.load_config(None, [
+      f"search.logs_dir={tmp_path}/toy_logs,search.toy_num_sessions=40,"
+      "search.toy_image_attribute_rate=1.0"])
+  with pytest.raises(ValueError, match=r"image_attribute_rate 0\.0 \(config: 1\.0\)"):
+    logs.ensure_search_logs(other)
 
 
 def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):

@@ -6,6 +6,7 @@ toy Fashion-Gen files. Real logs are never generated: a missing real folder is a
 """
 
 import dataclasses
+import json
 import os
 import time
 
@@ -45,16 +46,39 @@ def write_toy_logs(config):
   return info
 
 
+def _check_toy_settings(logs_dir, search_config):
+  """Raises ValueError when `logs_dir` holds toy logs drawn with other settings than the config's
+  `search.toy_*` (a stale folder would otherwise be read silently); real logs pass."""
+  info_path = os.path.join(logs_dir, search_logs.INFO_FILE)
+  if not os.path.exists(info_path):
+    return
+  with open(info_path, encoding="utf-8") as handle:
+    info = json.load(handle)
+  if info.get("generator") != "fashionbert_tf.data.toy_search_logs":
+    return
+  wanted = dataclasses.asdict(toy_settings(search_config))
+  written = info.get("settings", {})
+  differ = [f"{name} {written.get(name)!r} (config: {value!r})"
+            for name, value in wanted.items() if name in written and
+            json.loads(json.dumps(written[name])) != json.loads(json.dumps(value))]
+  if differ:
+    raise ValueError(
+        f"toy search logs in {logs_dir} were written with other settings: {'; '.join(differ)}. "
+        "Delete the folder to regenerate them, or set search.logs_dir to another folder")
+
+
 def ensure_search_logs(config):
   """`search.logs_dir`, with the toy logs generated there first when missing and toy-named.
 
   Raises:
     FileNotFoundError: the folder lacks catalogue / train / test files and is not a toy folder.
+    ValueError: the folder holds toy logs drawn with other `search.toy_*` settings.
   """
   logs_dir = config.search.logs_dir
   needed = [os.path.join(logs_dir, name) for name in
             (search_logs.CATALOGUE_FILE, search_logs.TRAIN_FILE, search_logs.TEST_FILE)]
   if all(os.path.exists(path) for path in needed):
+    _check_toy_settings(logs_dir, config.search)
     return logs_dir
   if "toy" not in logs_dir:
     missing = [path for path in needed if not os.path.exists(path)]
