@@ -28,7 +28,9 @@ def search_overrides(toy_data_config, tmp_path_factory):
   return root, [
       f"data.tfrecord_dir={data.tfrecord_dir},data.vocab_file={data.vocab_file},"
       "data.toy_num_train_products=24,data.toy_num_validation_products=12,data.toy_seed=3,"
-      f"search.logs_dir={logs_dir},retrieval.vectorizer=tfidf,retrieval.rerank=false,"
+      f"search.logs_dir={logs_dir},search.toy_num_sessions=40,search.toy_impressions_per_query=5,"
+      "search.toy_test_fraction=0.3,search.toy_seed=1,"   # the settings the logs were drawn with
+      "retrieval.vectorizer=tfidf,retrieval.rerank=false,"
       "retrieval.index_mode=exact,retrieval.recall_k=6,retrieval.recall_ks=[1,6],"
       f"retrieval.top_n=3,retrieval.output_dir={root}/retrieval"]
 

@@ -78,7 +78,8 @@ def ensure_search_logs(config):
   needed = [os.path.join(logs_dir, name) for name in
             (search_logs.CATALOGUE_FILE, search_logs.TRAIN_FILE, search_logs.TEST_FILE)]
   if all(os.path.exists(path) for path in needed):
-    _check_toy_settings(logs_dir, config.search)
+    if "toy" in logs_dir:   # a folder this function would generate: it must match the config
+      _check_toy_settings(logs_dir, config.search)
     return logs_dir
   if "toy" not in logs_dir:
     missing = [path for path in needed if not os.path.exists(path)]
