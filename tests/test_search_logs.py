@@ -196,3 +196,17 @@ def test_image_deciding_logs_name_image_attributes_and_show_title_level_partials
       original_title_level = title_level
       assert len(image_queries) < 0.7 * len(sessions)
   assert gaps["original"] < 0.03 and gaps["image"] > 0.04
+
+
+def test_image_attributes_choose_what_the_image_deciding_queries_name(products):
+  """toy_image_attributes=[sleeve]: every query whose garment has sleeves names their length (the
+  toy patch features show sleeves, not necklines or details); an unknown name is a config error."""
+  sessions = toy_search_logs.make_sessions(products, _settings(
+      num_sessions=400, image_attribute_rate=1.0, image_attributes=("sleeve",)))
+  unsleeved = {"tank top", "top", "mini skirt", "midi skirt", "skirt", "trousers", "shorts"}
+  for session in sessions:
+    assert "sleeve" in session.query_attributes or session.query_attributes["garment"] in unsleeved
+  assert sum("sleeve" in s.query_attributes for s in sessions) > 0.5 * len(sessions)
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['collar'\]"):
+    experiment_config.load_config(None, ["search.toy_image_attributes=[sleeve,collar]"])

@@ -73,6 +73,8 @@ class ToySearchLogSettings:
   # garment / colour / pattern, but not the rest): only the image tells it from a match.
   image_attribute_rate: float = 0.0
   title_match_partial_rate: float = 0.0
+  # Which image-only attributes `image_attribute_rate` draws from (a subset of IMAGE_ATTRIBUTES).
+  image_attributes: tuple = IMAGE_ATTRIBUTES
   test_fraction: float = 0.2
   seed: int = 0
 
@@ -154,10 +156,10 @@ def draw_query(product, rng, settings):
   names = [n for n in OPTIONAL_ATTRIBUTES if n in available]
   for name in rng.choice(names, size=count, replace=False):
     attributes[str(name)] = available[str(name)]
-  image_only = [n for n in IMAGE_ATTRIBUTES
+  image_only = [n for n in settings.image_attributes
                 if n in available and _image_tells(product.shape, n, available[n])]
   if (settings.image_attribute_rate > 0 and image_only and
-      not any(n in attributes for n in IMAGE_ATTRIBUTES) and
+      not any(n in attributes for n in settings.image_attributes) and
       rng.random() < settings.image_attribute_rate):
     name = str(rng.choice(image_only))
     attributes[name] = available[name]

@@ -28,6 +28,7 @@ def toy_settings(search_config):
       image_attribute_rate=search_config.toy_image_attribute_rate,
       title_match_partial_rate=search_config.toy_title_match_partial_rate,
       max_partial_impressions=search_config.toy_max_partial_impressions,
+      image_attributes=tuple(search_config.toy_image_attributes),
       test_fraction=search_config.toy_test_fraction,
       seed=search_config.toy_seed)
 
