@@ -28,6 +28,11 @@ Initialization (`initialize_search_model`), the choices where the paper is silen
                with "pretrained", the pretraining checkpoint's encoder (2 rows as they are). The
                click head and the bert_img image projection start fresh; bert_img's patch-feature
                statistics are the pretraining run's (data statistics, not learned).
+  any variant  with `search.reduce_from` (a fine-tuning run of the same variant, at least k
+               layers): its first k layers and the rest of its weights (patch embedding, click
+               head, image projection, patch statistics) instead: model reduction after
+               fine-tuning, the other reading of the paper's "only the first two FashionBERT
+               layers" (measured on the toy logs: it does not help the 2-layer model, README).
 """
 
 import copy
