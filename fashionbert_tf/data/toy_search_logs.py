@@ -53,6 +53,7 @@ OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
 # What a toy title shows (product_title) and what only the image shows.
 TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
 IMAGE_ATTRIBUTES = ("sleeve", "neckline", "detail")
+GENERATOR = __name__   # info.json's "generator" for logs this module writes
 
 
 @dataclasses.dataclass
@@ -129,6 +130,11 @@ def query_text(attributes):
   if "detail" in attributes:
     words.append(f"with {attributes['detail']}")
   return " ".join(words)
+
+
+def title_part(query_attributes):
+  """The attributes of a query that a toy title can show (TITLE_ATTRIBUTES)."""
+  return {k: v for k, v in query_attributes.items() if k in TITLE_ATTRIBUTES}
 
 
 def _image_tells(shape, name, value):
@@ -217,12 +223,12 @@ def make_sessions(products, settings):
     ids = {p.product_id for p in shown}
     num_partial = int(rng.integers(0, settings.max_partial_impressions + 1))
     if settings.title_match_partial_rate > 0:
-      shown_in_title = {k: v for k, v in attributes.items() if k in TITLE_ATTRIBUTES}
-      title_level = [p for p in partial if product_matches(p, shown_in_title)]
-      num_title_level = int(rng.binomial(num_partial, settings.title_match_partial_rate))
-      shown += _pick(rng, title_level, num_title_level, ids)
-      num_partial -= len(shown) - len(ids)
-      ids = {p.product_id for p in shown}
+      title_level = [p for p in partial if product_matches(p, title_part(attributes))]
+      picked = _pick(rng, title_level,
+                     int(rng.binomial(num_partial, settings.title_match_partial_rate)), ids)
+      shown += picked
+      num_partial -= len(picked)
+      ids |= {p.product_id for p in picked}
     shown += _pick(rng, partial, num_partial, ids)
     ids = {p.product_id for p in shown}
     shown += _pick(rng, products, settings.impressions_per_query - len(shown), ids)
@@ -271,7 +277,7 @@ def write_toy_search_logs(logs_dir, products, settings):
     search_logs.write_json_lines(os.path.join(logs_dir, search_logs.SPLIT_FILES[split]),
                                  [search_logs.session_record(s) for s in split_sessions])
   info = {
-      "generator": "fashionbert_tf.data.toy_search_logs",
+      "generator": GENERATOR,
       "settings": dataclasses.asdict(settings),
       "num_catalogue_products": len(products),
       "splits": {split: {"sessions": len(s), "distinct_queries":
@@ -284,7 +290,6 @@ def write_toy_search_logs(logs_dir, products, settings):
   with open(os.path.join(logs_dir, search_logs.INFO_FILE), "w", encoding="utf-8") as handle:
     json.dump(info, handle, indent=2, sort_keys=True)
   return info
-
 
 
 def _product_from_attributes(attributes):
@@ -315,7 +320,7 @@ def click_ceiling_scores(sessions, catalogue):
   full, title = [], []
   for session in sessions:
     asked = session.query_attributes
-    shown = {k: v for k, v in asked.items() if k in TITLE_ATTRIBUTES}
+    shown = title_part(asked)
     for impression in session.impressions:
       product = _product_from_attributes(products[impression.product_id])
       garment = garment_matches(product, asked["garment"])

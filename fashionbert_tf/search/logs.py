@@ -55,13 +55,13 @@ def _check_toy_settings(logs_dir, search_config):
     return
   with open(info_path, encoding="utf-8") as handle:
     info = json.load(handle)
-  if info.get("generator") != "fashionbert_tf.data.toy_search_logs":
+  if info.get("generator") != toy_search_logs.GENERATOR:
     return
-  wanted = dataclasses.asdict(toy_settings(search_config))
+  # Through JSON, as info.json holds them (tuples become lists).
+  wanted = json.loads(json.dumps(dataclasses.asdict(toy_settings(search_config))))
   written = info.get("settings", {})
-  differ = [f"{name} {written.get(name)!r} (config: {value!r})"
-            for name, value in wanted.items() if name in written and
-            json.loads(json.dumps(written[name])) != json.loads(json.dumps(value))]
+  differ = [f"{name} {written[name]!r} (config: {value!r})"
+            for name, value in wanted.items() if name in written and written[name] != value]
   if differ:
     raise ValueError(
         f"toy search logs in {logs_dir} were written with other settings: {'; '.join(differ)}. "
@@ -76,13 +76,14 @@ def ensure_search_logs(config):
     ValueError: the folder holds toy logs drawn with other `search.toy_*` settings.
   """
   logs_dir = config.search.logs_dir
+  toy_folder = "toy" in logs_dir   # generated here when missing, so it must match the config
   needed = [os.path.join(logs_dir, name) for name in
             (search_logs.CATALOGUE_FILE, search_logs.TRAIN_FILE, search_logs.TEST_FILE)]
   if all(os.path.exists(path) for path in needed):
-    if "toy" in logs_dir:   # a folder this function would generate: it must match the config
+    if toy_folder:
       _check_toy_settings(logs_dir, config.search)
     return logs_dir
-  if "toy" not in logs_dir:
+  if not toy_folder:
     missing = [path for path in needed if not os.path.exists(path)]
     raise FileNotFoundError(
         f"search logs missing: {', '.join(missing)} (search.logs_dir={logs_dir}); only toy logs "

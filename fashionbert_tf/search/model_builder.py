@@ -228,14 +228,14 @@ def _copy_layer(target, source):
         f"{len(source.variables)}")
 
 
-def _reduce_from_finetuned(model, model_config, where):
+def _reduce_from_finetuned(model, where):
   """Initializes `model` from the first layers of the fine-tuned search model at `where`.
 
   Raises:
     ValueError: the run is of another variant or has fewer layers than `model`.
   """
   from fashionbert_tf.search import restore   # restore builds models with this module
-  source, run_config, path = restore.restore_search_model(where)
+  source, _, path = restore.restore_search_model(where)
   if source.variant != model.variant:
     raise ValueError(f"search.reduce_from={where}: a {source.variant} run; this model is "
                      f"{model.variant}")
@@ -247,7 +247,6 @@ def _reduce_from_finetuned(model, model_config, where):
                "patch_feature_normalization"):
     if getattr(model, name) is not None:
       _copy_layer(getattr(model, name), getattr(source, name))
-  del run_config
   return (f"the first {model.encoder.num_layers} of {source.encoder.num_layers} layers of the "
           f"fine-tuned {path} ({copied} encoder variables, + its patch embedding, click head, "
           "patch statistics)")
@@ -255,11 +254,19 @@ def _reduce_from_finetuned(model, model_config, where):
 
 def initialize_search_model(model, parts, model_config, search_config):
   """Assigns the initial weights (module docstring). Returns a one-line description."""
-  variant = model_config.search_variant
+  del parts
   if search_config.reduce_from:
-    what = _reduce_from_finetuned(model, model_config, search_config.reduce_from)
-    logging.info("search model %s, %d layers: %s", variant, model.encoder.num_layers, what)
-    return what
+    what = _reduce_from_finetuned(model, search_config.reduce_from)
+  else:
+    what = _initialize_from_pretraining(model, model_config, search_config)
+  logging.info("search model %s, %d layers: %s", model_config.search_variant,
+               model.encoder.num_layers, what)
+  return what
+
+
+def _initialize_from_pretraining(model, model_config, search_config):
+  """The pretraining checkpoint / original BERT initialization (module docstring)."""
+  variant = model_config.search_variant
   from_pretraining = variant == "fashionbert" or search_config.baseline_init == "pretrained"
   source = None
   path = None
@@ -299,8 +306,6 @@ def initialize_search_model(model, parts, model_config, search_config):
       raise FileNotFoundError(
           f"search variant {variant} needs the pretraining run's patch-feature statistics: "
           f"no pretraining checkpoint at {search_config.pretrained_checkpoint}")
-  del parts
-  logging.info("search model %s, %d layers: %s", variant, model.encoder.num_layers, what)
   return what
 
 
