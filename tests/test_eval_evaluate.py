@@ -26,6 +26,7 @@ from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.evaluation import pair_scoring
 from fashionbert_tf.evaluation import retrieval
 from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import fused_inference
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.serving import export
 
@@ -226,9 +227,8 @@ def test_bfloat16_evaluation_matches_float32_and_restores_the_policy(run, checkp
   before = tf_keras.mixed_precision.global_policy().name
   scorer, source, _ = evaluate.build_scorer(bf16_config)
   assert source["precision"] == "bfloat16"
-  assert scorer.model.encoder.compute_dtype == "bfloat16"
-  assert scorer.model.encoder.transformer_layers[0]._intermediate_dense.kernel.dtype == tf.bfloat16  # pylint: disable=protected-access
-  assert scorer.model.tia_head.classifier.compute_dtype == "float32"
+  assert isinstance(scorer.model, fused_inference.FusedScoringModel)
+  assert scorer.model.precision == "bfloat16"
   assert tf_keras.mixed_precision.global_policy().name == before
   results = evaluate.run_evaluation(bf16_config)
   with np.load(checkpoint_results["retrieval_scores_file"]) as exact, \

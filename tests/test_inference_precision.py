@@ -12,10 +12,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # pylint: disable=unused-import  (registers the tokenizer ops)
 import tf_keras
+from tensorflow.core.protobuf import saved_model_pb2
 
 from fashionbert_tf import experiment_config
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import fused_inference
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.serving import export
@@ -68,40 +70,19 @@ def test_probabilities_spread(tiny):
   assert np.ptp(tiny["exact"]) > 0.04
 
 
-def test_bfloat16_copy_stores_weights_in_bfloat16_and_keeps_float32_where_it_matters(tiny):
-  policy_before = tf_keras.mixed_precision.global_policy().name
-  copy = inference_precision.bfloat16_inference_copy(tiny["model"], tiny["config"].model)
-  assert tf_keras.mixed_precision.global_policy().name == policy_before
-  layer_0 = copy.encoder.transformer_layers[0]
-  attention = layer_0._attention_layer  # pylint: disable=protected-access
-  for dense in (attention._query_dense, attention._output_dense,  # pylint: disable=protected-access
-                layer_0._intermediate_dense, copy.patch_embedding.projection):  # pylint: disable=protected-access
-    assert dense.kernel.dtype == tf.bfloat16 and dense.bias.dtype == tf.bfloat16
-    assert all(v.dtype == tf.bfloat16 for v in dense.weights)  # the float32 copies are gone
-  assert attention._softmax.compute_dtype == "float32"  # pylint: disable=protected-access
-  position_table = copy.encoder._position_embedding_layer._position_embeddings  # pylint: disable=protected-access
-  assert position_table.dtype == tf.bfloat16 and not position_table.trainable
-  np.testing.assert_array_equal(
-      tf.cast(position_table, tf.float32).numpy(),
-      tf.cast(tf.cast(tiny["model"].encoder._position_embedding_layer._position_embeddings,  # pylint: disable=protected-access
-                      tf.bfloat16), tf.float32).numpy())
-  assert layer_0._output_layer_norm.compute_dtype == "float32"  # pylint: disable=protected-access
-  assert copy.encoder.pooler_layer.compute_dtype == "float32"
-  assert copy.tia_head.classifier.compute_dtype == "float32"
-  assert copy.encoder.pooler_layer.kernel.dtype == tf.float32
-  # The source model is untouched.
-  source_layer = tiny["model"].encoder.transformer_layers[0]
-  assert source_layer._intermediate_dense.kernel.dtype == tf.float32  # pylint: disable=protected-access
-  # The bfloat16 kernel is the float32 one rounded.
-  np.testing.assert_allclose(
-      tf.cast(layer_0._intermediate_dense.kernel, tf.float32).numpy(),  # pylint: disable=protected-access
-      source_layer._intermediate_dense.kernel.numpy(), rtol=2 ** -7)  # pylint: disable=protected-access
-
+def test_bfloat16_inference_model_is_the_fused_graph_within_0_01_of_float32(tiny):
+  model = inference_precision.inference_model(tiny["model"], tiny["config"].model, "bfloat16")
+  assert isinstance(model, fused_inference.FusedScoringModel) and model.precision == "bfloat16"
   ids, mask, types = tiny["inputs"]
-  fast = scoring.model_match_probability(copy, ids, mask, types, tiny["features"])
+  fast = scoring.model_match_probability(model, ids, mask, types, tiny["features"])
   assert fast.dtype == tf.float32
   np.testing.assert_allclose(fast.numpy(), tiny["exact"], atol=0.01)
   assert not np.array_equal(fast.numpy(), tiny["exact"])  # really a different computation
+  # The evaluation's scorer takes it like a Keras model (in a tf.function: the fused oneDNN ops;
+  # eagerly the GELU runs on the rounded bfloat16 matmul output instead).
+  scorer = scoring.KerasPairScorer(model, FEATURE_DIM)
+  np.testing.assert_allclose(scorer.match_probability(ids, mask, types, tiny["features"]),
+                             tiny["exact"], atol=0.01)
 
 
 def test_einsum_dense_as_matmul_keeps_p_match_in_float32(tiny):
@@ -176,10 +157,19 @@ def test_bfloat16_xla_export_is_servable_and_matches_float32(tiny):
   assert op_allowlist.disallowed_ops(path) == {}
   assert export.read_inference_settings(path) == {
       "precision": "bfloat16", "jit_compile": True, "length_bucket": 16}
-  # The weights are saved in bfloat16 (the encoder's kernels), not cast at every call.
+  # The encoder's weights are bfloat16 constants of the saved graph (never cast at a call); the
+  # variables hold the word embedding table and the backbone only.
   reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-  dtypes = reader.get_variable_to_dtype_map()
-  assert sum(dtype == tf.bfloat16 for dtype in dtypes.values()) >= 2 * 6 * 2  # 2 layers x 6 dense
+  assert not any("transformer" in name for name in reader.get_variable_to_dtype_map())
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  bfloat16_constants = [
+      node for function in saved_model.meta_graphs[0].graph_def.library.function
+      for node in function.node_def
+      if node.op == "Const" and node.attr["dtype"].type == tf.bfloat16.as_datatype_enum]
+  # Kernels and biases: the patch projection, 4 matmuls of layer 0, 5 of the last layer.
+  assert len(bfloat16_constants) >= 2 * (1 + 4 + 5)
   # The scoring function is marked for XLA in the saved graph.
   with open(os.path.join(path, "saved_model.pb"), "rb") as f:
     assert b"_XlaMustCompile" in f.read()

@@ -11,9 +11,10 @@ class EvalConfig(base_config.Config):
   # Pairs per model call when scoring (each batch padded only to its own longest text).
   batch_size: int = 128
   # Precision of the restored model when scoring from a checkpoint: "float32" (exact) or
-  # "bfloat16" (= "mixed_bfloat16"): `modeling/inference_precision.py`, weights stored and
-  # multiplied in bfloat16 (~2x faster on CPUs with AMX / AVX-512 BF16); LayerNorm, the attention
-  # softmax, the pooler and the TIA classifier stay float32, so P(match) is not rounded to bfloat16.
+  # "bfloat16" (= "mixed_bfloat16"): `modeling/fused_inference.py`, the fused inference graph with
+  # matmul weights stored and multiplied in bfloat16 (~2-3x faster on CPUs with AMX / AVX-512
+  # BF16); LayerNorm, the attention softmax, the pooler and the TIA classifier stay float32, so
+  # P(match) is not rounded to bfloat16.
   # A SavedModel (--saved_model) is scored in the precision it was exported with.
   mixed_precision: str = "float32"
   # Compile the scoring function with XLA (checkpoint scoring; an export carries its own setting).

@@ -130,8 +130,9 @@ class KerasPairScorer(PairScorer):
 
   With `jit_compile` the scoring function is compiled by XLA; XLA compiles once per input shape,
   so texts are padded to multiples of `length_bucket` positions and batches to a power of two
-  (padding rows are zeros, their scores dropped). The model may be a
-  `inference_precision.bfloat16_inference_copy`.
+  (padding rows are zeros, their scores dropped). The model may be any of
+  `inference_precision.inference_model` (a Keras copy, or the fused bfloat16 graph
+  `fused_inference.FusedScoringModel`: same call and `compute_patch_features`).
   """
 
   def __init__(self, model, feature_dim, jit_compile=False, length_bucket=0,

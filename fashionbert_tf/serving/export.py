@@ -7,8 +7,9 @@ The version folder is written under a temporary name and renamed when complete, 
 watching `<export_dir>` never loads half an export. Signatures: see `serving_module.py`.
 
 Precision and compilation (`precision`, `jit_compile`, `length_bucket`): a float32 export
-(default) is exact; a bfloat16 export holds `inference_precision.bfloat16_inference_copy` (weights
-stored and multiplied in bfloat16, LayerNorm / softmax / P(match) in float32); `jit_compile`
+(default) is exact; a bfloat16 export scores through `fused_inference.FusedScoringModel` (the
+fused inference graph: matmul weights stored as bfloat16 graph constants and multiplied in
+bfloat16, LayerNorm / softmax / P(match) in float32); `jit_compile`
 compiles the scoring function with XLA and pads texts to multiples of `length_bucket` positions
 (default 16 under XLA) so it compiles one shape per bucket; the warm-up records then hold one
 `score_features` request per bucket (batch 1), so TF Serving compiles them all at load. The

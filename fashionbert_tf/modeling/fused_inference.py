@@ -1,0 +1,348 @@
+"""FashionBERT's P(match) as one inference graph of fused oneDNN ops (serving and evaluation).
+
+`FusedScoringModel(model, precision)` computes what the trained `FashionBertModel` computes for
+TIA in inference mode (patch features -> standardization -> patch embedding; text embeddings;
+embedding LayerNorm; the transformer layers; pooler; TIA head), written as plain TensorFlow ops in
+the forms Grappler's remapper and oneDNN fuse, with every weight of the encoder, the patch
+embedding, the pooler and the TIA head a graph constant:
+
+  - each dense layer is a 2-D MatMul + BiasAdd on [B * S, in] with its kernel a Const: Grappler
+    fuses it (with the GELU that follows, or with the residual Add) into `_MklNativeFusedMatMul`,
+    and because the kernel is a Const (`is_filter_const`) oneDNN reorders it into its blocked
+    (AMX) layout once and caches it instead of re-packing it at every call, as it does for a
+    variable;
+  - the Q, K and V projections are one MatMul over the concatenated [H, 3H] kernel and one
+    Transpose puts the three in head-major order (Model Garden: three EinsumDense + transposes);
+    the query scale 1/sqrt(head size) is folded into the Q kernel and bias;
+  - LayerNorm is computed in float32 in the form of Keras' fused LayerNormalization (a
+    training-mode FusedBatchNormV3 over the reshaped rows), which oneDNN runs as one batch-norm
+    kernel with BERT's epsilon (`_layer_norm`);
+  - only the [CLS] position goes through the last layer's query, attention output and feed-forward
+    (its keys and values still come from every position): nothing else of the last layer reaches
+    P(match). Model Garden's `output_range=1`, the same numbers.
+
+Precision: "float32" keeps every weight and op in float32 (P(match) equal to the Keras model's up
+to float rounding, ~1e-6; tests/test_fused_inference.py); "bfloat16" stores the matmul kernels and
+biases in bfloat16 and multiplies in bfloat16 (oneDNN accumulates in float32, and a fused GELU runs
+on the float32 accumulator), while the embedding sums, every LayerNorm, the attention softmax (and
+its mask), the pooler and the TIA head stay float32, as Keras mixed precision keeps them, so
+P(match) = softmax(tia_logits)[1] is never rounded to bfloat16.
+
+Not in the graph as constants: the word embedding table (a variable read by a gather of ~100 rows)
+and the patch backbone (`compute_patch_features` is the Keras model's, float32: evaluation runs it
+once per image). The object holds no reference that a SavedModel would trace: export tracks
+`variables` only.
+
+Measured (2-core Xeon with AMX, batch 1, 2 layers, BERT-base width, 38 WordPieces + 64 patches;
+tools/benchmark_inference.py, README "Speed"): the SavedModel's `score_features` 20.8 ms in float32
+(the Keras model), 9.2 ms in bfloat16 through this graph (the bfloat16 Keras copy it replaced:
+12-15 ms); this graph in float32 ~13 ms. What each piece gave, in a prototype of the graph: Const
+kernels instead of variables (oneDNN caches the packed weights) and GELU fused into the FFN matmul
+~15 -> ~9 ms, one Q/K/V matmul ~-1 ms, the fused LayerNorm ~-1 ms.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from official.modeling import activations as mg_activations
+
+from fashionbert_tf.data import contract
+
+PRECISIONS = ("float32", "bfloat16")
+# Added to the attention scores of padding positions before the softmax, as Keras' masked softmax
+# does for float32 scores: exp() of it is exactly 0.
+_MASK_NEGATIVE = -1e9
+
+
+def _numpy(variable):
+  return np.asarray(tf.convert_to_tensor(getattr(variable, "_variable", variable)))
+
+
+def _activation_kind(block):
+  """"gelu" (erf), "gelu_approximate" (tanh) or "relu": the feed-forward activation of `block`."""
+  function = getattr(block._intermediate_activation_layer, "activation", None)  # pylint: disable=protected-access
+  for kind, known in (("gelu_approximate", mg_activations.gelu),
+                      ("gelu", tf_keras.activations.gelu),
+                      ("relu", tf_keras.activations.relu)):
+    if function is known:
+      return kind
+  raise ValueError(f"fused inference: unsupported encoder activation {function!r} (known: GELU "
+                   "exact / tanh-approximate, ReLU)")
+
+
+def _check_block(block):
+  """Raises ValueError for a transformer block this graph does not reproduce."""
+  unsupported = {
+      "norm_first (pre-LayerNorm)": getattr(block, "_norm_first", False),
+      "use_rms_norm": getattr(block, "_use_rms_norm", False),
+      "no query residual": not getattr(block, "_use_query_residual", True),
+      "linformer": getattr(block, "_linformer_dim", None) is not None,
+      "sigmoid attention": getattr(block, "_use_sigmoid_attn", False),
+      "grouped key/value heads": getattr(block, "_num_kv_heads", None) is not None,
+  }
+  found = [name for name, on in unsupported.items() if on]
+  if found:
+    raise ValueError(f"fused inference: transformer block {block.name} uses {', '.join(found)}; "
+                     "only BERT's post-LayerNorm block is supported")
+
+
+def _dense_weights(einsum_dense):
+  """An EinsumDense / Dense kernel and bias flattened to float32 [in, out] and [out]."""
+  kernel = _numpy(einsum_dense.kernel)
+  bias = _numpy(einsum_dense.bias)
+  out = bias.size
+  return kernel.reshape(-1, out).astype(np.float32), bias.reshape(out).astype(np.float32)
+
+
+def _layer_norm_weights(layer):
+  return dict(gamma=_numpy(layer.gamma).astype(np.float32),
+              beta=_numpy(layer.beta).astype(np.float32), epsilon=float(layer.epsilon))
+
+
+def _block_weights(block):
+  """The float32 numpy weights of one Model Garden `TransformerEncoderBlock` (post-LN BERT)."""
+  _check_block(block)
+  attention = block._attention_layer  # pylint: disable=protected-access
+  num_heads = int(attention._num_heads)  # pylint: disable=protected-access
+  head_size = int(attention._key_dim)  # pylint: disable=protected-access
+  if int(attention._value_dim or head_size) != head_size:  # pylint: disable=protected-access
+    raise ValueError("fused inference: attention value size != key size is not supported")
+  query_kernel, query_bias = _dense_weights(attention._query_dense)  # pylint: disable=protected-access
+  key_kernel, key_bias = _dense_weights(attention._key_dense)  # pylint: disable=protected-access
+  value_kernel, value_bias = _dense_weights(attention._value_dense)  # pylint: disable=protected-access
+  scale = 1.0 / math.sqrt(float(head_size))  # Model Garden scales the query before the product.
+  query = (query_kernel * scale, query_bias * scale)
+  key_value = (np.concatenate([key_kernel, value_kernel], axis=1),
+               np.concatenate([key_bias, value_bias]))
+  return dict(
+      num_heads=num_heads, head_size=head_size, activation=_activation_kind(block),
+      # Every layer but the last projects Q, K, V in one matmul; the last one (only [CLS]
+      # queries) projects Q alone and K, V together.
+      query_key_value=(np.concatenate([query[0], key_value[0]], axis=1),
+                       np.concatenate([query[1], key_value[1]])),
+      query=query, key_value=key_value,
+      attention_output=_dense_weights(attention._output_dense),  # pylint: disable=protected-access
+      attention_norm=_layer_norm_weights(block._attention_layer_norm),  # pylint: disable=protected-access
+      inner=_dense_weights(block._intermediate_dense),  # pylint: disable=protected-access
+      output=_dense_weights(block._output_dense),  # pylint: disable=protected-access
+      output_norm=_layer_norm_weights(block._output_layer_norm))  # pylint: disable=protected-access
+
+
+class _Untracked:
+  """Holds an object without making it a tf.Module / SavedModel dependency."""
+
+  def __init__(self, value):
+    self.value = value
+
+
+class FusedScoringModel(tf.Module):
+  """P(match) of a trained FashionBERT through the fused inference graph (module docstring).
+
+  Called like the Keras model for scoring: `model(inputs, training=False)` with a dict holding
+  `input_word_ids`, `input_mask`, `input_type_ids` int32 [B, T] and `patch_features` float32
+  [B, 64, D] returns {"tia_logits": float32 [B, 2]}; `compute_patch_features(image uint8
+  [B, 256, 256, 3]) -> float32 [B, 64, D]` is the Keras model's backbone. Inference only.
+  """
+
+  def __init__(self, model, precision="bfloat16", name="fused_fashionbert"):
+    """Args:
+      model: a built, trained `FashionBertModel` (float32; it is not changed).
+      precision: "float32" or "bfloat16" (module docstring).
+
+    Raises:
+      ValueError: unknown precision, or an encoder this graph does not reproduce (pre-LN, RMSNorm,
+        linformer, an unknown activation, ...).
+    """
+    super().__init__(name=name)
+    if precision not in PRECISIONS:
+      raise ValueError(f"fused inference: precision {precision!r}; expected one of "
+                       f"{', '.join(PRECISIONS)}")
+    self.precision = precision
+    self._dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+    self._keras = _Untracked(model)
+    encoder = model.encoder
+    # Tracked: the export saves these two as variables (the gather reads ~100 rows of the table;
+    # the backbone is the Keras model's own).
+    self.word_embeddings = encoder._embedding_layer.embeddings  # pylint: disable=protected-access
+    self.backbone_variables = list(model.patch_feature_extractor.variables)
+    self._weights = _Untracked(self._collect_weights(model))
+
+  def _collect_weights(self, model):
+    encoder = model.encoder
+    patch_embedding = model.patch_embedding
+    type_table = _numpy(encoder.type_embedding_layer.embeddings).astype(np.float32)
+    image_segment = type_table[1]  # patch_embedding.IMAGE_SEGMENT_ID
+    weights = dict(
+        position_table=_numpy(encoder._position_embedding_layer._position_embeddings).astype(  # pylint: disable=protected-access
+            np.float32),
+        type_table=type_table,
+        embedding_norm=_layer_norm_weights(encoder._embedding_norm_layer),  # pylint: disable=protected-access
+        patch_projection=_dense_weights(patch_embedding.projection),
+        # Paper 2.2: patch k's embedding adds its patch position row and the image segment row.
+        patch_position_and_segment=(
+            _numpy(patch_embedding.patch_position_embeddings).astype(np.float32) + image_segment),
+        pooler=_dense_weights(encoder.pooler_layer),
+        tia=_dense_weights(model.tia_head.classifier),
+        blocks=[_block_weights(block) for block in encoder._transformer_layers],  # pylint: disable=protected-access
+        feature_mean=None, feature_std=None)
+    if not weights["blocks"]:
+      raise ValueError("fused inference: the encoder has no transformer layer")
+    if encoder._embedding_projection is not None:  # pylint: disable=protected-access
+      raise ValueError("fused inference: factorized embeddings (embedding width != hidden size) "
+                       "are not supported")
+    normalization = model.patch_feature_normalization
+    if normalization is not None:
+      weights["feature_mean"] = _numpy(normalization.mean).astype(np.float32)
+      weights["feature_std"] = _numpy(normalization.std).astype(np.float32)
+    return weights
+
+  @property
+  def keras_model(self):
+    return self._keras.value
+
+  @property
+  def patch_feature_extractor(self):
+    """The Keras model's backbone layer (its `feature_dim` is D)."""
+    return self.keras_model.patch_feature_extractor
+
+  def compute_patch_features(self, image):
+    """The backbone alone: uint8 [B, 256, 256, 3] -> float32 [B, 64, D] (the Keras model's)."""
+    return self.keras_model.compute_patch_features(image)
+
+  def __call__(self, inputs, training=False):
+    """{"tia_logits": float32 [B, 2]} for the dict `inputs` (class docstring)."""
+    if training:
+      raise ValueError("FusedScoringModel is for inference only (training=True)")
+    logits = self.tia_logits(inputs["input_word_ids"], inputs["input_mask"],
+                             inputs["input_type_ids"], inputs[contract.FEATURES_KEY])
+    return {"tia_logits": logits}
+
+  # ---- the graph ---------------------------------------------------------------------------------
+
+  def _constant(self, value, dtype=tf.float32):
+    """A graph Const of `value` (float32 numpy) in `dtype` (cast here, once, not in the graph)."""
+    if dtype == tf.float32:
+      return tf.constant(value, tf.float32)
+    with tf.init_scope():  # Eagerly, also while a tf.function traces.
+      value = tf.cast(tf.constant(value, tf.float32), dtype).numpy()
+    return tf.constant(value)
+
+  def _dense(self, inputs, kernel_and_bias, dtype, activation=None):
+    """[N, in] -> [N, out]: MatMul + BiasAdd (+ activation) on Const weights in `dtype`."""
+    kernel, bias = kernel_and_bias
+    outputs = tf.nn.bias_add(tf.matmul(inputs, self._constant(kernel, dtype)),
+                             self._constant(bias, dtype))
+    if activation == "gelu_approximate":
+      return tf.nn.gelu(outputs, approximate=True)
+    if activation == "gelu":
+      return tf.nn.gelu(outputs, approximate=False)
+    if activation == "relu":
+      return tf.nn.relu(outputs)
+    if activation == "tanh":
+      return tf.math.tanh(outputs)
+    return outputs
+
+  def _layer_norm(self, inputs, norm):
+    """LayerNorm over the last axis of [N, H] in float32; returns the input's dtype.
+
+    Written as Keras' fused LayerNormalization writes it (reshape to [1, N, H, 1], a training-mode
+    FusedBatchNormV3 over N "channels", reshape back, * gamma + beta): oneDNN runs it as one
+    batch-norm kernel with the given epsilon. Not the mean / squared-difference / rsqrt form:
+    Grappler's remapper replaces that one by `_MklLayerNorm` with epsilon 1e-3 whatever the graph
+    adds (TensorFlow 2.20, measured), which is wrong for BERT's 1e-12 (tests/
+    test_fused_inference.py fails with it).
+    """
+    dtype = inputs.dtype
+    inputs = tf.cast(inputs, tf.float32)
+    rows = tf.shape(inputs)[0]
+    width = inputs.shape[-1]
+    normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        tf.reshape(inputs, [1, rows, width, 1]), tf.fill([rows], 1.0), tf.fill([rows], 0.0),
+        epsilon=norm["epsilon"], data_format="NCHW", is_training=True)
+    outputs = self._constant(norm["beta"]) + (
+        tf.reshape(normalized, [rows, width]) * self._constant(norm["gamma"]))
+    return tf.cast(outputs, dtype)
+
+  def _attention(self, queries, keys, values, mask_adder):
+    """Multi-head attention on head-major [B, heads, Q or S, size] -> context [B, heads, Q, size].
+
+    The query is pre-scaled (its kernel); scores, mask and softmax in float32, the products with
+    the keys and values in the graph's dtype.
+    """
+    scores = tf.matmul(queries, keys, transpose_b=True)  # [B, heads, Q, S]
+    probabilities = tf.nn.softmax(tf.cast(scores, tf.float32) + mask_adder, axis=-1)
+    return tf.matmul(tf.cast(probabilities, self._dtype), values)
+
+  def _block(self, hidden, mask_adder, block, batch, length, cls_only):
+    """One post-LN transformer block on hidden [B * S, H].
+
+    cls_only: only [CLS] is computed past the key / value projection; returns [B, H] instead of
+    [B * S, H].
+    """
+    dtype = self._dtype
+    heads, size = block["num_heads"], block["head_size"]
+    if cls_only:
+      residual = tf.reshape(hidden, [batch, length, heads * size])[:, 0, :]  # [B, H]
+      queries = tf.reshape(self._dense(residual, block["query"], dtype),
+                           [batch, heads, 1, size])
+      keys_values = tf.transpose(
+          tf.reshape(self._dense(hidden, block["key_value"], dtype),
+                     [batch, length, 2, heads, size]), [2, 0, 3, 1, 4])  # [2, B, heads, S, size]
+      keys, values = tf.unstack(keys_values, axis=0)
+      query_length = 1
+    else:
+      residual = hidden
+      projections = tf.transpose(
+          tf.reshape(self._dense(hidden, block["query_key_value"], dtype),
+                     [batch, length, 3, heads, size]), [2, 0, 3, 1, 4])  # [3, B, heads, S, size]
+      queries, keys, values = tf.unstack(projections, axis=0)
+      query_length = length
+    context = self._attention(queries, keys, values, mask_adder)  # [B, heads, Q, size]
+    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                         [batch * query_length, heads * size])
+    attention = self._dense(context, block["attention_output"], dtype)
+    hidden = self._layer_norm(residual + attention, block["attention_norm"])
+    inner = self._dense(hidden, block["inner"], dtype, activation=block["activation"])
+    output = self._dense(inner, block["output"], dtype)
+    return self._layer_norm(hidden + output, block["output_norm"])
+
+  def tia_logits(self, input_word_ids, input_mask, input_type_ids, patch_features):
+    """float32 [B, 2] TIA logits; text int32 [B, T], patch_features float [B, 64, D]."""
+    weights = self._weights.value
+    dtype = self._dtype
+    batch = tf.shape(input_word_ids)[0]
+    text_length = tf.shape(input_word_ids)[1]
+    length = text_length + contract.NUM_PATCHES
+
+    # Text embeddings, float32 [B, T, E]: word + position (0..T-1) + segment.
+    text = (tf.gather(self.word_embeddings, input_word_ids)
+            + self._constant(weights["position_table"])[tf.newaxis, :text_length, :]
+            + tf.gather(self._constant(weights["type_table"]), input_type_ids))
+    # Patch embeddings, float32 [B, 64, E]: standardized features -> projection + position + "I".
+    features = tf.cast(patch_features, tf.float32)
+    if weights["feature_mean"] is not None:
+      features = (features - self._constant(weights["feature_mean"])) / self._constant(
+          weights["feature_std"])
+    feature_dim, width = weights["patch_projection"][0].shape
+    patches = self._dense(tf.cast(tf.reshape(features, [-1, feature_dim]), dtype),
+                          weights["patch_projection"], dtype)
+    patches = (tf.cast(tf.reshape(patches, [batch, contract.NUM_PATCHES, width]), tf.float32)
+               + self._constant(weights["patch_position_and_segment"]))
+    embeddings = tf.concat([text, patches], axis=1)  # [B, S, E]
+    hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"])
+    hidden = tf.cast(hidden, dtype)
+
+    # Keys of text padding get -1e9 before the softmax; patches are always attended to.
+    mask = tf.concat([tf.cast(input_mask, tf.float32),
+                      tf.ones([batch, contract.NUM_PATCHES], tf.float32)], axis=1)
+    mask_adder = ((1.0 - mask) * _MASK_NEGATIVE)[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, S]
+    blocks = weights["blocks"]
+    for index, block in enumerate(blocks):
+      hidden = self._block(hidden, mask_adder, block, batch, length,
+                           cls_only=index == len(blocks) - 1)
+    cls = tf.cast(hidden, tf.float32)  # [B, H]
+    pooled = self._dense(cls, weights["pooler"], tf.float32, activation="tanh")
+    return self._dense(pooled, weights["tia"], tf.float32)
