@@ -57,8 +57,11 @@ def _inputs(seed, batch=4, length=14):
   return ids, mask, types, features
 
 
-def _graph_scorer(model):
-  return tf.function(lambda *args: scoring.model_match_probability(model, *args), autograph=False)
+def _graph_scorer(model, signature=None):
+  """P(match) in a tf.function: traced per input shape, or once for unknown B and T (the serving
+  and evaluation functions' signature; Grappler then sees other graphs: shape ops, no folding)."""
+  return tf.function(lambda *args: scoring.model_match_probability(model, *args), autograph=False,
+                     input_signature=signature)
 
 
 @pytest.mark.parametrize("num_layers,activation", [(1, "gelu_approximate"), (2, "gelu"),
@@ -71,6 +74,9 @@ def test_float32_graph_gives_the_keras_model_p_match(num_layers, activation):
   fused = fused_inference.FusedScoringModel(model, "float32")
   graph = _graph_scorer(fused)
   np.testing.assert_allclose(graph(ids, mask, types, features).numpy(), exact, atol=2e-5)
+  relaxed = _graph_scorer(fused, scoring.text_signature() + [
+      scoring.features_signature(FEATURE_DIM)])
+  np.testing.assert_allclose(relaxed(ids, mask, types, features).numpy(), exact, atol=2e-5)
   np.testing.assert_allclose(
       scoring.model_match_probability(fused, ids, mask, types, features).numpy(), exact,
       atol=2e-5)
@@ -107,9 +113,16 @@ def test_weights_are_graph_constants_and_the_source_model_is_unchanged():
   bfloat16_kernels = [name for name in matmul_kernels
                       if ops[name.split(":")[0]].attr["dtype"].type == tf.bfloat16.as_datatype_enum]
   assert len(bfloat16_kernels) == 1 + 4 + 5  # pooler and TIA head stay float32
-  # What a SavedModel tracks: the word embedding table and the backbone, no encoder weights.
-  assert {v.name for v in fused.variables} == (
-      {fused.word_embeddings.name} | {v.name for v in model.patch_feature_extractor.variables})
+  # Biases are variables (a zero bias Const would be folded away with its BiasAdd), one per
+  # matmul, in the matmul's dtype; with the word embedding table and the backbone they are all a
+  # SavedModel tracks.
+  bias_inputs = [node.input[1] for node in graph_def.node if node.op == "BiasAdd"]
+  assert len(bias_inputs) == len(matmul_kernels)
+  assert all(ops[name.split(":")[0]].op == "ReadVariableOp" for name in bias_inputs)
+  assert [v.dtype for v in fused.biases] == [tf.bfloat16] * (1 + 4 + 5) + [tf.float32] * 2
+  assert {id(v) for v in fused.variables} == (
+      {id(fused.word_embeddings)} | {id(v) for v in fused.biases}
+      | {id(v) for v in model.patch_feature_extractor.variables})
   np.testing.assert_array_equal(
       model.encoder.transformer_layers[0]._intermediate_dense.kernel.numpy(), kernel_before)  # pylint: disable=protected-access
   # The backbone is the Keras model's.

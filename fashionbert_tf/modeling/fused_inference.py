@@ -3,17 +3,18 @@
 `FusedScoringModel(model, precision)` computes what the trained `FashionBertModel` computes for
 TIA in inference mode (patch features -> standardization -> patch embedding; text embeddings;
 embedding LayerNorm; the transformer layers; pooler; TIA head), written as plain TensorFlow ops in
-the forms Grappler's remapper and oneDNN fuse, with every weight of the encoder, the patch
+the forms Grappler's remapper and oneDNN fuse, with every matmul kernel of the encoder, the patch
 embedding, the pooler and the TIA head a graph constant:
 
-  - each dense layer is a 2-D MatMul + BiasAdd on [B * S, in] with its kernel a Const: Grappler
-    fuses it (with the GELU that follows, or with the residual Add) into `_MklNativeFusedMatMul`,
-    and because the kernel is a Const (`is_filter_const`) oneDNN reorders it into its blocked
-    (AMX) layout once and caches it instead of re-packing it at every call, as it does for a
-    variable;
+  - each dense layer is a 2-D MatMul + BiasAdd on [B * S, in] with its kernel a Const (its bias a
+    variable, see `__init__`): Grappler fuses it (with the GELU that follows) into
+    `_MklNativeFusedMatMul`, and because the kernel is a Const (`is_filter_const`) oneDNN reorders
+    it into its blocked (AMX) layout once and caches it instead of re-packing it at every call, as
+    it does for a variable;
   - the Q, K and V projections are one MatMul over the concatenated [H, 3H] kernel and one
     Transpose puts the three in head-major order (Model Garden: three EinsumDense + transposes);
-    the query scale 1/sqrt(head size) is folded into the Q kernel and bias;
+    the query scale 1/sqrt(head size) is folded into the Q kernel and bias, the patch feature
+    standardization (x - mean) / std into the patch projection's;
   - LayerNorm is computed in float32 in the form of Keras' fused LayerNormalization (a
     training-mode FusedBatchNormV3 over the reshaped rows), which oneDNN runs as one batch-norm
     kernel with BERT's epsilon (`_layer_norm`);
@@ -28,10 +29,10 @@ on the float32 accumulator), while the embedding sums, every LayerNorm, the atte
 its mask), the pooler and the TIA head stay float32, as Keras mixed precision keeps them, so
 P(match) = softmax(tia_logits)[1] is never rounded to bfloat16.
 
-Not in the graph as constants: the word embedding table (a variable read by a gather of ~100 rows)
-and the patch backbone (`compute_patch_features` is the Keras model's, float32: evaluation runs it
-once per image). The object holds no reference that a SavedModel would trace: export tracks
-`variables` only.
+Variables (what an export saves as variables): the word embedding table (read by a gather of ~100
+rows), the biases, and the patch backbone's (`compute_patch_features` is the Keras model's,
+float32: evaluation runs it once per image). The Keras model itself is held untracked, so a
+SavedModel does not trace it.
 
 Measured (2-core Xeon with AMX, batch 1, 2 layers, BERT-base width, 38 WordPieces + 64 patches;
 tools/benchmark_inference.py, README "Speed"): the SavedModel's `score_features` 20.8 ms in float32
@@ -55,6 +56,9 @@ PRECISIONS = ("float32", "bfloat16")
 # Added to the attention scores of padding positions before the softmax, as Keras' masked softmax
 # does for float32 scores: exp() of it is exactly 0.
 _MASK_NEGATIVE = -1e9
+# The (kernel, bias) entries of `_block_weights` (query_key_value, or query and key_value).
+_BLOCK_DENSE_LAYERS = ("query_key_value", "query", "key_value", "attention_output", "inner",
+                       "output")
 
 
 def _numpy(variable):
@@ -102,8 +106,12 @@ def _layer_norm_weights(layer):
               beta=_numpy(layer.beta).astype(np.float32), epsilon=float(layer.epsilon))
 
 
-def _block_weights(block):
-  """The float32 numpy weights of one Model Garden `TransformerEncoderBlock` (post-LN BERT)."""
+def _block_weights(block, cls_only):
+  """The float32 numpy weights of one Model Garden `TransformerEncoderBlock` (post-LN BERT).
+
+  cls_only (the last layer): the Q projection and the K/V projection apart (only [CLS] is
+  queried); else one Q/K/V projection.
+  """
   _check_block(block)
   attention = block._attention_layer  # pylint: disable=protected-access
   num_heads = int(attention._num_heads)  # pylint: disable=protected-access
@@ -117,18 +125,19 @@ def _block_weights(block):
   query = (query_kernel * scale, query_bias * scale)
   key_value = (np.concatenate([key_kernel, value_kernel], axis=1),
                np.concatenate([key_bias, value_bias]))
-  return dict(
+  weights = dict(
       num_heads=num_heads, head_size=head_size, activation=_activation_kind(block),
-      # Every layer but the last projects Q, K, V in one matmul; the last one (only [CLS]
-      # queries) projects Q alone and K, V together.
-      query_key_value=(np.concatenate([query[0], key_value[0]], axis=1),
-                       np.concatenate([query[1], key_value[1]])),
-      query=query, key_value=key_value,
       attention_output=_dense_weights(attention._output_dense),  # pylint: disable=protected-access
       attention_norm=_layer_norm_weights(block._attention_layer_norm),  # pylint: disable=protected-access
       inner=_dense_weights(block._intermediate_dense),  # pylint: disable=protected-access
       output=_dense_weights(block._output_dense),  # pylint: disable=protected-access
       output_norm=_layer_norm_weights(block._output_layer_norm))  # pylint: disable=protected-access
+  if cls_only:
+    weights.update(query=query, key_value=key_value)
+  else:
+    weights["query_key_value"] = (np.concatenate([query[0], key_value[0]], axis=1),
+                                  np.concatenate([query[1], key_value[1]]))
+  return weights
 
 
 class _Untracked:
@@ -168,10 +177,32 @@ class FusedScoringModel(tf.Module):
     # the backbone is the Keras model's own).
     self.word_embeddings = encoder._embedding_layer.embeddings  # pylint: disable=protected-access
     self.backbone_variables = list(model.patch_feature_extractor.variables)
-    self._weights = _Untracked(self._collect_weights(model))
+    # Biases are variables (in their matmul's dtype), kernels graph constants: a constant bias
+    # that is all zeros (a fresh model's) would be folded away by Grappler, and without its
+    # BiasAdd the matmul is neither fused nor given the cached packed kernel (measured 27 -> 37 ms
+    # at 6 layers). Tracked, so the export saves them.
+    self.biases = []
+    self._weights = _Untracked(self._with_bias_variables(self._collect_weights(model)))
+
+  def _with_bias_variables(self, weights):
+    """`weights` with each dense layer's numpy bias replaced by a variable in its matmul's dtype."""
+    def convert(kernel_and_bias, dtype):
+      kernel, bias = kernel_and_bias
+      variable = tf.Variable(tf.cast(bias, dtype), trainable=False, name="bias")
+      self.biases.append(variable)
+      return kernel, variable
+    weights["patch_projection"] = convert(weights["patch_projection"], self._dtype)
+    for block in weights["blocks"]:
+      for key in _BLOCK_DENSE_LAYERS:
+        if key in block:
+          block[key] = convert(block[key], self._dtype)
+    for key in ("pooler", "tia"):  # float32 (module docstring)
+      weights[key] = convert(weights[key], tf.float32)
+    return weights
 
   def _collect_weights(self, model):
     encoder = model.encoder
+    layers = encoder._transformer_layers  # pylint: disable=protected-access
     patch_embedding = model.patch_embedding
     type_table = _numpy(encoder.type_embedding_layer.embeddings).astype(np.float32)
     image_segment = type_table[1]  # patch_embedding.IMAGE_SEGMENT_ID
@@ -186,8 +217,8 @@ class FusedScoringModel(tf.Module):
             _numpy(patch_embedding.patch_position_embeddings).astype(np.float32) + image_segment),
         pooler=_dense_weights(encoder.pooler_layer),
         tia=_dense_weights(model.tia_head.classifier),
-        blocks=[_block_weights(block) for block in encoder._transformer_layers],  # pylint: disable=protected-access
-        feature_mean=None, feature_std=None)
+        blocks=[_block_weights(block, cls_only=index == len(layers) - 1)
+                for index, block in enumerate(layers)])
     if not weights["blocks"]:
       raise ValueError("fused inference: the encoder has no transformer layer")
     if encoder._embedding_projection is not None:  # pylint: disable=protected-access
@@ -195,8 +226,13 @@ class FusedScoringModel(tf.Module):
                        "are not supported")
     normalization = model.patch_feature_normalization
     if normalization is not None:
-      weights["feature_mean"] = _numpy(normalization.mean).astype(np.float32)
-      weights["feature_std"] = _numpy(normalization.std).astype(np.float32)
+      # The standardization (x - mean) / std folded into the projection (in float64):
+      # W' = W / std[:, None], b' = b - (mean / std) W. Two [B * 64, D] element-wise ops less.
+      kernel, bias = (value.astype(np.float64) for value in weights["patch_projection"])
+      mean = _numpy(normalization.mean).astype(np.float64)
+      std = _numpy(normalization.std).astype(np.float64)
+      weights["patch_projection"] = ((kernel / std[:, np.newaxis]).astype(np.float32),
+                                     (bias - (mean / std) @ kernel).astype(np.float32))
     return weights
 
   @property
@@ -212,6 +248,7 @@ class FusedScoringModel(tf.Module):
     """The backbone alone: uint8 [B, 256, 256, 3] -> float32 [B, 64, D] (the Keras model's)."""
     return self.keras_model.compute_patch_features(image)
 
+  @tf.autograph.experimental.do_not_convert
   def __call__(self, inputs, training=False):
     """{"tia_logits": float32 [B, 2]} for the dict `inputs` (class docstring)."""
     if training:
@@ -231,10 +268,10 @@ class FusedScoringModel(tf.Module):
     return tf.constant(value)
 
   def _dense(self, inputs, kernel_and_bias, dtype, activation=None):
-    """[N, in] -> [N, out]: MatMul + BiasAdd (+ activation) on Const weights in `dtype`."""
+    """[N, in] -> [N, out]: MatMul on a Const kernel in `dtype` + BiasAdd (bias variable) (+
+    activation)."""
     kernel, bias = kernel_and_bias
-    outputs = tf.nn.bias_add(tf.matmul(inputs, self._constant(kernel, dtype)),
-                             self._constant(bias, dtype))
+    outputs = tf.nn.bias_add(tf.matmul(inputs, self._constant(kernel, dtype)), bias)
     if activation == "gelu_approximate":
       return tf.nn.gelu(outputs, approximate=True)
     if activation == "gelu":
@@ -245,8 +282,9 @@ class FusedScoringModel(tf.Module):
       return tf.math.tanh(outputs)
     return outputs
 
-  def _layer_norm(self, inputs, norm):
-    """LayerNorm over the last axis of [N, H] in float32; returns the input's dtype.
+  def _layer_norm(self, inputs, norm, rows):
+    """LayerNorm over the last axis of inputs [N, H] (rows = N) in float32; returns the input's
+    dtype.
 
     Written as Keras' fused LayerNormalization writes it (reshape to [1, N, H, 1], a training-mode
     FusedBatchNormV3 over N "channels", reshape back, * gamma + beta): oneDNN runs it as one
@@ -256,14 +294,14 @@ class FusedScoringModel(tf.Module):
     test_fused_inference.py fails with it).
     """
     dtype = inputs.dtype
-    inputs = tf.cast(inputs, tf.float32)
-    rows = tf.shape(inputs)[0]
     width = inputs.shape[-1]
+    # `rows` comes from the caller, not from tf.shape(inputs): the same `rows` gives the same
+    # Fill ops, which Grappler then shares between the LayerNorms (fewer ops a call).
     normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
-        tf.reshape(inputs, [1, rows, width, 1]), tf.fill([rows], 1.0), tf.fill([rows], 0.0),
-        epsilon=norm["epsilon"], data_format="NCHW", is_training=True)
+        tf.reshape(tf.cast(inputs, tf.float32), [1, -1, width, 1]), tf.fill([rows], 1.0),
+        tf.fill([rows], 0.0), epsilon=norm["epsilon"], data_format="NCHW", is_training=True)
     outputs = self._constant(norm["beta"]) + (
-        tf.reshape(normalized, [rows, width]) * self._constant(norm["gamma"]))
+        tf.reshape(normalized, [-1, width]) * self._constant(norm["gamma"]))
     return tf.cast(outputs, dtype)
 
   def _attention(self, queries, keys, values, mask_adder):
@@ -276,15 +314,15 @@ class FusedScoringModel(tf.Module):
     probabilities = tf.nn.softmax(tf.cast(scores, tf.float32) + mask_adder, axis=-1)
     return tf.matmul(tf.cast(probabilities, self._dtype), values)
 
-  def _block(self, hidden, mask_adder, block, batch, length, cls_only):
-    """One post-LN transformer block on hidden [B * S, H].
+  def _block(self, hidden, mask_adder, block, batch, length):
+    """One post-LN transformer block on hidden [B * S, H] -> [B * S, H].
 
-    cls_only: only [CLS] is computed past the key / value projection; returns [B, H] instead of
-    [B * S, H].
+    The last block (`_block_weights(cls_only=True)`: it has a "query" projection of its own)
+    computes only [CLS] past the key / value projection and returns [B, H].
     """
     dtype = self._dtype
     heads, size = block["num_heads"], block["head_size"]
-    if cls_only:
+    if "query" in block:
       residual = tf.reshape(hidden, [batch, length, heads * size])[:, 0, :]  # [B, H]
       queries = tf.reshape(self._dense(residual, block["query"], dtype),
                            [batch, heads, 1, size])
@@ -301,14 +339,15 @@ class FusedScoringModel(tf.Module):
       queries, keys, values = tf.unstack(projections, axis=0)
       query_length = length
     context = self._attention(queries, keys, values, mask_adder)  # [B, heads, Q, size]
-    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
-                         [batch * query_length, heads * size])
+    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * size])
     attention = self._dense(context, block["attention_output"], dtype)
-    hidden = self._layer_norm(residual + attention, block["attention_norm"])
+    rows = batch * query_length
+    hidden = self._layer_norm(residual + attention, block["attention_norm"], rows)
     inner = self._dense(hidden, block["inner"], dtype, activation=block["activation"])
     output = self._dense(inner, block["output"], dtype)
-    return self._layer_norm(hidden + output, block["output_norm"])
+    return self._layer_norm(hidden + output, block["output_norm"], rows)
 
+  @tf.autograph.experimental.do_not_convert
   def tia_logits(self, input_word_ids, input_mask, input_type_ids, patch_features):
     """float32 [B, 2] TIA logits; text int32 [B, T], patch_features float [B, 64, D]."""
     weights = self._weights.value
@@ -321,28 +360,24 @@ class FusedScoringModel(tf.Module):
     text = (tf.gather(self.word_embeddings, input_word_ids)
             + self._constant(weights["position_table"])[tf.newaxis, :text_length, :]
             + tf.gather(self._constant(weights["type_table"]), input_type_ids))
-    # Patch embeddings, float32 [B, 64, E]: standardized features -> projection + position + "I".
-    features = tf.cast(patch_features, tf.float32)
-    if weights["feature_mean"] is not None:
-      features = (features - self._constant(weights["feature_mean"])) / self._constant(
-          weights["feature_std"])
+    # Patch embeddings, float32 [B, 64, E]: standardized features (folded into the projection)
+    # -> projection + position + "I".
     feature_dim, width = weights["patch_projection"][0].shape
-    patches = self._dense(tf.cast(tf.reshape(features, [-1, feature_dim]), dtype),
+    patches = self._dense(tf.cast(tf.reshape(patch_features, [-1, feature_dim]), dtype),
                           weights["patch_projection"], dtype)
     patches = (tf.cast(tf.reshape(patches, [batch, contract.NUM_PATCHES, width]), tf.float32)
                + self._constant(weights["patch_position_and_segment"]))
     embeddings = tf.concat([text, patches], axis=1)  # [B, S, E]
-    hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"])
+    hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"],
+                              batch * length)
     hidden = tf.cast(hidden, dtype)
 
     # Keys of text padding get -1e9 before the softmax; patches are always attended to.
     mask = tf.concat([tf.cast(input_mask, tf.float32),
                       tf.ones([batch, contract.NUM_PATCHES], tf.float32)], axis=1)
     mask_adder = ((1.0 - mask) * _MASK_NEGATIVE)[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, S]
-    blocks = weights["blocks"]
-    for index, block in enumerate(blocks):
-      hidden = self._block(hidden, mask_adder, block, batch, length,
-                           cls_only=index == len(blocks) - 1)
+    for block in weights["blocks"]:  # the last one returns [B, H], [CLS] only
+      hidden = self._block(hidden, mask_adder, block, batch, length)
     cls = tf.cast(hidden, tf.float32)  # [B, H]
     pooled = self._dense(cls, weights["pooler"], tf.float32, activation="tanh")
     return self._dense(pooled, weights["tia"], tf.float32)
