@@ -119,9 +119,9 @@ def test_weights_are_graph_constants_and_the_source_model_is_unchanged():
   bias_inputs = [node.input[1] for node in graph_def.node if node.op == "BiasAdd"]
   assert len(bias_inputs) == len(matmul_kernels)
   assert all(ops[name.split(":")[0]].op == "ReadVariableOp" for name in bias_inputs)
-  assert [v.dtype for v in fused.biases] == [tf.bfloat16] * (1 + 4 + 5) + [tf.float32] * 2
+  assert [v.dtype for v in fused.dense_variables] == [tf.bfloat16] * (1 + 4 + 5) + [tf.float32] * 2
   assert {id(v) for v in fused.variables} == (
-      {id(fused.word_embeddings)} | {id(v) for v in fused.biases}
+      {id(fused.word_embeddings)} | {id(v) for v in fused.dense_variables}
       | {id(v) for v in model.patch_feature_extractor.variables})
   np.testing.assert_array_equal(
       model.encoder.transformer_layers[0]._intermediate_dense.kernel.numpy(), kernel_before)  # pylint: disable=protected-access

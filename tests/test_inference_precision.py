@@ -150,6 +150,22 @@ def test_xla_scorer_with_buckets_matches_float32(tiny):
   np.testing.assert_allclose(alone, tiny["exact"][:1], atol=1e-4)
 
 
+def _bfloat16_tensors(export_path):
+  """(bfloat16 Const nodes of [.., >= 2] shape in the saved functions, bfloat16 variables)."""
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(export_path, "saved_model.pb"), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  constants = [
+      node for function in saved_model.meta_graphs[0].graph_def.library.function
+      for node in function.node_def
+      if node.op == "Const" and node.attr["dtype"].type == tf.bfloat16.as_datatype_enum
+      and len(node.attr["value"].tensor.tensor_shape.dim) >= 2]
+  reader = tf.train.load_checkpoint(os.path.join(export_path, "variables", "variables"))
+  variables = [name for name, dtype in reader.get_variable_to_dtype_map().items()
+               if dtype == tf.bfloat16]
+  return len(constants), len(variables)
+
+
 def test_bfloat16_xla_export_is_servable_and_matches_float32(tiny):
   path = export.export_saved_model(tiny["config"], os.path.join(tiny["tmp_dir"], "bf16_xla"),
                                    model=tiny["model"], version=1, precision="bfloat16",
@@ -157,19 +173,21 @@ def test_bfloat16_xla_export_is_servable_and_matches_float32(tiny):
   assert op_allowlist.disallowed_ops(path) == {}
   assert export.read_inference_settings(path) == {
       "precision": "bfloat16", "jit_compile": True, "length_bucket": 16}
-  # The encoder's weights are bfloat16 constants of the saved graph (never cast at a call); the
-  # variables hold the word embedding table and the backbone only.
-  reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-  assert not any("transformer" in name for name in reader.get_variable_to_dtype_map())
-  saved_model = saved_model_pb2.SavedModel()
-  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-    saved_model.ParseFromString(f.read())
-  bfloat16_constants = [
-      node for function in saved_model.meta_graphs[0].graph_def.library.function
-      for node in function.node_def
-      if node.op == "Const" and node.attr["dtype"].type == tf.bfloat16.as_datatype_enum]
-  # Kernels and biases: the patch projection, 4 matmuls of layer 0, 5 of the last layer.
-  assert len(bfloat16_constants) >= 2 * (1 + 4 + 5)
+  # Under XLA the fused graph's kernels are bfloat16 variables (XLA would constant-fold
+  # constant kernels); without XLA they are constants of the saved functions (below). Either way
+  # stored in bfloat16, never cast at a call. 10 matmuls: the patch projection, 4 of layer 0, 5
+  # of the last layer.
+  assert _bfloat16_tensors(path) == (0, 2 * 10)
+  plain = export.export_saved_model(tiny["config"], os.path.join(tiny["tmp_dir"], "bf16"),
+                                    model=tiny["model"], version=1, precision="bfloat16")
+  assert _bfloat16_tensors(plain) == (10, 10)  # constant kernels, bias variables
+  assert op_allowlist.disallowed_ops(plain) == {}
+  plain_score = tf.saved_model.load(plain).signatures["score_features"]
+  ids, mask, types = tiny["inputs"]
+  np.testing.assert_allclose(
+      plain_score(input_word_ids=ids, input_mask=mask, input_type_ids=types,
+                  patch_features=tiny["features"])["match_probability"].numpy(),
+      tiny["exact"], atol=0.01)
   # The scoring function is marked for XLA in the saved graph.
   with open(os.path.join(path, "saved_model.pb"), "rb") as f:
     assert b"_XlaMustCompile" in f.read()

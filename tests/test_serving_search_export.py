@@ -182,8 +182,9 @@ def test_text_only_variant_has_no_image_inputs(tmp_path):
   model, _ = model_builder.build_search_architecture(config.model, config.search)
   module = search_export.build_search_serving_module(model, config)
   signatures = module.signatures()
-  def input_names(function):   # an unsaved concrete function: positional TensorSpecs
-    return [spec.name for spec in function.structured_input_signature[0] if spec is not None]
+  def input_names(function):   # an unsaved tf.function's concrete function: positional specs
+    return [spec.name for spec in function.get_concrete_function().structured_input_signature[0]
+            if spec is not None]
   assert input_names(signatures["serving_default"]) == ["query", "title"]
   assert input_names(signatures["score_features"]) == list(contract.TEXT_KEYS)
   assert module.function_aliases() == {}

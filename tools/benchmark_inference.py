@@ -247,11 +247,12 @@ def bench_layers(num_layers, text_inputs, rng, export_root):
 
   variants = []
   for precision in PRECISIONS.value:
-    started = time.time()
-    model_variant = inference_precision.inference_model(model, config.model, precision)
-    copy_s = time.time() - started
     for jit in JIT.value:
       jit_compile = jit.lower() in ("true", "1", "yes")
+      started = time.time()
+      model_variant = inference_precision.inference_model(model, config.model, precision,
+                                                          jit_compile=jit_compile)
+      copy_s = time.time() - started
       started = time.time()
       path = export.export_saved_model(
           config, os.path.join(export_root, f"l{num_layers}_{precision}_{jit}"), model=model,

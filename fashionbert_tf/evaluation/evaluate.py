@@ -93,7 +93,8 @@ def build_scorer(config, checkpoint=None, saved_model=None):
                                                  config.eval.length_bucket)
     model, path, model_config = restore.restore_model(config, checkpoint)
     num_layers = int(model.encoder.get_config()["num_layers"])
-    model = inference_precision.inference_model(model, model_config, precision)
+    model = inference_precision.inference_model(model, model_config, precision,
+                                                jit_compile=config.eval.jit_compile)
     scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model),
                                      jit_compile=config.eval.jit_compile,
                                      length_bucket=length_bucket,

@@ -30,7 +30,7 @@ its mask), the pooler and the TIA head stay float32, as Keras mixed precision ke
 P(match) = softmax(tia_logits)[1] is never rounded to bfloat16.
 
 Variables (what an export saves as variables): the word embedding table (read by a gather of ~100
-rows), the biases, and the patch backbone's (`compute_patch_features` is the Keras model's,
+rows), the biases (and the kernels under XLA: `constant_kernels`), and the patch backbone's (`compute_patch_features` is the Keras model's,
 float32: evaluation runs it once per image). The Keras model itself is held untracked, so a
 SavedModel does not trace it.
 
@@ -156,10 +156,15 @@ class FusedScoringModel(tf.Module):
   [B, 256, 256, 3]) -> float32 [B, 64, D]` is the Keras model's backbone. Inference only.
   """
 
-  def __init__(self, model, precision="bfloat16", name="fused_fashionbert"):
+  def __init__(self, model, precision="bfloat16", constant_kernels=True,
+               name="fused_fashionbert"):
     """Args:
       model: a built, trained `FashionBertModel` (float32; it is not changed).
       precision: "float32" or "bfloat16" (module docstring).
+      constant_kernels: matmul kernels as graph constants (module docstring). False stores them
+        as variables (in the matmul's dtype): for XLA (`jit_compile`), which would otherwise
+        constant-fold every kernel while compiling (XLA's CPU backend converts bfloat16 dots to
+        float32): a 12-layer bfloat16 export then took > 24 GB and was killed, measured.
 
     Raises:
       ValueError: unknown precision, or an encoder this graph does not reproduce (pre-LN, RMSNorm,
@@ -170,27 +175,34 @@ class FusedScoringModel(tf.Module):
       raise ValueError(f"fused inference: precision {precision!r}; expected one of "
                        f"{', '.join(PRECISIONS)}")
     self.precision = precision
+    self.constant_kernels = bool(constant_kernels)
     self._dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
     self._keras = _Untracked(model)
     encoder = model.encoder
-    # Tracked: the export saves these two as variables (the gather reads ~100 rows of the table;
-    # the backbone is the Keras model's own).
+    # Tracked: the export saves these as variables (the gather reads ~100 rows of the table; the
+    # backbone is the Keras model's own).
     self.word_embeddings = encoder._embedding_layer.embeddings  # pylint: disable=protected-access
     self.backbone_variables = list(model.patch_feature_extractor.variables)
-    # Biases are variables (in their matmul's dtype), kernels graph constants: a constant bias
+    # Biases are variables (in their matmul's dtype) even with constant kernels: a constant bias
     # that is all zeros (a fresh model's) would be folded away by Grappler, and without its
     # BiasAdd the matmul is neither fused nor given the cached packed kernel (measured 27 -> 37 ms
-    # at 6 layers). Tracked, so the export saves them.
-    self.biases = []
-    self._weights = _Untracked(self._with_bias_variables(self._collect_weights(model)))
+    # at 6 layers).
+    self.dense_variables = []
+    self._weights = _Untracked(self._with_variables(self._collect_weights(model)))
 
-  def _with_bias_variables(self, weights):
-    """`weights` with each dense layer's numpy bias replaced by a variable in its matmul's dtype."""
+  def _with_variables(self, weights):
+    """`weights` with each dense layer's numpy bias (and, without constant kernels, kernel)
+    replaced by a variable in its matmul's dtype."""
     def convert(kernel_and_bias, dtype):
-      kernel, bias = kernel_and_bias
-      variable = tf.Variable(tf.cast(bias, dtype), trainable=False, name="bias")
-      self.biases.append(variable)
-      return kernel, variable
+      converted = []
+      for value, name in zip(kernel_and_bias, ("kernel", "bias")):
+        if name == "kernel" and self.constant_kernels:
+          converted.append(value)
+          continue
+        variable = tf.Variable(tf.cast(value, dtype), trainable=False, name=name)
+        self.dense_variables.append(variable)
+        converted.append(variable)
+      return tuple(converted)
     weights["patch_projection"] = convert(weights["patch_projection"], self._dtype)
     for block in weights["blocks"]:
       for key in _BLOCK_DENSE_LAYERS:
@@ -268,10 +280,12 @@ class FusedScoringModel(tf.Module):
     return tf.constant(value)
 
   def _dense(self, inputs, kernel_and_bias, dtype, activation=None):
-    """[N, in] -> [N, out]: MatMul on a Const kernel in `dtype` + BiasAdd (bias variable) (+
-    activation)."""
+    """[N, in] -> [N, out]: MatMul on the kernel (a Const in `dtype`, or its variable) + BiasAdd
+    (its bias variable) (+ activation)."""
     kernel, bias = kernel_and_bias
-    outputs = tf.nn.bias_add(tf.matmul(inputs, self._constant(kernel, dtype)), bias)
+    if not isinstance(kernel, tf.Variable):
+      kernel = self._constant(kernel, dtype)
+    outputs = tf.nn.bias_add(tf.matmul(inputs, kernel), bias)
     if activation == "gelu_approximate":
       return tf.nn.gelu(outputs, approximate=True)
     if activation == "gelu":

@@ -172,9 +172,13 @@ def float32_inference_copy(model, model_config):
   return copy
 
 
-def inference_model(model, model_config, precision):
-  """Its `float32_inference_copy` for float32, its fused bfloat16 graph for bfloat16."""
+def inference_model(model, model_config, precision, jit_compile=False):
+  """Its `float32_inference_copy` for float32, its fused bfloat16 graph for bfloat16.
+
+  jit_compile: the model will be scored in an XLA-compiled function (the fused graph then keeps
+  its kernels as variables: `FusedScoringModel(constant_kernels=False)`).
+  """
   precision = check_precision(precision)
   if precision == "float32":
     return float32_inference_copy(model, model_config)
-  return fused_inference.FusedScoringModel(model, "bfloat16")
+  return fused_inference.FusedScoringModel(model, "bfloat16", constant_kernels=not jit_compile)

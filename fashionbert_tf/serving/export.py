@@ -211,7 +211,8 @@ def export_saved_model(config, export_dir, checkpoint=None, version=None, model=
     model, checkpoint_path, model_config = restore.restore_model(config, checkpoint)
     logging.info("exporting %s", checkpoint_path)
     params_yaml = os.path.join(config.train.model_dir, restore.PARAMS_FILE)
-  model = inference_precision.inference_model(model, model_config, precision)
+  model = inference_precision.inference_model(model, model_config, precision,
+                                              jit_compile=jit_compile)
   logging.info("export: precision %s, jit_compile %s, length bucket %d", precision, jit_compile,
                length_bucket)
   module = build_serving_module(model, config.data, jit_compile=jit_compile,
