@@ -9,10 +9,12 @@
     `_MklEinsum` plus a separate bias `AddV2`. Measured (quiet 2-core Xeon, batch 1, 2 layers,
     BERT-base width, 102 positions, 2 threads, Keras model in a tf.function): 23.3 -> 18.2 ms.
   - "bfloat16": `fused_inference.FusedScoringModel(model, "bfloat16")`, the fused inference graph
-    with bfloat16 matmuls and float32 embeddings sums, LayerNorm, softmax, pooler and TIA head (see
-    its module docstring; P(match) within 0.01 of float32, tests/test_inference_precision.py).
-    It replaced a Keras copy of the model under a `mixed_bfloat16` policy with bfloat16 variables
-    (12-15 ms against ~7 ms for the fused graph on the machine above).
+    with bfloat16 matmuls and float32 embedding sums, LayerNorm, softmax, pooler and TIA head (see
+    its module docstring; P(match) within 0.01 of float32 on the test models,
+    tests/test_inference_precision.py); with `jit_compile` its kernels are variables
+    (`constant_kernels=False`). It replaced a Keras copy of the model under a `mixed_bfloat16`
+    policy with bfloat16 variables: 0.66-0.69x the float32 export's batch-1 latency against
+    0.38-0.40x for the fused graph (README, Speed).
 
 Why bfloat16 and not float16: the CPUs this serves on (Xeon with AMX / AVX-512 BF16) multiply
 bfloat16 natively through oneDNN, and bfloat16 keeps float32's exponent range (no loss scaling).

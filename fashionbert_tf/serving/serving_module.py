@@ -21,8 +21,9 @@ shapes, not one per length.
 
 Precision and compilation (`fashionbert export --precision --jit_compile`): the module scores with
 whatever model it is given; a bfloat16 export gets `fused_inference.FusedScoringModel` (bfloat16
-matmul weights as graph constants, float32 LayerNorm / softmax / P(match); its variables are the
-word embedding table and the patch backbone). With `jit_compile` the
+matmul kernels as graph constants, float32 LayerNorm / softmax / P(match); its variables are the
+word embedding table, the biases and the patch backbone, and under XLA the kernels). With
+`jit_compile` the
 encoder + TIA head run as one XLA-compiled function (`_XlaMustCompile`) called by each signature;
 the request checks stay outside it (XLA cannot compile `Assert`). TF Serving runs such a function
 only with `--xla_cpu_compilation_enabled=true` (see fashionbert_tf/serving/README.md).
