@@ -41,6 +41,12 @@ _ACTIVATIONS = {
 }
 
 
+def activation_name(function):
+  """The first name registered for the activation `function` (e.g. "gelu_approximate" for Model
+  Garden's gelu), or None."""
+  return next((name for name, known in _ACTIVATIONS.items() if known is function), None)
+
+
 def get_activation(name):
   """The activation function called `name` (see `model.encoder_activation`).
 

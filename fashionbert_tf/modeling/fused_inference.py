@@ -46,16 +46,22 @@ import math
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
-
-from official.modeling import activations as mg_activations
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.modeling import encoder as encoder_lib
+from fashionbert_tf.modeling import untracked
 
 PRECISIONS = ("float32", "bfloat16")
 # Added to the attention scores of padding positions before the softmax, as Keras' masked softmax
 # does for float32 scores: exp() of it is exactly 0.
 _MASK_NEGATIVE = -1e9
+# The ops for `_dense`'s activations (the feed-forward's by `model.encoder_activation` name).
+_ACTIVATION_OPS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_approximate": lambda x: tf.nn.gelu(x, approximate=True),
+    "relu": tf.nn.relu,
+    "tanh": tf.math.tanh,
+}
 # The (kernel, bias) entries of `_block_weights` (query_key_value, or query and key_value).
 _BLOCK_DENSE_LAYERS = ("query_key_value", "query", "key_value", "attention_output", "inner",
                        "output")
@@ -66,15 +72,14 @@ def _numpy(variable):
 
 
 def _activation_kind(block):
-  """"gelu" (erf), "gelu_approximate" (tanh) or "relu": the feed-forward activation of `block`."""
+  """The feed-forward activation of `block` by its `model.encoder_activation` name (the first
+  name registered for its function: "gelu" (erf), "gelu_approximate" (tanh) or "relu")."""
   function = getattr(block._intermediate_activation_layer, "activation", None)  # pylint: disable=protected-access
-  for kind, known in (("gelu_approximate", mg_activations.gelu),
-                      ("gelu", tf_keras.activations.gelu),
-                      ("relu", tf_keras.activations.relu)):
-    if function is known:
-      return kind
-  raise ValueError(f"fused inference: unsupported encoder activation {function!r} (known: GELU "
-                   "exact / tanh-approximate, ReLU)")
+  name = encoder_lib.activation_name(function)
+  if name not in _ACTIVATION_OPS:
+    raise ValueError(f"fused inference: unsupported encoder activation {function!r} (known: "
+                     f"{', '.join(_ACTIVATION_OPS)})")
+  return name
 
 
 def _check_block(block):
@@ -140,13 +145,6 @@ def _block_weights(block, cls_only):
   return weights
 
 
-class _Untracked:
-  """Holds an object without making it a tf.Module / SavedModel dependency."""
-
-  def __init__(self, value):
-    self.value = value
-
-
 class FusedScoringModel(tf.Module):
   """P(match) of a trained FashionBERT through the fused inference graph (module docstring).
 
@@ -177,7 +175,7 @@ class FusedScoringModel(tf.Module):
     self.precision = precision
     self.constant_kernels = bool(constant_kernels)
     self._dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
-    self._keras = _Untracked(model)
+    self._keras = untracked.Untracked(model)
     encoder = model.encoder
     # Tracked: the export saves these as variables (the gather reads ~100 rows of the table; the
     # backbone is the Keras model's own).
@@ -188,21 +186,20 @@ class FusedScoringModel(tf.Module):
     # BiasAdd the matmul is neither fused nor given the cached packed kernel (measured 27 -> 37 ms
     # at 6 layers).
     self.dense_variables = []
-    self._weights = _Untracked(self._with_variables(self._collect_weights(model)))
+    self._weights = untracked.Untracked(self._with_variables(self._collect_weights(model)))
 
   def _with_variables(self, weights):
     """`weights` with each dense layer's numpy bias (and, without constant kernels, kernel)
     replaced by a variable in its matmul's dtype."""
+    def variable(value, dtype, name):
+      self.dense_variables.append(tf.Variable(tf.cast(value, dtype), trainable=False, name=name))
+      return self.dense_variables[-1]
+
     def convert(kernel_and_bias, dtype):
-      converted = []
-      for value, name in zip(kernel_and_bias, ("kernel", "bias")):
-        if name == "kernel" and self.constant_kernels:
-          converted.append(value)
-          continue
-        variable = tf.Variable(tf.cast(value, dtype), trainable=False, name=name)
-        self.dense_variables.append(variable)
-        converted.append(variable)
-      return tuple(converted)
+      kernel, bias = kernel_and_bias
+      if not self.constant_kernels:
+        kernel = variable(kernel, dtype, "kernel")
+      return kernel, variable(bias, dtype, "bias")
     weights["patch_projection"] = convert(weights["patch_projection"], self._dtype)
     for block in weights["blocks"]:
       for key in _BLOCK_DENSE_LAYERS:
@@ -282,15 +279,7 @@ class FusedScoringModel(tf.Module):
     if not isinstance(kernel, tf.Variable):
       kernel = self._constant(kernel, dtype)
     outputs = tf.nn.bias_add(tf.matmul(inputs, kernel), bias)
-    if activation == "gelu_approximate":
-      return tf.nn.gelu(outputs, approximate=True)
-    if activation == "gelu":
-      return tf.nn.gelu(outputs, approximate=False)
-    if activation == "relu":
-      return tf.nn.relu(outputs)
-    if activation == "tanh":
-      return tf.math.tanh(outputs)
-    return outputs
+    return _ACTIVATION_OPS[activation](outputs) if activation else outputs
 
   def _layer_norm(self, inputs, norm, rows):
     """LayerNorm over the last axis of inputs [N, H] (rows = N) in float32; returns the input's

@@ -45,7 +45,7 @@ class SearchConfig(base_config.Config):
   toy_max_partial_impressions: int = 4
   # The image-only attributes toy_image_attribute_rate draws from: any of sleeve, neckline, detail.
   toy_image_attributes: List[str] = dataclasses.field(
-      default_factory=lambda: ["sleeve", "neckline", "detail"])
+      default_factory=lambda: list(toy_search_logs.IMAGE_ATTRIBUTES))
   toy_test_fraction: float = 0.2       # of distinct queries (split by query)
   toy_seed: int = 0
   # TFRecords the product images (patch features) are read from, by product_id (a product's first

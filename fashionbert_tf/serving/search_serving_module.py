@@ -28,6 +28,7 @@ real token, a text longer than 448 positions, non-finite patch features.
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.modeling import untracked
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import model as search_model_lib
 from fashionbert_tf.serving import serving_module
@@ -58,7 +59,7 @@ class SearchServingModule(tf.Module):
       feature_dim: D, the patch feature size (image variants).
     """
     super().__init__(name=name)
-    self._model = serving_module._Untracked(model)  # pylint: disable=protected-access
+    self._model = untracked.Untracked(model)
     self.model_variables = list(model.variables)
     self.text_encoder = text_encoder
     self.tokenizer = text_encoder.tokenizer

@@ -40,6 +40,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
+from fashionbert_tf.modeling import untracked
 
 OUTPUT_KEY = "match_probability"
 
@@ -103,13 +104,6 @@ def text_input_checks(input_word_ids, input_mask, input_type_ids, max_text_lengt
   ]
 
 
-class _Untracked:
-  """Holds an object without making it a SavedModel dependency (see `FashionBertServingModule`)."""
-
-  def __init__(self, value):
-    self.value = value
-
-
 class FashionBertServingModule(tf.Module):
   """Tracks the model's variables and the tokenizer; its tf.functions become the signatures.
 
@@ -132,7 +126,7 @@ class FashionBertServingModule(tf.Module):
       length_bucket: k > 0 pads T up to a multiple of k before scoring; 0 = exact VSL.
     """
     super().__init__(name=name)
-    self._model = _Untracked(model)
+    self._model = untracked.Untracked(model)
     self.model_variables = list(model.variables)
     self.tokenizer = tokenizer
     self.feature_dim = int(feature_dim)
