@@ -210,3 +210,48 @@ def test_image_attributes_choose_what_the_image_deciding_queries_name(products):
   from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['collar'\]"):
     experiment_config.load_config(None, ["search.toy_image_attributes=[sleeve,collar]"])
+
+
+def test_colourless_titles_leave_the_colour_to_the_image(products, tmp_path):
+  """toy_title_shows_colour=false: titles and the catalogue drop the colour, colour becomes an
+  image-only attribute (every query names one with image_attributes=[colour]), title-level
+  partials may differ from the query in colour, and the query + title ceiling judges without it;
+  colour is a config error while titles show it."""
+  settings = _settings(num_sessions=800, image_attribute_rate=1.0, image_attributes=("colour",),
+                       title_match_partial_rate=1.0, max_partial_impressions=6,
+                       title_shows_colour=False)
+  toy_search_logs.write_toy_search_logs(str(tmp_path), products, settings)
+  sessions = search_logs.read_split(str(tmp_path), "train")
+  catalogue = search_logs.read_catalogue(str(tmp_path / search_logs.CATALOGUE_FILE))
+  by_id = {p.product_id: p for p in products}
+  colours = {p.colour for p in products}
+  for entry in catalogue:
+    title = entry.title.lower()
+    assert not any(f" {c} " in f" {title} " for c in colours), entry.title
+    assert title == toy_search_logs.product_title(by_id[entry.product_id], False).lower()
+  assert all("colour" in s.query_attributes for s in sessions)
+  colour_only_partials = sum(
+      toy_search_logs.product_matches(by_id[i.product_id],
+                                      {k: v for k, v in s.query_attributes.items()
+                                       if k != "colour"}) and
+      by_id[i.product_id].colour != s.query_attributes["colour"]
+      for s in sessions for i in s.impressions)
+  assert colour_only_partials > len(sessions)
+  from fashionbert_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  clicked = search_logs.impression_examples(sessions).clicked
+  colourless = toy_search_logs.click_ceiling_scores(sessions, catalogue, title_shows_colour=False)
+  with_colour = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+  # Judged without the colour the query + title ceiling falls well below the full one, and below
+  # the same logs judged as if titles showed it.
+  np.testing.assert_array_equal(with_colour["all_attributes"], colourless["all_attributes"])
+  title_auc = metrics.roc_auc(clicked, colourless["title_attributes"])
+  assert metrics.roc_auc(clicked, colourless["all_attributes"]) - title_auc > 0.05
+  assert metrics.roc_auc(clicked, with_colour["title_attributes"]) - title_auc > 0.05
+  with pytest.raises(ValueError, match=r"unknown \['colour'\].*titles leave it out"):
+    toy_search_logs.make_sessions(products, _settings(image_attributes=("colour",)))
+  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['colour'\]"):
+    experiment_config.load_config(None, ["search.toy_image_attributes=[colour]"])
+  config = experiment_config.load_config(None, [
+      "search.toy_image_attributes=[colour,sleeve],search.toy_title_shows_colour=false"])
+  assert config.search.toy_image_attributes == ["colour", "sleeve"]

@@ -155,10 +155,12 @@ def describe(product):
   return " ".join(sentences)
 
 
-def product_name(product):
+def product_name(product, with_colour=True):
+  """"Navy Striped Hoodie" ("Striped Hoodie" without the colour)."""
   pattern = {"solid": "", "horizontal stripes": "Striped ", "vertical stripes": "Pinstripe ",
              "polka dots": "Dotted ", "checks": "Check "}[product.pattern]
-  return f"{product.colour.title()} {pattern}{GARMENT_WORDS[product.shape].title()}"
+  colour = f"{product.colour.title()} " if with_colour else ""
+  return f"{colour}{pattern}{GARMENT_WORDS[product.shape].title()}"
 
 
 def dirty_bytes(text, dirt):

@@ -25,7 +25,10 @@ can help the click model (Table 4: FashionBERT vs the text-only oriBERT). With t
 clicks depend on it (most queries name only what the title shows); `image_attribute_rate`,
 `image_attributes`, `title_match_partial_rate` and `max_partial_impressions` draw logs the image
 decides: queries name a sleeve / neckline / detail and partial impressions agree with the query on
-everything the title shows (data/README.md, "Search logs": their AUC ceilings).
+everything the title shows (data/README.md, "Search logs": their AUC ceilings). With
+`title_shows_colour=False` titles leave the colour out too ("Nordic Pixel Striped Hoodie"), and the
+colour becomes an image-only attribute `image_attributes` may name: the one attribute the toy
+pretraining aligns between text and image (README, "Search (paper 3.4)").
 """
 
 import dataclasses
@@ -50,9 +53,11 @@ NECKLINE_WORDS = {"crewneck": "crewneck", "v-neck": "v-neck", "scoop neck": "sco
                   "notched lapel": "lapel", "rib knit collar": "collared"}
 DETAILS = ("pocket", "buttons", "belt")
 OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
-# What a toy title shows (product_title) and what only the image shows.
+# What a toy title shows (product_title) and what only the image shows; with
+# title_shows_colour=False the colour moves from the first to the second.
 TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
 IMAGE_ATTRIBUTES = ("sleeve", "neckline", "detail")
+COLOURLESS_TITLE_ATTRIBUTES = ("garment", "pattern")
 GENERATOR = __name__   # info.json's "generator" for logs this module writes
 
 
@@ -78,15 +83,29 @@ class ToySearchLogSettings:
   # garment / colour / pattern, but not the rest): only the image tells it from a match.
   image_attribute_rate: float = 0.0
   title_match_partial_rate: float = 0.0
-  # Which image-only attributes `image_attribute_rate` draws from (a subset of IMAGE_ATTRIBUTES).
+  # Which image-only attributes `image_attribute_rate` draws from (a subset of IMAGE_ATTRIBUTES,
+  # plus "colour" when titles leave it out).
   image_attributes: tuple = IMAGE_ATTRIBUTES
+  # Titles name the colour ("Nordic Pixel Navy Striped Hoodie") or not ("... Striped Hoodie").
+  title_shows_colour: bool = True
   test_fraction: float = 0.2
   seed: int = 0
 
 
-def product_title(product):
-  """The toy product's title: "<brand> <name>" (no sleeve, neckline or details)."""
-  return f"{product.brand} {toy_fashiongen.product_name(product)}"
+def product_title(product, shows_colour=True):
+  """The toy product's title: "<brand> <name>" (no sleeve, neckline or details; no colour when
+  not `shows_colour`)."""
+  return f"{product.brand} {toy_fashiongen.product_name(product, with_colour=shows_colour)}"
+
+
+def title_attributes(title_shows_colour=True):
+  """The query attributes a toy title shows."""
+  return TITLE_ATTRIBUTES if title_shows_colour else COLOURLESS_TITLE_ATTRIBUTES
+
+
+def image_only_attributes(title_shows_colour=True):
+  """The attributes only the image shows (what `image_attributes` may name)."""
+  return IMAGE_ATTRIBUTES if title_shows_colour else ("colour",) + IMAGE_ATTRIBUTES
 
 
 def product_attributes(product):
@@ -132,14 +151,16 @@ def query_text(attributes):
   return " ".join(words)
 
 
-def title_part(query_attributes):
-  """The attributes of a query that a toy title can show (TITLE_ATTRIBUTES)."""
-  return {k: v for k, v in query_attributes.items() if k in TITLE_ATTRIBUTES}
+def title_part(query_attributes, shown=TITLE_ATTRIBUTES):
+  """The attributes of a query that a toy title can show (`shown`: `title_attributes(...)`)."""
+  return {k: v for k, v in query_attributes.items() if k in shown}
 
 
 def _image_tells(shape, name, value):
   """False when the garment type alone implies the attribute (every shirt has a collar and
   buttons, every tank top is sleeveless): naming it then adds nothing the title lacks."""
+  if name == "colour":
+    return True
   if name == "sleeve":
     return shape in toy_fashiongen.HAS_SLEEVES
   if name == "neckline":
@@ -210,6 +231,8 @@ def make_sessions(products, settings):
   if len(products) < settings.impressions_per_query:
     raise ValueError(f"{len(products)} catalogue products; need at least "
                      f"impressions_per_query={settings.impressions_per_query}")
+  check_image_attributes(settings.image_attributes, settings.title_shows_colour)
+  shown_in_title = title_attributes(settings.title_shows_colour)
   rng = np.random.default_rng(settings.seed)
   sessions = []
   for index in range(settings.num_sessions):
@@ -223,7 +246,8 @@ def make_sessions(products, settings):
     ids = {p.product_id for p in shown}
     num_partial = int(rng.integers(0, settings.max_partial_impressions + 1))
     if settings.title_match_partial_rate > 0:
-      title_level = [p for p in partial if product_matches(p, title_part(attributes))]
+      title_level = [p for p in partial
+                     if product_matches(p, title_part(attributes, shown_in_title))]
       picked = _pick(rng, title_level,
                      int(rng.binomial(num_partial, settings.title_match_partial_rate)), ids)
       shown += picked
@@ -242,10 +266,21 @@ def make_sessions(products, settings):
       else:
         rate = settings.click_rate_other
       impressions.append(search_logs.Impression(
-          product.product_id, product_title(product), int(rng.random() < rate)))
+          product.product_id, product_title(product, settings.title_shows_colour),
+          int(rng.random() < rate)))
     sessions.append(search_logs.SearchSession(
         f"q{index:06d}", query_text(attributes), tuple(impressions), attributes))
   return sessions
+
+
+def check_image_attributes(image_attributes, title_shows_colour=True):
+  """Raises ValueError naming the attributes of `image_attributes` a toy title shows or that do
+  not exist."""
+  allowed = image_only_attributes(title_shows_colour)
+  unknown = sorted(set(image_attributes) - set(allowed))
+  if unknown:
+    raise ValueError(f"unknown {unknown}; expected any of {list(allowed)}" + (
+        " (colour only when titles leave it out)" if "colour" in unknown else ""))
 
 
 def click_rates(sessions, products):
@@ -272,7 +307,8 @@ def write_toy_search_logs(logs_dir, products, settings):
   search_logs.write_json_lines(
       os.path.join(logs_dir, search_logs.CATALOGUE_FILE),
       [search_logs.catalogue_record(search_logs.CatalogueProduct(
-          p.product_id, product_title(p), product_attributes(p))) for p in products])
+          p.product_id, product_title(p, settings.title_shows_colour), product_attributes(p)))
+       for p in products])
   for split, split_sessions in (("train", train), ("test", test)):
     search_logs.write_json_lines(os.path.join(logs_dir, search_logs.SPLIT_FILES[split]),
                                  [search_logs.session_record(s) for s in split_sessions])
@@ -302,15 +338,16 @@ def _product_from_attributes(attributes):
   return product
 
 
-def click_ceiling_scores(sessions, catalogue):
+def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
   """Scores of every impression of `sessions` (impression_examples order) from the generator's
   truth, or None when the logs lack attributes (real logs).
 
   Returns:
     dict of float32 [N]: "all_attributes" = the impression's true click probability (match /
     partial / other rate class: the best any model can rank); "title_attributes" = the same
-    classes judged on what the title shows (garment, colour, pattern): the best a model reading
-    only the query and the title can rank, since sleeve, neckline and details are in the image.
+    classes judged on what the title shows (garment, colour, pattern; no colour when not
+    `title_shows_colour`): the best a model reading only the query and the title can rank, since
+    sleeve, neckline and details (and then colour) are in the image only.
   Their AUCs bound Table 4 on toy logs: the image can add at most their difference.
   """
   products = {p.product_id: p.attributes for p in catalogue}
@@ -320,7 +357,7 @@ def click_ceiling_scores(sessions, catalogue):
   full, title = [], []
   for session in sessions:
     asked = session.query_attributes
-    shown = title_part(asked)
+    shown = title_part(asked, title_attributes(title_shows_colour))
     for impression in session.impressions:
       product = _product_from_attributes(products[impression.product_id])
       garment = garment_matches(product, asked["garment"])

@@ -43,9 +43,12 @@ class SearchConfig(base_config.Config):
   toy_image_attribute_rate: float = 0.0
   toy_title_match_partial_rate: float = 0.0
   toy_max_partial_impressions: int = 4
-  # The image-only attributes toy_image_attribute_rate draws from: any of sleeve, neckline, detail.
+  # The image-only attributes toy_image_attribute_rate draws from: any of sleeve, neckline, detail
+  # (and colour when toy_title_shows_colour is false).
   toy_image_attributes: List[str] = dataclasses.field(
       default_factory=lambda: list(toy_search_logs.IMAGE_ATTRIBUTES))
+  # Toy titles name the colour ("Nordic Pixel Navy Striped Hoodie") or leave it to the image.
+  toy_title_shows_colour: bool = True
   toy_test_fraction: float = 0.2       # of distinct queries (split by query)
   toy_seed: int = 0
   # TFRecords the product images (patch features) are read from, by product_id (a product's first
@@ -105,10 +108,11 @@ class SearchConfig(base_config.Config):
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"search.{name} = {getattr(self, name)!r}; expected one of {allowed}")
-    unknown = set(self.toy_image_attributes) - set(toy_search_logs.IMAGE_ATTRIBUTES)
-    if unknown:
-      raise ValueError(f"search.toy_image_attributes: unknown {sorted(unknown)}; expected any of "
-                       f"{list(toy_search_logs.IMAGE_ATTRIBUTES)}")
+    try:
+      toy_search_logs.check_image_attributes(self.toy_image_attributes,
+                                             self.toy_title_shows_colour)
+    except ValueError as error:
+      raise ValueError(f"search.toy_image_attributes: {error}") from None
     for variant in self.evaluate_variants:
       check_search_variant(variant, "search.evaluate_variants")
     if self.max_query_length < 1 or self.max_title_length < 1:

@@ -29,6 +29,7 @@ def toy_settings(search_config):
       title_match_partial_rate=search_config.toy_title_match_partial_rate,
       max_partial_impressions=search_config.toy_max_partial_impressions,
       image_attributes=tuple(search_config.toy_image_attributes),
+      title_shows_colour=search_config.toy_title_shows_colour,
       test_fraction=search_config.toy_test_fraction,
       seed=search_config.toy_seed)
 
