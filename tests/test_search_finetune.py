@@ -169,6 +169,13 @@ def test_variants_train_with_finite_loss_and_change_weights(setup, trained):
     assert os.path.isdir(os.path.join(summary["model_dir"], "train"))  # TensorBoard
 
 
+def test_fresh_runs_validate_at_step_0_and_resumed_runs_do_not(trained):
+  """Step 0's validation: where fine-tuning starts (the TIA head's zero-shot ranking)."""
+  assert [e["step"] for e in trained["fashionbert_first"]["validation_history"]] == [0, 1]
+  assert [e["step"] for e in trained["fashionbert"]["validation_history"]] == [2]
+  assert [e["step"] for e in trained["oribert"]["validation_history"]] == [0, 2]
+
+
 def test_finetune_resumes_from_its_checkpoint(trained):
   first, resumed = trained["fashionbert_first"], trained["fashionbert"]
   assert first["final_step"] == 1 and first["checkpoint"].endswith("ckpt-1")

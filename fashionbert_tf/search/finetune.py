@@ -246,6 +246,16 @@ def run_finetuning(config):
        callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step,
                                     label="search fine-tuning")], model)
   reporters.on_train_begin()
+  def validate(at_step):
+    logs = validation_logs(trainer, validation_arrays)
+    reporters.on_epoch_end(at_step, {f"val_{k}": v for k, v in logs.items()})
+    summary["validation_logs"] = logs
+    summary["validation_history"].append(dict(step=at_step, **logs))
+    logging.info("step %d validation: %s", at_step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+
+  if validation_arrays is not None and first_step == 0:
+    validate(0)   # where fine-tuning starts (a TIA-initialized FashionBERT head ranks already)
   start = window_start = time.time()
   window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}
   current = first_step
@@ -272,12 +282,7 @@ def run_finetuning(config):
       window_start = time.time()
     if validation_arrays is not None and (current % train_config.validation_every_steps == 0
                                           or last):
-      logs = validation_logs(trainer, validation_arrays)
-      reporters.on_epoch_end(current, {f"val_{k}": v for k, v in logs.items()})
-      summary["validation_logs"] = logs
-      summary["validation_history"].append(dict(step=current, **logs))
-      logging.info("step %d validation: %s", current,
-                   ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+      validate(current)
       window_start = time.time()
     if current % train_config.checkpoint_every_steps == 0 or last:
       summary["checkpoint"] = manager.save(checkpoint_number=current)
