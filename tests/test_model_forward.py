@@ -165,3 +165,38 @@ def test_outputs_are_float32_under_mixed_precision():
       assert value.dtype == tf.float32, key
   finally:
     tf_keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_mlm_output_side_can_leave_the_word_embeddings_alone(policy):
+  """model.mlm_output_trains_word_embeddings=false: the same MLM logits, but the MLM loss reaches
+  only the embedding rows of words in the input (BERT's tied head: every row, through the softmax
+  over the vocabulary)."""
+  batch = text_batch([7, 5], seed=3)
+  batch.update(patch_features=features(2), masked_lm_positions=tf.constant([[1, 2], [3, 0]]))
+  targets = tf.constant([[5, 6], [7, 0]])
+  real = batch["input_mask"].numpy() == 1
+  used = set(batch["input_word_ids"].numpy()[real].tolist())   # not padding: no one reads it
+  results = {}
+  tf_keras.mixed_precision.set_global_policy(policy)
+  try:
+    weights = None
+    for trains in (True, False):
+      model = model_builder.build_fashionbert(
+          tiny_config(mlm_output_trains_word_embeddings=trains))
+      if weights is None:
+        weights = model.get_weights()
+      model.set_weights(weights)
+      with tf.GradientTape() as tape:
+        logits = tf.cast(model(batch, training=False)["mlm_logits"], tf.float32)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+      table = model.encoder.get_embedding_table()
+      gradient = tf.convert_to_tensor(tape.gradient(loss, table)).numpy()
+      results[trains] = (logits.numpy(), np.abs(gradient).sum(axis=1))
+  finally:
+    tf_keras.mixed_precision.set_global_policy("float32")
+  np.testing.assert_array_equal(results[True][0], results[False][0])
+  unused = sorted(set(range(VOCAB)) - used - {0})
+  assert (results[True][1][unused] > 0).all()
+  assert (results[False][1][unused] == 0).all()
+  assert (results[False][1][sorted(used)] > 0).all()

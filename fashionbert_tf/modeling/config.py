@@ -72,6 +72,14 @@ class ModelConfig(base_config.Config):
   # Initialize the MLM head transform from the checkpoint's MLM head and the TIA classifier from
   # its next-sentence head (HF `cls.seq_relationship`) when the checkpoint has them; else fresh.
   load_pretrained_heads: bool = True
+  # The MLM output matrix is the word embedding table (tied, as in BERT). true: the MLM loss trains
+  # the table through both roles (BERT). false: through the input side only (the output side reads
+  # it under stop_gradient). Why false exists: the softmax over all V words sends every row a
+  # gradient p_j * h in nearly one direction, which Adam normalizes into a full-size step; on a
+  # corpus that uses a few hundred of the 30k words (the toy data) the unused rows drift together
+  # (runs/toy: a common offset of norm 0.08 on rows of norm 1.1) and fine-tuning from the checkpoint
+  # then learns query / title matching slowly (README, "Search (paper 3.4)").
+  mlm_output_trains_word_embeddings: bool = True
   # Fine-tuning for search (paper 3.4, Table 4; fashionbert_tf/search/): "fashionbert" (query, title
   # and image patches in one cross-attention encoder, segments Q / T / I), "oribert" (query + title
   # only) or "bert_img" (text BERT's final [CLS] concatenated with pooled patch features before the

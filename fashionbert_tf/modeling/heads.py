@@ -21,9 +21,24 @@ from official.modeling import tf_utils
 from official.nlp.modeling import layers
 
 
-def build_masked_lm_head(embedding_table, activation, initializer):
-  """MLM head: (sequence [B, S, H], positions int32 [B, P]) -> logits [B, P, V], tied weights."""
-  return layers.MaskedLM(
+class InputTrainedMaskedLM(layers.MaskedLM):
+  """Model Garden's `MaskedLM` whose tied output matrix passes no gradient to the word embeddings
+  (`model.mlm_output_trains_word_embeddings: false`): same variables, names and logits."""
+
+  def call(self, sequence_data, masked_positions):
+    """[B, S, H], int32 [B, P] -> logits [B, P, V]."""
+    hidden = self.layer_norm(self.dense(self._gather_indexes(sequence_data, masked_positions)))
+    logits = tf.nn.bias_add(
+        tf.matmul(hidden, tf.stop_gradient(self.embedding_table), transpose_b=True), self.bias)
+    return tf.reshape(logits, [tf.shape(masked_positions)[0], tf.shape(masked_positions)[1],
+                               self._vocab_size])
+
+
+def build_masked_lm_head(embedding_table, activation, initializer, output_trains_embeddings=True):
+  """MLM head: (sequence [B, S, H], positions int32 [B, P]) -> logits [B, P, V], tied weights
+  (`output_trains_embeddings=False`: the output side under stop_gradient)."""
+  head_class = layers.MaskedLM if output_trains_embeddings else InputTrainedMaskedLM
+  return head_class(
       embedding_table=embedding_table,
       activation=activation,
       initializer=tf_utils.clone_initializer(initializer),

@@ -134,7 +134,8 @@ def build_model_from_sizes(sizes, model_config, patch_feature_extractor=None):
           initializer=initializer,
           name="patch_embedding"),
       mlm_head=heads.build_masked_lm_head(
-          encoder.get_embedding_table(), activation=activation, initializer=initializer),
+          encoder.get_embedding_table(), activation=activation, initializer=initializer,
+          output_trains_embeddings=model_config.mlm_output_trains_word_embeddings),
       mpm_head=heads.MaskedPatchHead(
           hidden_size=sizes.hidden_size, feature_dim=feature_dim, activation=activation,
           initializer=initializer, name="mpm"),
