@@ -183,6 +183,15 @@ def read_split(logs_dir, split):
   return read_sessions(os.path.join(logs_dir, SPLIT_FILES[split]))
 
 
+def read_info(logs_dir):
+  """The optional info.json of `logs_dir` as a dict ({} when the folder has none)."""
+  path = os.path.join(logs_dir, INFO_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as handle:
+    return json.load(handle)
+
+
 def write_json_lines(path, records):
   """Writes dicts as JSON lines to `path` (via `<path>.tmp`, renamed when complete)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

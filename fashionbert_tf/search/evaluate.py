@@ -119,11 +119,7 @@ def toy_ceiling_auc(logs_dir, sessions, labels):
   """AUC ceilings of toy logs on the first len(`labels`) test impressions of `sessions` (None for
   real logs): the best any model can reach and the best a query + title model can
   (`click_ceiling_scores`)."""
-  info_path = os.path.join(logs_dir, search_logs.INFO_FILE)
-  settings = {}
-  if os.path.exists(info_path):
-    with open(info_path, encoding="utf-8") as handle:
-      settings = json.load(handle).get("settings", {})
+  settings = search_logs.read_info(logs_dir).get("settings", {})
   scores = toy_search_logs.click_ceiling_scores(
       sessions, search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE)),
       title_shows_colour=settings.get("title_shows_colour", True))

@@ -246,6 +246,7 @@ def run_finetuning(config):
        callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step,
                                     label="search fine-tuning")], model)
   reporters.on_train_begin()
+
   def validate(at_step):
     logs = validation_logs(trainer, validation_arrays)
     reporters.on_epoch_end(at_step, {f"val_{k}": v for k, v in logs.items()})

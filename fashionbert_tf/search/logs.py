@@ -51,11 +51,7 @@ def write_toy_logs(config):
 def _check_toy_settings(logs_dir, search_config):
   """Raises ValueError when `logs_dir` holds toy logs drawn with other settings than the config's
   `search.toy_*` (a stale folder would otherwise be read silently); real logs pass."""
-  info_path = os.path.join(logs_dir, search_logs.INFO_FILE)
-  if not os.path.exists(info_path):
-    return
-  with open(info_path, encoding="utf-8") as handle:
-    info = json.load(handle)
+  info = search_logs.read_info(logs_dir)
   if info.get("generator") != toy_search_logs.GENERATOR:
     return
   # Through JSON, as info.json holds them (tuples become lists).
