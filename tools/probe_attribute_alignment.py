@@ -44,19 +44,30 @@ OUTPUT = flags.DEFINE_string("output", None, "write the results as JSON here")
 SLEEVE_SWAP = {"long sleeve": "short sleeve", "short sleeve": "long sleeve"}
 
 
+def _swap_colour(product, text):
+  others = sorted(set(toy_fashiongen.COLOURS) - {product.colour, product.second_colour})
+  phrase = f"in {product.colour}"
+  if phrase not in text:
+    return None
+  return text.replace(phrase, f"in {others[product.product_id % len(others)]}", 1)
+
+
+def _swap_sleeve(product, text):
+  if product.sleeve not in SLEEVE_SWAP:
+    return None
+  return text.replace(product.sleeve, SLEEVE_SWAP[product.sleeve], 1)
+
+
+# attribute -> (product, lower-case clean description) -> the description with it swapped, or None
+# when the product cannot be swapped (no such attribute).
+SWAPS = {"colour": _swap_colour, "sleeve": _swap_sleeve}
+
+
 def swapped_description(product, attribute):
   """(true, swapped) lower-case clean descriptions, or None when the product cannot be swapped."""
   text = toy_fashiongen.describe(product).lower()
-  if attribute == "colour":
-    others = sorted(set(toy_fashiongen.COLOURS) - {product.colour, product.second_colour})
-    other = others[product.product_id % len(others)]
-    phrase = f"in {product.colour}"
-    return (text, text.replace(phrase, f"in {other}", 1)) if phrase in text else None
-  if attribute == "sleeve":
-    if product.sleeve not in SLEEVE_SWAP:
-      return None
-    return text, text.replace(product.sleeve, SLEEVE_SWAP[product.sleeve], 1)
-  raise app.UsageError(f"--attributes: unknown {attribute!r}; expected colour or sleeve")
+  swapped = SWAPS[attribute](product, text)
+  return None if swapped is None else (text, swapped)
 
 
 def match_probabilities(model, tokenizer, texts, features, max_text_length):
@@ -73,9 +84,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  for attribute in ATTRIBUTES.value:
-    if attribute not in ("colour", "sleeve"):
-      raise app.UsageError(f"--attributes: unknown {attribute!r}; expected colour or sleeve")
+  unknown = [a for a in ATTRIBUTES.value if a not in SWAPS]
+  if unknown:
+    raise app.UsageError(f"--attributes: unknown {unknown}; expected any of {list(SWAPS)}")
   model, path, _ = restore_lib.restore_model(config, CHECKPOINT.value)
   data = config.data
   products = toy_search_logs.toy_catalogue_products(

@@ -57,7 +57,6 @@ OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
 # title_shows_colour=False the colour moves from the first to the second.
 TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
 IMAGE_ATTRIBUTES = ("sleeve", "neckline", "detail")
-COLOURLESS_TITLE_ATTRIBUTES = ("garment", "pattern")
 GENERATOR = __name__   # info.json's "generator" for logs this module writes
 
 
@@ -100,7 +99,7 @@ def product_title(product, shows_colour=True):
 
 def title_attributes(title_shows_colour=True):
   """The query attributes a toy title shows."""
-  return TITLE_ATTRIBUTES if title_shows_colour else COLOURLESS_TITLE_ATTRIBUTES
+  return tuple(a for a in TITLE_ATTRIBUTES if title_shows_colour or a != "colour")
 
 
 def image_only_attributes(title_shows_colour=True):
