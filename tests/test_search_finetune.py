@@ -247,6 +247,12 @@ def test_evaluate_search_writes_table4(setup, trained, tmp_path):
     assert row["max_abs_probability_difference_padded_vs_vsl"] < 1e-4
   assert rows["fashionbert"]["sequence_length_padded"] == 512
   assert "2L-FashionBERT(VSL)" in result["table"] and "2L-BERT+IMG" in result["table"]
+  # Toy logs: which attributes each model ranks by, from the same probabilities as its AUC.
+  assert rows["oribert"]["attribute_auc"]
+  for row in rows.values():
+    for cell in row["attribute_auc"].values():
+      assert 0.0 <= cell["auc"] <= 1.0 and cell["impressions"] > 0
+  assert "ranks by" in result["table"]
   with open(os.path.join(str(tmp_path), "table4.json"), encoding="utf-8") as handle:
     assert json.load(handle)["rows"][0]["name"] == "2L-BERT"
 

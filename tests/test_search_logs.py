@@ -154,6 +154,32 @@ def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):
   assert toy_search_logs.click_ceiling_scores(sessions, stripped) is None
 
 
+def test_attribute_agreement_marks_where_one_attribute_decides(products, tmp_path):
+  """evaluate-search's attribute table reads, per query attribute, the impressions whose product
+  agrees with every other attribute the query names, and whether it has this one: checked against
+  product_matches on each impression; a product agreeing on all of them matches the query."""
+  toy_search_logs.write_toy_search_logs(str(tmp_path), products, _settings(
+      num_sessions=300, image_attribute_rate=1.0, title_match_partial_rate=0.75))
+  sessions = search_logs.read_split(str(tmp_path), "train")
+  catalogue = search_logs.read_catalogue(str(tmp_path / "catalogue.jsonl"))
+  agreement = toy_search_logs.attribute_agreement(sessions, catalogue)
+  by_id = {p.product_id: p for p in products}
+  pairs = [(session.query_attributes, by_id[impression.product_id]) for session in sessions
+           for impression in session.impressions]
+  assert {"garment", "colour", "sleeve"} <= set(agreement)
+  for name, (deciding, agrees) in agreement.items():
+    assert deciding.shape == agrees.shape == (len(pairs),)
+    for index, (asked, product) in enumerate(pairs):
+      others = {k: v for k, v in asked.items() if k != name}
+      assert deciding[index] == (name in asked and toy_search_logs.product_matches(product, others))
+      if deciding[index]:
+        assert agrees[index] == toy_search_logs.product_matches(product, asked)
+    # Partial impressions make both cases common where the attribute decides.
+    assert 0 < agrees[deciding].sum() < deciding.sum()
+  stripped = [search_logs.CatalogueProduct(p.product_id, p.title) for p in catalogue]
+  assert toy_search_logs.attribute_agreement(sessions, stripped) is None
+
+
 def test_image_deciding_logs_name_image_attributes_and_show_title_level_partials(products):
   """toy_image_attribute_rate / toy_title_match_partial_rate: queries name what only the image
   shows, and partial impressions agree with the query on everything the title shows, so the

@@ -337,6 +337,16 @@ def _product_from_attributes(attributes):
   return product
 
 
+def _attributes_by_product(sessions, catalogue):
+  """{product_id: attributes} of the catalogue, or None when a session lacks query attributes or
+  an impression's product lacks attributes (real logs)."""
+  products = {p.product_id: p.attributes for p in catalogue}
+  if any(s.query_attributes is None for s in sessions) or any(
+      products.get(i.product_id) is None for s in sessions for i in s.impressions):
+    return None
+  return products
+
+
 def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
   """Scores of every impression of `sessions` (impression_examples order) from the generator's
   truth, or None when the logs lack attributes (real logs).
@@ -349,9 +359,8 @@ def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
     sleeve, neckline and details (and then colour) are in the image only.
   Their AUCs bound Table 4 on toy logs: the image can add at most their difference.
   """
-  products = {p.product_id: p.attributes for p in catalogue}
-  if any(s.query_attributes is None for s in sessions) or any(
-      products.get(i.product_id) is None for s in sessions for i in s.impressions):
+  products = _attributes_by_product(sessions, catalogue)
+  if products is None:
     return None
   full, title = [], []
   for session in sessions:
@@ -364,3 +373,34 @@ def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
       title.append(2 if product_matches(product, shown) else int(garment))
   return {"all_attributes": np.asarray(full, np.float32),
           "title_attributes": np.asarray(title, np.float32)}
+
+
+def attribute_agreement(sessions, catalogue):
+  """Which query attribute decides each impression, from the generator's truth; None for real
+  logs (no attributes). What `evaluate-search` reads to tell which attributes a click model ranks
+  by (`search/evaluate.py`, `attribute_use_auc`).
+
+  Returns:
+    dict attribute name -> (deciding bool [N], agrees bool [N]) over the impressions of
+    `sessions` (impression_examples order): `deciding` marks the impressions whose query names the
+    attribute and whose product agrees with every other attribute the query names (the attribute
+    alone decides whether the product matches), `agrees` whether the product has it. Attributes
+    no query names are left out.
+  """
+  products = _attributes_by_product(sessions, catalogue)
+  if products is None:
+    return None
+  names = ("garment",) + OPTIONAL_ATTRIBUTES
+  deciding = {name: [] for name in names}
+  agrees = {name: [] for name in names}
+  for session in sessions:
+    asked = session.query_attributes
+    for impression in session.impressions:
+      product = _product_from_attributes(products[impression.product_id])
+      agreement = {name: product_matches(product, {name: value}) for name, value in asked.items()}
+      for name in names:
+        others_agree = all(agreement[other] for other in agreement if other != name)
+        deciding[name].append(name in asked and others_agree)
+        agrees[name].append(agreement.get(name, False))
+  return {name: (np.asarray(deciding[name]), np.asarray(agrees[name])) for name in names
+          if any(deciding[name])}

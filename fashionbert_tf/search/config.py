@@ -87,6 +87,7 @@ class SearchConfig(base_config.Config):
   # Fraction of the train split's distinct queries held out as the validation slice (TensorBoard
   # loss / accuracy / AUC during fine-tuning); 0 = none.
   validation_query_fraction: float = 0.1
+  # Validation impressions scored each time (the first N of the slice); 0 = all of them.
   validation_max_examples: int = 512
   # evaluate-search: the variants and layer counts of the Table 4 rows; batch size for scoring;
   # batch-1 latency measured over this many test impressions (after `latency_warmup` calls).

@@ -20,9 +20,14 @@ longest text). The test click rate is reported too: accuracy of always predictin
 Toy logs (attributes in the catalogue and sessions) also get their AUC ceilings on the same
 impressions (`toy_search_logs.click_ceiling_scores`): the best any model can reach (clicks are noisy
 Bernoulli draws) and the best a query + title model can; the image can add at most the difference.
+They also get, per row, which query attributes the model ranks by (`attribute_use_auc`): for each
+attribute the queries name, the AUC of P(click) separating products that have it from products that
+lack it, over the impressions whose product agrees with every other attribute the query names (so
+the attribute alone decides the match; 0.5 = the model ignores it; `toy_search_logs.
+attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
 
 Output: the Table 4 layout printed (rows nL-BERT, nL-BERT+IMG, nL-FashionBERT and each one's VSL
-row, then the ceilings) and `<search.output_dir or runs_dir/table4>/table4.json`.
+row, then the ceilings and the attribute table) and `<search.output_dir or runs_dir/table4>/table4.json`.
 """
 
 import copy
@@ -70,8 +75,9 @@ def batch1_latency(scorer, examples, indices, pad_to, warmup):
   return float(np.mean(times)), float(np.median(times)), np.asarray(probabilities)
 
 
-def evaluate_run(run_dir, config, examples, feature_cache):
-  """One Table 4 row: restores the run, scores the test impressions, times batch-1 calls."""
+def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
+  """One Table 4 row: restores the run, scores the test impressions, times batch-1 calls (and,
+  given the toy logs' `agreement`, the attributes the model ranks by)."""
   model, run_config, path = restore.restore_search_model(run_dir)
   variant = run_config.model.search_variant
   text_encoder = scoring.query_title_encoder(run_config, variant)
@@ -110,6 +116,8 @@ def evaluate_run(run_dir, config, examples, feature_cache):
       "max_abs_probability_difference_padded_vs_vsl": float(np.max(np.abs(pad_p - vsl_p))),
       "scoring_seconds": scoring_seconds,
   }
+  if agreement:
+    row["attribute_auc"] = attribute_use_auc(agreement, probability)
   logging.info("%s: accuracy %.4f, AUC %.4f, latency %.1f ms padded / %.1f ms VSL", row["name"],
                row["accuracy"], row["auc"], pad_mean, vsl_mean)
   return row
@@ -128,6 +136,49 @@ def toy_ceiling_auc(logs_dir, sessions, labels):
   return {name: metrics.roc_auc(labels, value[:len(labels)]) for name, value in scores.items()}
 
 
+def toy_attribute_agreement(logs_dir, sessions, count):
+  """`toy_search_logs.attribute_agreement` of the first `count` test impressions (None for real
+  logs)."""
+  agreement = toy_search_logs.attribute_agreement(
+      sessions, search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE)))
+  if agreement is None:
+    return None
+  return {name: (deciding[:count], agrees[:count]) for name, (deciding, agrees) in
+          agreement.items() if deciding[:count].any()}
+
+
+def attribute_use_auc(agreement, probability):
+  """{attribute: {"auc", "impressions"}}: how well P(click) (float [N]) separates products that
+  have each attribute from those that lack it where it alone decides the match (`agreement`:
+  `toy_search_logs.attribute_agreement`); attributes without both cases are left out."""
+  result = {}
+  for name, (deciding, agrees) in agreement.items():
+    labels = agrees[deciding].astype(np.int32)
+    if 0 < labels.sum() < len(labels):
+      result[name] = {"auc": metrics.roc_auc(labels, probability[deciding]),
+                      "impressions": int(len(labels))}
+  return result
+
+
+def format_attribute_use(rows):
+  """Lines of the attribute table: one column per attribute, one line per row (empty if none)."""
+  names = [n for n in ("garment",) + toy_search_logs.OPTIONAL_ATTRIBUTES
+           if any(n in row.get("attribute_auc", {}) for row in rows)]
+  if not names:
+    return []
+  counts = {n: max(row["attribute_auc"].get(n, {}).get("impressions", 0) for row in rows)
+            for n in names}
+  lines = ["Which query attributes each model ranks by (AUC of P(click): products with the "
+           "attribute vs without, where it alone decides the match; 0.5 = ignored):",
+           f"{'':<22}" + "".join(f"{n:>10}" for n in names)]
+  for row in rows:
+    cells = [row["attribute_auc"].get(n, {}).get("auc") for n in names]
+    lines.append(f"{row['name']:<22}" + "".join(f"{c:>10.3f}" if c is not None else f"{'-':>10}"
+                                                for c in cells))
+  lines.append(f"{'(impressions)':<22}" + "".join(f"{counts[n]:>10d}" for n in names))
+  return lines
+
+
 def format_table4(rows, click_rate, ceiling=None):
   """The paper's Table 4 layout: each model, then its VSL row (and toy logs' AUC ceilings)."""
   lines = [f"{'Metric':<22}{'Accuracy':>10}{'AUC':>9}{'Latency(ms)':>13}",
@@ -143,7 +194,7 @@ def format_table4(rows, click_rate, ceiling=None):
     lines.append(f"(toy logs, the generator's truth: AUC ceiling {ceiling['all_attributes']:.4f} "
                  f"for any model, {ceiling['title_attributes']:.4f} from what the titles show; the "
                  "image can add at most the difference)")
-  return "\n".join(lines)
+  return "\n".join(lines + format_attribute_use(rows))
 
 
 def run_search_evaluation(config, variants=None, layers=None):
@@ -165,7 +216,8 @@ def run_search_evaluation(config, variants=None, layers=None):
         f"no fine-tuning run in {', '.join(missing)}: train each with `fashionbert finetune "
         "--params_override model.search_variant=<variant>,model.num_layers=<layers>`")
   feature_cache = {}
-  rows = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache)
+  agreement = toy_attribute_agreement(logs_dir, sessions, len(examples))
+  rows = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache, agreement)
           for k in layer_counts for v in variants]
   click_rate = float(np.mean(examples.clicked))
   ceiling = toy_ceiling_auc(logs_dir, sessions, examples.clicked)
