@@ -27,7 +27,8 @@ the attribute alone decides the match; 0.5 = the model ignores it; `toy_search_l
 attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
 
 Output: the Table 4 layout printed (rows nL-BERT, nL-BERT+IMG, nL-FashionBERT and each one's VSL
-row, then the ceilings and the attribute table) and `<search.output_dir or runs_dir/table4>/table4.json`.
+row, then the ceilings and the attribute table) and
+`<search.output_dir or runs_dir/table4>/table4.json`.
 """
 
 import copy
