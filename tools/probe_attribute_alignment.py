@@ -1,12 +1,12 @@
 """Which toy attributes a pretraining checkpoint aligns between text and image: attribute swaps.
 
   python tools/probe_attribute_alignment.py --config configs/toy.yaml [--checkpoint runs/toy/ckpt-500]
-      [--attributes colour,sleeve] [--split validation] [--output probe.json]
+      [--attributes colour,sleeve,garment] [--split validation] [--output probe.json]
 
 For every toy product of the split that has the attribute (the products are regenerated from the
 toy generator's seeds, as the search logs are), its clean description (lower case) is scored with
 its own image by the TIA head, then the same description with that one attribute swapped ("navy"
--> another colour; "long sleeve" <-> "short sleeve"). A checkpoint that aligns the attribute gives
+-> another colour; "long sleeve" <-> "short sleeve"; "hoodie" -> another garment). A checkpoint that aligns the attribute gives
 the true description the higher P(match) for most products; 0.5 is chance. Printed per attribute:
 products, share with P(true) > P(swapped), mean P(true) - P(swapped); written as JSON with
 --output.
@@ -35,8 +35,8 @@ from fashionbert_tf.search import catalogue as catalogue_lib
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint prefix or run folder (default: "
                                  "the latest checkpoint of the config's train.model_dir)")
-ATTRIBUTES = flags.DEFINE_list("attributes", ["colour", "sleeve"], "attributes to swap: colour, "
-                               "sleeve")
+ATTRIBUTES = flags.DEFINE_list("attributes", ["colour", "sleeve", "garment"],
+                               "attributes to swap: colour, sleeve, garment")
 SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation"],
                           "which toy products (validation: the search catalogue's)")
 OUTPUT = flags.DEFINE_string("output", None, "write the results as JSON here")
@@ -58,9 +58,18 @@ def _swap_sleeve(product, text):
   return text.replace(product.sleeve, SLEEVE_SWAP[product.sleeve], 1)
 
 
+def _swap_garment(product, text):
+  word = toy_fashiongen.GARMENT_WORDS[product.shape]
+  phrase = f" {word} in "   # "... linen hoodie in beige ..."
+  if phrase not in text:
+    return None
+  others = sorted(set(toy_fashiongen.GARMENT_WORDS.values()) - {word})
+  return text.replace(phrase, f" {others[product.product_id % len(others)]} in ", 1)
+
+
 # attribute -> (product, lower-case clean description) -> the description with it swapped, or None
 # when the product cannot be swapped (no such attribute).
-SWAPS = {"colour": _swap_colour, "sleeve": _swap_sleeve}
+SWAPS = {"colour": _swap_colour, "sleeve": _swap_sleeve, "garment": _swap_garment}
 
 
 def swapped_description(product, attribute):
