@@ -6,7 +6,8 @@
 For every toy product of the split that has the attribute (the products are regenerated from the
 toy generator's seeds, as the search logs are), its clean description (lower case) is scored with
 its own image by the TIA head, then the same description with that one attribute swapped ("navy"
--> another colour; "long sleeve" <-> "short sleeve"; "hoodie" -> another garment). A checkpoint that aligns the attribute gives
+-> another colour; "long sleeve" <-> "short sleeve"; "hoodie" -> another garment;
+`fashionbert_tf/data/toy_attribute_swaps.py`). A checkpoint that aligns the attribute gives
 the true description the higher P(match) for most products; 0.5 is chance. Printed per attribute:
 products, share with P(true) > P(swapped), mean P(true) - P(swapped); written as JSON with
 --output.
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.cli import common_flags
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data import toy_attribute_swaps
 from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import pair_scoring
@@ -41,44 +42,6 @@ SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation"],
                           "which toy products (validation: the search catalogue's)")
 OUTPUT = flags.DEFINE_string("output", None, "write the results as JSON here")
 
-SLEEVE_SWAP = {"long sleeve": "short sleeve", "short sleeve": "long sleeve"}
-
-
-def _swap_colour(product, text):
-  others = sorted(set(toy_fashiongen.COLOURS) - {product.colour, product.second_colour})
-  phrase = f"in {product.colour}"
-  if phrase not in text:
-    return None
-  return text.replace(phrase, f"in {others[product.product_id % len(others)]}", 1)
-
-
-def _swap_sleeve(product, text):
-  if product.sleeve not in SLEEVE_SWAP:
-    return None
-  return text.replace(product.sleeve, SLEEVE_SWAP[product.sleeve], 1)
-
-
-def _swap_garment(product, text):
-  word = toy_fashiongen.GARMENT_WORDS[product.shape]
-  phrase = f" {word} in "   # "... linen hoodie in beige ..."
-  if phrase not in text:
-    return None
-  others = sorted(set(toy_fashiongen.GARMENT_WORDS.values()) - {word})
-  return text.replace(phrase, f" {others[product.product_id % len(others)]} in ", 1)
-
-
-# attribute -> (product, lower-case clean description) -> the description with it swapped, or None
-# when the product cannot be swapped (no such attribute).
-SWAPS = {"colour": _swap_colour, "sleeve": _swap_sleeve, "garment": _swap_garment}
-
-
-def swapped_description(product, attribute):
-  """(true, swapped) lower-case clean descriptions, or None when the product cannot be swapped."""
-  text = toy_fashiongen.describe(product).lower()
-  swapped = SWAPS[attribute](product, text)
-  return None if swapped is None else (text, swapped)
-
-
 def match_probabilities(model, tokenizer, texts, features, max_text_length):
   """P(match) float [N] of (text, patch features [N, 64, D]) pairs."""
   rows = pair_scoring.tokenize_texts(tokenizer, texts, max_text_length)
@@ -93,9 +56,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  unknown = [a for a in ATTRIBUTES.value if a not in SWAPS]
+  unknown = [a for a in ATTRIBUTES.value if a not in toy_attribute_swaps.SWAPS]
   if unknown:
-    raise app.UsageError(f"--attributes: unknown {unknown}; expected any of {list(SWAPS)}")
+    raise app.UsageError(f"--attributes: unknown {unknown}; expected any of "
+                         f"{list(toy_attribute_swaps.SWAPS)}")
   model, path, _ = restore_lib.restore_model(config, CHECKPOINT.value)
   data = config.data
   products = toy_search_logs.toy_catalogue_products(
@@ -105,7 +69,7 @@ def main(argv):
   tokenizer = tokenization.build_tokenizer(data)
   results = {"checkpoint": path, "split": SPLIT.value, "attributes": {}}
   for attribute in ATTRIBUTES.value:
-    pairs = [(p, swapped_description(p, attribute)) for p in products]
+    pairs = [(p, toy_attribute_swaps.swapped_description(p, attribute)) for p in products]
     pairs = [(p, texts) for p, texts in pairs if texts is not None]
     true_p, swapped_p = [], []
     for begin in range(0, len(pairs), 64):

@@ -1,24 +1,12 @@
-"""tools/probe_attribute_alignment.py's swaps: each replaces one attribute phrase of a toy
-description by another value of that attribute and changes nothing else (the probe's P(true) vs
-P(swapped) is then about that attribute alone)."""
-
-import importlib.util
-import os
+"""The attribute swaps tools/probe_attribute_alignment.py scores (data/toy_attribute_swaps.py):
+each replaces one attribute phrase of a toy description by another value of that attribute and
+changes nothing else (the probe's P(true) vs P(swapped) is then about that attribute alone)."""
 
 import pytest
 
+from fashionbert_tf.data import toy_attribute_swaps
 from fashionbert_tf.data import toy_fashiongen
 from fashionbert_tf.data import toy_search_logs
-
-_TOOL = os.path.join(os.path.dirname(__file__), "..", "tools", "probe_attribute_alignment.py")
-
-
-@pytest.fixture(scope="module")
-def probe():
-  spec = importlib.util.spec_from_file_location("probe_attribute_alignment", _TOOL)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +27,10 @@ def _alternatives(product, attribute):
 
 
 @pytest.mark.parametrize("attribute", ["colour", "sleeve", "garment"])
-def test_swaps_change_one_attribute(probe, products, attribute):
+def test_swaps_change_one_attribute(products, attribute):
   swapped_count = 0
   for product in products:
-    pair = probe.swapped_description(product, attribute)
+    pair = toy_attribute_swaps.swapped_description(product, attribute)
     if pair is None:
       assert attribute == "sleeve" and product.sleeve not in ("long sleeve", "short sleeve")
       continue
