@@ -53,6 +53,8 @@ NECKLINE_WORDS = {"crewneck": "crewneck", "v-neck": "v-neck", "scoop neck": "sco
                   "notched lapel": "lapel", "rib knit collar": "collared"}
 DETAILS = ("pocket", "buttons", "belt")
 OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
+# Every attribute a toy query can name (the garment always).
+QUERY_ATTRIBUTES = ("garment",) + OPTIONAL_ATTRIBUTES
 # What a toy title shows (product_title) and what only the image shows; with
 # title_shows_colour=False the colour moves from the first to the second.
 TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
@@ -390,17 +392,16 @@ def attribute_agreement(sessions, catalogue):
   products = _attributes_by_product(sessions, catalogue)
   if products is None:
     return None
-  names = ("garment",) + OPTIONAL_ATTRIBUTES
-  deciding = {name: [] for name in names}
-  agrees = {name: [] for name in names}
+  deciding = {name: [] for name in QUERY_ATTRIBUTES}
+  agrees = {name: [] for name in QUERY_ATTRIBUTES}
   for session in sessions:
     asked = session.query_attributes
     for impression in session.impressions:
       product = _product_from_attributes(products[impression.product_id])
       agreement = {name: product_matches(product, {name: value}) for name, value in asked.items()}
-      for name in names:
+      for name in QUERY_ATTRIBUTES:
         others_agree = all(agreement[other] for other in agreement if other != name)
         deciding[name].append(name in asked and others_agree)
         agrees[name].append(agreement.get(name, False))
-  return {name: (np.asarray(deciding[name]), np.asarray(agrees[name])) for name in names
-          if any(deciding[name])}
+  return {name: (np.asarray(deciding[name]), np.asarray(agrees[name]))
+          for name in QUERY_ATTRIBUTES if any(deciding[name])}

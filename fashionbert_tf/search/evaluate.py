@@ -124,28 +124,26 @@ def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
   return row
 
 
-def toy_ceiling_auc(logs_dir, sessions, labels):
+def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
   """AUC ceilings of toy logs on the first len(`labels`) test impressions of `sessions` (None for
   real logs): the best any model can reach and the best a query + title model can
   (`click_ceiling_scores`)."""
   settings = search_logs.read_info(logs_dir).get("settings", {})
   scores = toy_search_logs.click_ceiling_scores(
-      sessions, search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE)),
-      title_shows_colour=settings.get("title_shows_colour", True))
+      sessions, catalogue, title_shows_colour=settings.get("title_shows_colour", True))
   if scores is None:
     return None
   return {name: metrics.roc_auc(labels, value[:len(labels)]) for name, value in scores.items()}
 
 
-def toy_attribute_agreement(logs_dir, sessions, count):
+def toy_attribute_agreement(sessions, catalogue, count):
   """`toy_search_logs.attribute_agreement` of the first `count` test impressions (None for real
   logs)."""
-  agreement = toy_search_logs.attribute_agreement(
-      sessions, search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE)))
+  agreement = toy_search_logs.attribute_agreement(sessions, catalogue)
   if agreement is None:
     return None
-  return {name: (deciding[:count], agrees[:count]) for name, (deciding, agrees) in
-          agreement.items() if deciding[:count].any()}
+  return {name: (deciding[:count], agrees[:count])
+          for name, (deciding, agrees) in agreement.items()}
 
 
 def attribute_use_auc(agreement, probability):
@@ -163,7 +161,7 @@ def attribute_use_auc(agreement, probability):
 
 def format_attribute_use(rows):
   """Lines of the attribute table: one column per attribute, one line per row (empty if none)."""
-  names = [n for n in ("garment",) + toy_search_logs.OPTIONAL_ATTRIBUTES
+  names = [n for n in toy_search_logs.QUERY_ATTRIBUTES
            if any(n in row.get("attribute_auc", {}) for row in rows)]
   if not names:
     return []
@@ -217,11 +215,12 @@ def run_search_evaluation(config, variants=None, layers=None):
         f"no fine-tuning run in {', '.join(missing)}: train each with `fashionbert finetune "
         "--params_override model.search_variant=<variant>,model.num_layers=<layers>`")
   feature_cache = {}
-  agreement = toy_attribute_agreement(logs_dir, sessions, len(examples))
+  catalogue = search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE))
+  agreement = toy_attribute_agreement(sessions, catalogue, len(examples))
   rows = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache, agreement)
           for k in layer_counts for v in variants]
   click_rate = float(np.mean(examples.clicked))
-  ceiling = toy_ceiling_auc(logs_dir, sessions, examples.clicked)
+  ceiling = toy_ceiling_auc(logs_dir, sessions, catalogue, examples.clicked)
   table = format_table4(rows, click_rate, ceiling)
   print(table, flush=True)
   output_dir = config.search.output_dir or os.path.join(config.search.runs_dir, "table4")
