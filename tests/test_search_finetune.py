@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from fashionbert_tf import experiment_config
 from fashionbert_tf.data import search_logs
@@ -139,6 +140,58 @@ def test_segment_table_mapped_to_three_rows_and_first_layers_taken(setup, init, 
                                   layer_kernel(setup["pretrained"].encoder, index))
   np.testing.assert_array_equal(model.patch_feature_normalization.std.numpy(),
                                 setup["pretrained"].patch_feature_normalization.std.numpy())
+
+
+def _without_encoder_dropout(model):
+  """Sets every Dropout layer's rate to 0 (the encoder's), so training=True is deterministic
+  except for image dropout."""
+  for layer in model.submodules:
+    if isinstance(layer, tf_keras.layers.Dropout):
+      layer.rate = 0.0
+  return model
+
+
+@pytest.mark.parametrize("variant", ["fashionbert", "bert_img"])
+def test_image_dropout_hides_the_image_of_a_fraction_of_training_impressions(setup, variant):
+  """search.image_dropout_rate: in training each impression scores either as with its image or as
+  with the image hidden (FashionBERT: patches masked out of attention; BERT+IMG: image half of the
+  head input zeroed), hidden at the configured rate; inference always sees the image."""
+  config = search_config(setup, variant, "search.image_dropout_rate=0.5")
+  model, _ = search_builder.build_search_model(config)
+  _without_encoder_dropout(model)
+  # The tiny model's fresh head moves logits by ~1e-4: scaled so image / no image differ clearly.
+  model.click_head.kernel.assign(model.click_head.kernel * 100.0)
+  tokenizer = tokenization.build_tokenizer(setup["data"])
+  encoder = layout.QueryTitleEncoder(tokenizer, 4, 6, layout.title_segment_id(variant))
+  count = 400
+  inputs = encoder.encode(["red striped shirt"] * count, ["black shirt", "red shirt"] * (count // 2))
+  tf.random.set_seed(3)
+  inputs["patch_features"] = tf.random.normal([count, 64, FEATURE_DIM])
+  shown = model(inputs, training=False)["click_logits"].numpy()
+  if variant == "fashionbert":
+    patches = model.patch_embedding(model.patch_features(inputs))
+    outputs = model.encoder(dict(input_word_ids=inputs["input_word_ids"],
+                                 input_mask=inputs["input_mask"],
+                                 input_type_ids=inputs["input_type_ids"], dense_inputs=patches,
+                                 dense_mask=tf.zeros([count, 64], tf.int32)), training=False)
+    hidden = model.click_head(outputs["pooled_output"]).numpy()
+  else:
+    pooled = model.encoder({k: inputs[k] for k in ("input_word_ids", "input_mask",
+                                                   "input_type_ids")})["pooled_output"]
+    hidden = model.click_head(tf.concat([pooled, tf.zeros_like(pooled)], -1)).numpy()
+  assert (np.abs(shown - hidden).max(axis=1) > 1e-4).all()   # the image changes every score
+  trained_logits = model(inputs, training=True)["click_logits"].numpy()
+  is_shown = np.abs(trained_logits - shown).max(axis=1) < 1e-5
+  is_hidden = np.abs(trained_logits - hidden).max(axis=1) < 1e-5
+  assert (is_shown ^ is_hidden).all()
+  assert abs(is_hidden.mean() - 0.5) < 0.1                   # 400 draws: sd 0.025
+  np.testing.assert_allclose(model(inputs, training=False)["click_logits"].numpy(), shown,
+                             atol=1e-6)
+  model.image_dropout_rate = 0.0                             # off: training sees every image
+  np.testing.assert_allclose(model(inputs, training=True)["click_logits"].numpy(), shown,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="search.image_dropout_rate = 1.0"):
+    search_config(setup, variant, "search.image_dropout_rate=1.0").validate()
 
 
 @pytest.fixture(scope="module")

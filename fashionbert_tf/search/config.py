@@ -77,6 +77,13 @@ class SearchConfig(base_config.Config):
   reduce_from: str = ""
   # BERT+IMG: how the 64 patch features are pooled before the projection: "mean" or "max".
   image_pooling: str = "mean"
+  # Image dropout in fine-tuning (not in the paper; 0 = off, the paper's recipe): the fraction of
+  # training impressions whose image is hidden, drawn per impression each step. FashionBERT: the
+  # 64 patches are masked out of attention, so the impression is `[CLS] q [SEP] t [SEP]` alone;
+  # BERT+IMG: the image half of the click head's input is zeroed. Inference always sees the image.
+  # It makes the image variants learn the query / title comparison the image cannot replace
+  # (README, "Search (paper 3.4)").
+  image_dropout_rate: float = 0.0
   # WordPiece budget of the query and of the title (each cut to this many pieces before
   # `[CLS] q [SEP] t [SEP]`).
   max_query_length: int = 16
@@ -116,6 +123,9 @@ class SearchConfig(base_config.Config):
       raise ValueError(f"search.toy_image_attributes: {error}") from None
     for variant in self.evaluate_variants:
       check_search_variant(variant, "search.evaluate_variants")
+    if not 0.0 <= self.image_dropout_rate < 1.0:
+      raise ValueError(f"search.image_dropout_rate = {self.image_dropout_rate}; expected 0 <= "
+                       "rate < 1")
     if self.max_query_length < 1 or self.max_title_length < 1:
       raise ValueError("search.max_query_length and search.max_title_length must be >= 1")
 

@@ -19,6 +19,11 @@ Variants (`model.search_variant`):
                concatenated with the pooled [CLS]: the click head reads [B, 2H]. No cross-attention
                (the paper: image features "concatenated with the BERT outputs of the final layer").
 The click head is one Dense(2) (float32), like the TIA head.
+
+Image dropout (`image_dropout_rate`, `search.image_dropout_rate`; training only, not in the paper):
+each training impression's image is hidden with this probability: FashionBERT masks its 64
+patches out of attention (`dense_mask` row of zeros: the impression is `[CLS] q [SEP] t [SEP]`
+alone), BERT+IMG zeroes the projected image half of the head input [B, H:2H].
 """
 
 import tensorflow as tf
@@ -36,7 +41,7 @@ class SearchModel(tf_keras.Model):
 
   def __init__(self, variant, encoder, click_head, patch_embedding=None,
                patch_feature_normalization=None, patch_feature_extractor=None,
-               image_projection=None, image_pooling="mean", **kwargs):
+               image_projection=None, image_pooling="mean", image_dropout_rate=0.0, **kwargs):
     """Args:
       variant: "fashionbert" | "oribert" | "bert_img".
       encoder: `encoder.FashionBertEncoder` (3 segment rows for fashionbert, 2 otherwise).
@@ -46,6 +51,8 @@ class SearchModel(tf_keras.Model):
       patch_feature_extractor: the backbone (image variants; used when `image` is given).
       image_projection: Dense(H, tanh) on the pooled patch features (bert_img).
       image_pooling: "mean" | "max" over the 64 patches (bert_img).
+      image_dropout_rate: probability that a training impression's image is hidden (module
+        docstring); 0 = never.
     """
     super().__init__(**kwargs)
     self.variant = variant
@@ -56,6 +63,7 @@ class SearchModel(tf_keras.Model):
     self.patch_feature_extractor = patch_feature_extractor
     self.image_projection = image_projection
     self.image_pooling = image_pooling
+    self.image_dropout_rate = float(image_dropout_rate)
 
   @property
   def uses_image(self):
@@ -84,14 +92,22 @@ class SearchModel(tf_keras.Model):
       features = self.patch_feature_normalization(features)
     return features
 
+  def image_shown(self, batch_size, training):
+    """int32 [B, 1]: 1 where the impression's image is shown, 0 where image dropout hides it
+    (training with image_dropout_rate > 0); all ones otherwise."""
+    if not training or self.image_dropout_rate <= 0.0:
+      return tf.ones([batch_size, 1], tf.int32)
+    return tf.cast(tf.random.uniform([batch_size, 1]) >= self.image_dropout_rate, tf.int32)
+
   def call(self, inputs, training=None):
+    batch_size = tf.shape(inputs["input_word_ids"])[0]
+    shown = self.image_shown(batch_size, training)                           # [B, 1]
     text = dict(input_word_ids=inputs["input_word_ids"], input_mask=inputs["input_mask"],
                 input_type_ids=inputs["input_type_ids"])
     if self.variant == "fashionbert":
       patches = self.patch_embedding(self.patch_features(inputs, training=training))  # [B, 64, E]
-      batch_size = tf.shape(inputs["input_word_ids"])[0]
       text.update(dense_inputs=patches,
-                  dense_mask=tf.ones([batch_size, contract.NUM_PATCHES], tf.int32))
+                  dense_mask=tf.tile(shown, [1, contract.NUM_PATCHES]))          # [B, 64]
     outputs = self.encoder(text, training=training)
     pooled = _float32(outputs["pooled_output"])   # [B, H] tanh(dense([CLS]))
     head_input = pooled
@@ -101,7 +117,8 @@ class SearchModel(tf_keras.Model):
         image = tf.reduce_max(features, axis=1)
       else:
         image = tf.reduce_mean(features, axis=1)
-      head_input = tf.concat([pooled, _float32(self.image_projection(image))], axis=-1)  # [B,2H]
+      projected = _float32(self.image_projection(image)) * _float32(shown)  # [B, H]
+      head_input = tf.concat([pooled, projected], axis=-1)                  # [B, 2H]
     return {"click_logits": _float32(self.click_head(head_input)), "pooled_output": pooled}
 
 

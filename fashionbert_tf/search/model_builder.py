@@ -154,6 +154,7 @@ def build_search_architecture(model_config, search_config):
       patch_feature_extractor=parts.patch_feature_extractor if layout.uses_image(variant) else None,
       image_projection=image_projection,
       image_pooling=search_config.image_pooling,
+      image_dropout_rate=search_config.image_dropout_rate,
       name=f"search_{variant}")
   model(dummy_inputs(int(parts.patch_feature_extractor.feature_dim)), training=False)
   return model, parts
