@@ -1,6 +1,7 @@
 """Exact resume: a run killed (SIGKILL) at a random checkpoint and resumed ends with the weights of
 an unbroken run, on one device and on two logical CPU replicas (`train.resume_input: skip`).
-Resuming with `restart` (the input from its beginning) does not: the test can tell them apart."""
+Resuming with `restart` (the input from its beginning) does not: the test can tell them apart
+(checked on one device; where the input restarts does not depend on the strategy)."""
 
 import json
 import os
@@ -88,18 +89,22 @@ def test_killed_and_resumed_run_equals_the_unbroken_run(tmp_path, strategy):
     victim.wait()
   killed_at = latest_step(killed)
   assert kill_after <= killed_at < STEPS
+  check_restart = strategy == "one_device"
   restarted = str(tmp_path / "restarted")
-  shutil.copytree(killed, restarted)
+  if check_restart:
+    shutil.copytree(killed, restarted)
   finish(reference)
   finish(start(strategy, killed))
-  finish(start(strategy, restarted, resume_input="restart"))
-
-  assert latest_step(unbroken) == latest_step(killed) == latest_step(restarted) == STEPS
-  expected, resumed, restarted_weights = (model_weights(d) for d in (unbroken, killed, restarted))
+  assert latest_step(unbroken) == latest_step(killed) == STEPS
+  expected, resumed = model_weights(unbroken), model_weights(killed)
   assert expected.keys() == resumed.keys()
   for name in expected:
     np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-5, atol=1e-6,
                                err_msg=f"{strategy}, killed after step {killed_at}: {name}")
-  # Restarting the input feeds other batches after the resume: other weights.
-  assert any(not np.allclose(restarted_weights[name], expected[name], rtol=1e-5, atol=1e-6)
-             for name in expected)
+  if check_restart:
+    # Restarting the input feeds other batches after the resume: other weights.
+    finish(start(strategy, restarted, resume_input="restart"))
+    assert latest_step(restarted) == STEPS
+    restarted_weights = model_weights(restarted)
+    assert any(not np.allclose(restarted_weights[name], expected[name], rtol=1e-5, atol=1e-6)
+               for name in expected)
