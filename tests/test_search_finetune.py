@@ -288,7 +288,7 @@ def test_scorer_matches_model_and_padding_does_not_change_scores(setup, trained)
 
 def test_evaluate_search_writes_table4(setup, trained, tmp_path):
   config = search_config(setup, "fashionbert", f"search.output_dir={tmp_path}",
-                         "search.evaluate_layers=[2]")
+                         "search.evaluate_layers=[2],search.bootstrap_resamples=50")
   result = evaluate.run_search_evaluation(config)
   rows = {row["variant"]: row for row in result["rows"]}
   assert set(rows) == {"oribert", "bert_img", "fashionbert"}
@@ -306,8 +306,15 @@ def test_evaluate_search_writes_table4(setup, trained, tmp_path):
     for cell in row["attribute_auc"].values():
       assert 0.0 <= cell["auc"] <= 1.0 and cell["impressions"] > 0
   assert "ranks by" in result["table"]
+  # The bootstrap: an interval around each row's AUC, the paper's ordering for 2 layers.
+  for row in rows.values():
+    interval = result["bootstrap"]["rows"][row["name"]]
+    assert interval["auc_2.5%"] <= row["auc"] <= interval["auc_97.5%"]
+  assert 0.0 <= result["bootstrap"]["paper_ordering"]["2"]["fraction"] <= 1.0
+  assert "the paper's order BERT < BERT+IMG < FashionBERT" in result["table"]
   with open(os.path.join(str(tmp_path), "table4.json"), encoding="utf-8") as handle:
-    assert json.load(handle)["rows"][0]["name"] == "2L-BERT"
+    written = json.load(handle)
+  assert written["rows"][0]["name"] == "2L-BERT" and written["bootstrap"]["resamples"] == 50
 
 
 def _pairwise_auc(labels, scores):

@@ -105,6 +105,8 @@ class SearchConfig(base_config.Config):
   max_test_examples: int = 0           # 0 = every test impression
   latency_examples: int = 50
   latency_warmup: int = 5
+  # Paired per-query bootstrap of the rows' test AUCs (search/bootstrap.py): draws; 0 = none.
+  bootstrap_resamples: int = 1000
   # Where evaluate-search writes table4.json; empty = <runs_dir>/table4.
   output_dir: str = ""
 
@@ -126,6 +128,8 @@ class SearchConfig(base_config.Config):
     if not 0.0 <= self.image_dropout_rate < 1.0:
       raise ValueError(f"search.image_dropout_rate = {self.image_dropout_rate}; expected 0 <= "
                        "rate < 1")
+    if self.bootstrap_resamples < 0:
+      raise ValueError(f"search.bootstrap_resamples = {self.bootstrap_resamples}; expected >= 0")
     if self.max_query_length < 1 or self.max_title_length < 1:
       raise ValueError("search.max_query_length and search.max_title_length must be >= 1")
 

@@ -26,8 +26,12 @@ lack it, over the impressions whose product agrees with every other attribute th
 the attribute alone decides the match; 0.5 = the model ignores it; `toy_search_logs.
 attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
 
+How sure the ordering is (`search.bootstrap_resamples` > 0; `search/bootstrap.py`): a paired
+bootstrap over test sessions gives each row's 95% AUC interval and, per layer count, the fraction
+of draws in which the paper's order BERT < BERT+IMG < FashionBERT holds.
+
 Output: the Table 4 layout printed (rows nL-BERT, nL-BERT+IMG, nL-FashionBERT and each one's VSL
-row, then the ceilings and the attribute table) and
+row, then the ceilings, the attribute table and the bootstrap) and
 `<search.output_dir or runs_dir/table4>/table4.json`.
 """
 
@@ -42,6 +46,7 @@ import numpy as np
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.evaluation import metrics
+from fashionbert_tf.search import bootstrap
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
@@ -78,7 +83,11 @@ def batch1_latency(scorer, examples, indices, pad_to, warmup):
 
 def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
   """One Table 4 row: restores the run, scores the test impressions, times batch-1 calls (and,
-  given the toy logs' `agreement`, the attributes the model ranks by)."""
+  given the toy logs' `agreement`, the attributes the model ranks by).
+
+  Returns:
+    (row dict, P(click) float array [N] of the test impressions).
+  """
   model, run_config, path = restore.restore_search_model(run_dir)
   variant = run_config.model.search_variant
   text_encoder = scoring.query_title_encoder(run_config, variant)
@@ -121,7 +130,7 @@ def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
     row["attribute_auc"] = attribute_use_auc(agreement, probability)
   logging.info("%s: accuracy %.4f, AUC %.4f, latency %.1f ms padded / %.1f ms VSL", row["name"],
                row["accuracy"], row["auc"], pad_mean, vsl_mean)
-  return row
+  return row, probability
 
 
 def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
@@ -178,8 +187,9 @@ def format_attribute_use(rows):
   return lines
 
 
-def format_table4(rows, click_rate, ceiling=None):
-  """The paper's Table 4 layout: each model, then its VSL row (and toy logs' AUC ceilings)."""
+def format_table4(rows, click_rate, ceiling=None, ordering=None):
+  """The paper's Table 4 layout: each model, then its VSL row (and toy logs' AUC ceilings, the
+  attribute table, the bootstrap `ordering` summary)."""
   lines = [f"{'Metric':<22}{'Accuracy':>10}{'AUC':>9}{'Latency(ms)':>13}",
            "-" * 54]
   for row in rows:
@@ -193,7 +203,7 @@ def format_table4(rows, click_rate, ceiling=None):
     lines.append(f"(toy logs, the generator's truth: AUC ceiling {ceiling['all_attributes']:.4f} "
                  f"for any model, {ceiling['title_attributes']:.4f} from what the titles show; the "
                  "image can add at most the difference)")
-  return "\n".join(lines + format_attribute_use(rows))
+  return "\n".join(lines + format_attribute_use(rows) + bootstrap.format_ordering(ordering))
 
 
 def run_search_evaluation(config, variants=None, layers=None):
@@ -217,16 +227,23 @@ def run_search_evaluation(config, variants=None, layers=None):
   feature_cache = {}
   catalogue = search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE))
   agreement = toy_attribute_agreement(sessions, catalogue, len(examples))
-  rows = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache, agreement)
-          for k in layer_counts for v in variants]
+  scored = [evaluate_run(run_dir_of(config, v, k), config, examples, feature_cache, agreement)
+            for k in layer_counts for v in variants]
+  rows = [row for row, _ in scored]
   click_rate = float(np.mean(examples.clicked))
   ceiling = toy_ceiling_auc(logs_dir, sessions, catalogue, examples.clicked)
-  table = format_table4(rows, click_rate, ceiling)
+  ordering = None
+  if config.search.bootstrap_resamples:
+    ordering = bootstrap.ordering_summary(rows, examples.clicked, examples.session_index,
+                                          [probability for _, probability in scored],
+                                          config.search.bootstrap_resamples)
+  table = format_table4(rows, click_rate, ceiling, ordering)
   print(table, flush=True)
   output_dir = config.search.output_dir or os.path.join(config.search.runs_dir, "table4")
   os.makedirs(output_dir, exist_ok=True)
   result = {"rows": rows, "test_click_rate": click_rate, "test_examples": len(examples),
-            "logs_dir": logs_dir, "toy_ceiling_auc": ceiling, "table": table}
+            "logs_dir": logs_dir, "toy_ceiling_auc": ceiling, "bootstrap": ordering,
+            "table": table}
   path = os.path.join(output_dir, "table4.json")
   with open(path, "w", encoding="utf-8") as handle:
     json.dump(result, handle, indent=2)
