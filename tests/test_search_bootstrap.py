@@ -90,3 +90,10 @@ def test_layer_counts_without_all_three_variants_get_no_ordering():
   summary = bootstrap.ordering_summary(_rows()[:2], labels, np.arange(100),
                                        [labels * 1.0, labels * 0.5], resamples=20)
   assert summary["paper_ordering"] == {} and set(summary["rows"]) == {"6L-BERT", "6L-BERT+IMG"}
+
+
+def test_too_few_clicked_sessions_is_a_clear_error():
+  labels = np.zeros(200, int)                                     # no session with a click
+  with pytest.raises(ValueError, match="too few sessions with clicks"):
+    bootstrap.paired_bootstrap(labels, np.arange(200) // 2, {"m": np.arange(200.0)},
+                               resamples=50)

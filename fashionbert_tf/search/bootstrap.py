@@ -49,16 +49,24 @@ def paired_bootstrap(labels, session_index, probabilities, resamples=1000, seed=
 
   Returns:
     dict row name -> float array [resamples] of AUCs (draws with one class replaced by others).
+
+  Raises:
+    ValueError: fewer than `resamples` of 10 x `resamples` draws hold both classes.
   """
   labels = np.asarray(labels)
   aucs = {name: [] for name in probabilities}
-  draws = session_resamples(session_index, 10 * resamples, seed)
-  while len(next(iter(aucs.values()))) < resamples:
-    indices = next(draws)
+  kept = 0
+  for indices in session_resamples(session_index, 10 * resamples, seed):
+    if kept == resamples:
+      break
     if labels[indices].min() == labels[indices].max():
       continue
+    kept += 1
     for name, probability in probabilities.items():
       aucs[name].append(metrics.roc_auc(labels[indices], np.asarray(probability)[indices]))
+  if kept < resamples:
+    raise ValueError(f"only {kept} of {10 * resamples} session draws hold both clicked and "
+                     "unclicked impressions: too few sessions with clicks to bootstrap")
   return {name: np.array(values) for name, values in aucs.items()}
 
 
