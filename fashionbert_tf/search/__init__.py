@@ -27,7 +27,8 @@ Model (`search/model.py`, built by `search/model_builder.py`), `model.search_var
       `model.num_layers` layers (the first k of the checkpoint's).
   SearchModel(inputs) -> {"click_logits": float32 [B, 2], "pooled_output": float32 [B, H]};
       inputs: the layout's three text keys (+ "patch_features" float32 [B, 64, D] for the image
-      variants). P(click) = softmax(click_logits)[:, 1].
+      variants). P(click) = softmax(click_logits)[:, 1]. `search.image_dropout_rate`: training
+      hides the image of that fraction of impressions (model.py).
 
 Product images (`search/catalogue.py`): a product's image = its first TFRecord (pose) by product_id
   catalogue.compute_catalogue_features(model.patch_feature_extractor, config, product_ids)
@@ -60,7 +61,8 @@ Two-stage retrieval (Figure 5: nearest-neighbour recall, then the click model re
   result_strip         a PNG strip of one search's top products (image, rank, title, scores).
 
 Commands: `fashionbert finetune` (search/finetune.py), `fashionbert evaluate-search`
-(search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout),
+(search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout; the
+paired per-query bootstrap of the AUCs and the paper's ordering: search/bootstrap.py),
 `fashionbert search` and `fashionbert evaluate-retrieval` (two-stage retrieval, retrieval_setup.py).
 The fine-tuned model's SavedModel: `fashionbert export --search_run` (serving/search_export.py).
 """
