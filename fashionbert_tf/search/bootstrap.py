@@ -26,15 +26,12 @@ def session_resamples(session_index, resamples, seed):
     resamples: number of draws.
     seed: numpy seed.
   """
-  session_index = np.asarray(session_index)
-  sessions, inverse = np.unique(session_index, return_inverse=True)
-  order = np.argsort(inverse, kind="stable")
-  starts = np.searchsorted(inverse[order], np.arange(len(sessions)))
-  ends = np.append(starts[1:], len(order))
-  members = [order[s:e] for s, e in zip(starts, ends)]
+  _, inverse, counts = np.unique(np.asarray(session_index), return_inverse=True,
+                                 return_counts=True)
+  members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
   rng = np.random.default_rng(seed)
   for _ in range(resamples):
-    drawn = rng.integers(0, len(sessions), size=len(sessions))
+    drawn = rng.integers(0, len(members), size=len(members))
     yield np.concatenate([members[i] for i in drawn])
 
 
@@ -54,6 +51,7 @@ def paired_bootstrap(labels, session_index, probabilities, resamples=1000, seed=
     ValueError: fewer than `resamples` of 10 x `resamples` draws hold both classes.
   """
   labels = np.asarray(labels)
+  probabilities = {name: np.asarray(p) for name, p in probabilities.items()}
   aucs = {name: [] for name in probabilities}
   kept = 0
   for indices in session_resamples(session_index, 10 * resamples, seed):
@@ -63,7 +61,7 @@ def paired_bootstrap(labels, session_index, probabilities, resamples=1000, seed=
       continue
     kept += 1
     for name, probability in probabilities.items():
-      aucs[name].append(metrics.roc_auc(labels[indices], np.asarray(probability)[indices]))
+      aucs[name].append(metrics.roc_auc(labels[indices], probability[indices]))
   if kept < resamples:
     raise ValueError(f"only {kept} of {10 * resamples} session draws hold both clicked and "
                      "unclicked impressions: too few sessions with clicks to bootstrap")

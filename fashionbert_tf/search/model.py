@@ -93,21 +93,24 @@ class SearchModel(tf_keras.Model):
     return features
 
   def image_shown(self, batch_size, training):
-    """int32 [B, 1]: 1 where the impression's image is shown, 0 where image dropout hides it
-    (training with image_dropout_rate > 0); all ones otherwise."""
-    if not training or self.image_dropout_rate <= 0.0:
-      return tf.ones([batch_size, 1], tf.int32)
+    """int32 [B, 1]: 1 where the impression's image is shown, 0 where image dropout hides it; None
+    when every image is shown (inference, image_dropout_rate 0 or a text-only variant), so the
+    inference graph has no dropout ops."""
+    if not (training and self.uses_image and self.image_dropout_rate > 0.0):
+      return None
     return tf.cast(tf.random.uniform([batch_size, 1]) >= self.image_dropout_rate, tf.int32)
 
   def call(self, inputs, training=None):
     batch_size = tf.shape(inputs["input_word_ids"])[0]
-    shown = self.image_shown(batch_size, training)                           # [B, 1]
+    shown = self.image_shown(batch_size, training)                           # [B, 1] or None
     text = dict(input_word_ids=inputs["input_word_ids"], input_mask=inputs["input_mask"],
                 input_type_ids=inputs["input_type_ids"])
     if self.variant == "fashionbert":
       patches = self.patch_embedding(self.patch_features(inputs, training=training))  # [B, 64, E]
       text.update(dense_inputs=patches,
-                  dense_mask=tf.tile(shown, [1, contract.NUM_PATCHES]))          # [B, 64]
+                  dense_mask=(tf.ones([batch_size, contract.NUM_PATCHES], tf.int32)
+                              if shown is None else
+                              tf.tile(shown, [1, contract.NUM_PATCHES])))          # [B, 64]
     outputs = self.encoder(text, training=training)
     pooled = _float32(outputs["pooled_output"])   # [B, H] tanh(dense([CLS]))
     head_input = pooled
@@ -117,7 +120,9 @@ class SearchModel(tf_keras.Model):
         image = tf.reduce_max(features, axis=1)
       else:
         image = tf.reduce_mean(features, axis=1)
-      projected = _float32(self.image_projection(image)) * _float32(shown)  # [B, H]
+      projected = _float32(self.image_projection(image))                    # [B, H]
+      if shown is not None:
+        projected *= _float32(shown)
       head_input = tf.concat([pooled, projected], axis=-1)                  # [B, 2H]
     return {"click_logits": _float32(self.click_head(head_input)), "pooled_output": pooled}
 
