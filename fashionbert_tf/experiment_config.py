@@ -73,24 +73,26 @@ def _parse_override(override):
 
 
 def _unknown_keys(config, override, prefix=""):
-  """Yields `(dotted_path, valid_keys_of_its_section)` for each key of the nested dict `override`
-  that `config` (a Model Garden `Config`) does not have, depth first, sorted."""
+  """Yields `(prefix, key, valid_keys)` for each key of the nested dict `override` that `config` (a
+  Model Garden `Config`) does not have, depth first, sorted; `prefix` is the dotted path of its
+  section ("train.") and `valid_keys` that section's keys."""
   valid = sorted(key for key in config.as_dict() if key not in config.RESERVED_ATTR)
   for key in sorted(override, key=str):
-    path = f"{prefix}{key}"
     if key not in valid:
-      yield path, [f"{prefix}{name}" for name in valid]
+      yield prefix, str(key), valid
       continue
     value, current = override[key], getattr(config, key)
     if isinstance(value, dict) and isinstance(current, base_config.Config):
-      yield from _unknown_keys(current, value, prefix=f"{path}.")
+      yield from _unknown_keys(current, value, prefix=f"{prefix}{key}.")
 
 
-def _first_leaf(override, path):
-  """The full dotted path of the first key below `path` in `override` (the key as typed)."""
+def _first_leaf(override, keys):
+  """The full dotted path, as typed, from the nested key `keys` (a list) of `override` down to the
+  first leaf below it."""
   node = override
-  for key in path.split("."):
+  for key in keys:
     node = node.get(key) if isinstance(node, dict) else None
+  path = ".".join(str(key) for key in keys)
   while isinstance(node, dict) and node:
     key = sorted(node, key=str)[0]
     path, node = f"{path}.{key}", node[key]
@@ -113,15 +115,13 @@ def check_known_keys(config, override, source):
   if not parsed:
     return
   problems = []
-  for path, valid in _unknown_keys(config, parsed):
-    typed = _first_leaf(parsed, path)
-    bad_part = path.rsplit(".", 1)[-1]
+  for section, key, valid in _unknown_keys(config, parsed):
+    path = section + key
+    typed = _first_leaf(parsed, section.split(".")[:-1] + [key])
     what = (f"config key {typed}" if typed == path else
             f"config key {typed} (no section {path!r})")
-    section = path[:-len(bad_part)]
-    names = [name[len(section):] for name in valid]
-    nearest = difflib.get_close_matches(bad_part, names, n=3, cutoff=0.6) or sorted(
-        names, key=lambda name: -difflib.SequenceMatcher(None, bad_part, name).ratio())[:3]
+    nearest = difflib.get_close_matches(key, valid, n=3, cutoff=0.6) or sorted(
+        valid, key=lambda name: -difflib.SequenceMatcher(None, key, name).ratio())[:3]
     nearest = [section + name for name in nearest]
     problems.append(f"unknown {what}; nearest valid keys: {', '.join(nearest)}")
   if problems:
