@@ -2,7 +2,7 @@
 
 import setuptools
 
-# One TensorFlow family, pinned together (see ../shared/DESIGN.md: stack).
+# One TensorFlow family, pinned together: TensorFlow, tf-keras, TF Text and Model Garden 2.20.
 INSTALL_REQUIRES = [
     "tensorflow~=2.20.0",
     "tf-keras~=2.20.0",
@@ -17,6 +17,13 @@ INSTALL_REQUIRES = [
     "h5py",
     "safetensors",
     "pyyaml",
+    # tensorflow_hub 0.16 imports `pkg_resources` (`from pkg_resources import parse_version`),
+    # which setuptools 82 dropped, and a Python 3.12 venv starts without setuptools. The bound
+    # makes the resolver install setuptools 81.x, also when another requirement asks for a newer
+    # one (torch 2.13 in the "bench" extra asks for setuptools >= 77.0.3 and would get the newest).
+    # A later bare `pip install -U setuptools` is not held back: pip then warns that
+    # fashionbert-tf requires setuptools<82, and re-installing this package puts 81.x back.
+    "setuptools<82",
 ]
 
 setuptools.setup(
@@ -30,7 +37,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest", "scann~=1.4.2"],
-        # ScaNN: the nearest-neighbour library of the two-stage search (fashionbert_tf/search/recall.py).
+        # ScaNN: the nearest-neighbour index of the two-stage search (fashionbert_tf/search/ann_index.py).
         # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
         "search": ["scann~=1.4.2"],
         # Building the fashion_gen TFDS dataset with Apache Beam (`tfds build ...

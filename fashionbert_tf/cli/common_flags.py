@@ -1,5 +1,5 @@
 """Flags every command shares: the YAML config and overrides of single keys; the start of a
-command that takes only flags, and missing files reported as one line."""
+command that takes only flags; unknown config keys and missing files reported as one line."""
 
 import contextlib
 
@@ -18,8 +18,16 @@ PARAMS_OVERRIDE = flags.DEFINE_multi_string(
 
 
 def config_from_flags():
-  """The `ExperimentConfig` named by --config with every --params_override applied."""
-  return experiment_config.load_config(CONFIG.value, PARAMS_OVERRIDE.value)
+  """The `ExperimentConfig` named by --config with every --params_override applied.
+
+  Raises:
+    app.UsageError: --config or a --params_override names a key the config does not have (one
+      line naming the key's full dotted path and the nearest valid keys).
+  """
+  try:
+    return experiment_config.load_config(CONFIG.value, PARAMS_OVERRIDE.value)
+  except experiment_config.UnknownConfigKeyError as error:
+    raise app.UsageError(str(error)) from None
 
 
 def start_command(argv):
