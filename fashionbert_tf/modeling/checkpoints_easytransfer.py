@@ -40,7 +40,10 @@ Sizes come from the shapes; the number of attention heads cannot (the [H, H] ker
 it): H / 64, BERT's head size, unless given. Every variable is checked before anything is written:
 missing, unexpected and mis-shaped variables are listed together in one `CheckpointMismatchError`.
 The run directory (params.yaml + `ckpt-<global_step>`, as `fashionbert pretrain` writes) is built
-in a temporary folder beside the output and renamed into place at the end.
+in a temporary folder beside the output and renamed into place at the end. The checkpoint holds
+what pretrain's holds (model, optimizer, step, early stopping) with the optimizer fresh (step 0, no
+Adam moments): `fashionbert pretrain` on the run (or a copy) continues from the authors' weights
+as a warm start, the learning-rate schedule from its beginning.
 """
 
 import dataclasses
@@ -409,7 +412,7 @@ def import_checkpoint(checkpoint_path, output_dir, config_file=None, overrides=(
     FileExistsError: `output_dir` exists and is not empty.
     CheckpointMismatchError: the checkpoint does not fit (one line listing what does not).
   """
-  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.training import pretrain  # pylint: disable=g-import-not-at-top
   output_dir = os.path.abspath(output_dir)
   if tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
@@ -419,17 +422,21 @@ def import_checkpoint(checkpoint_path, output_dir, config_file=None, overrides=(
   config = _load_base_config(config_file, overrides)
   config.override({"model": model_keys, "train": {"model_dir": output_dir}}, is_strict=True)
   config.validate()
-  model = model_builder.build_fashionbert(config.model)
+  # The objects `fashionbert pretrain` checkpoints, so that it can continue from the import.
+  model, optimizer, _, step = pretrain.build_training_objects(config, tf.distribute.get_strategy())
   count = assign_checkpoint(model, checkpoint, missing, unexpected)
+  early_stopping = callbacks_lib.EarlyStopping(config.train.early_stopping_patience,
+                                               config.train.early_stopping_min_delta)
 
   parent = os.path.dirname(output_dir)
   tf.io.gfile.makedirs(parent)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.importing-", dir=parent)
   try:
     pretrain.save_params(config, staging)
-    step = tf.Variable(checkpoint.global_step, dtype=tf.int64, trainable=False)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), staging,
-                                         max_to_keep=1, checkpoint_name="ckpt")
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                            early_stopping=early_stopping),
+        staging, max_to_keep=1, checkpoint_name="ckpt")
     written = manager.save(checkpoint_number=checkpoint.global_step)
     provenance = dict(format="easytransfer", source=checkpoint.source,
                       global_step=checkpoint.global_step, variables=count,
