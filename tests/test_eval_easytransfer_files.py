@@ -10,13 +10,12 @@ import pytest
 import tensorflow as tf
 
 import easytransfer_reference as ref
-from fashionbert_tf import experiment_config
 from fashionbert_tf.cli import evaluate as evaluate_cli
+from fashionbert_tf.cli import pretrain as pretrain_cli
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import easytransfer_files
 from fashionbert_tf.evaluation import easytransfer_eval
 from fashionbert_tf.modeling import checkpoints_easytransfer
-from fashionbert_tf.training import pretrain
 
 HIDDEN, HEADS, LAYERS, VOCAB, D = 16, 2, 2, 40, 24
 TEXT = 12
@@ -198,7 +197,13 @@ def test_bad_lines_are_named_by_file_and_line(tmp_path):
     easytransfer_files.expand_paths(str(tmp_path / "absent*"))
 
 
-def test_their_training_sample_trains_the_imported_model(setup, tmp_path):
+def _last_json(capsys):
+  """The JSON object the command printed last (pretrain prints its summary)."""
+  out = capsys.readouterr().out
+  return out[out.rindex("\n{") + 1:] if "\n{" in out else out[out.index("{"):]
+
+
+def test_their_training_sample_trains_the_imported_model(setup, tmp_path, run_cli, capsys):
   rng = np.random.default_rng(5)
   path = tmp_path / "fashionbert_fashiongen_patch_train_1K"
   with open(path, "w", encoding="utf-8") as f:
@@ -221,11 +226,12 @@ def test_their_training_sample_trains_the_imported_model(setup, tmp_path):
   # (step 0, Adam's moments afresh: the importer leaves theirs alone).
   continued = tmp_path / "continued"
   shutil.copytree(setup["run"]["output_dir"], continued)
-  config = experiment_config.load_config(
-      str(continued / "params.yaml"),
-      [f"train.model_dir={continued},train.train_steps=2,"
-       "train.validation_steps=0,train.global_batch_size=4,train.warmup_steps=1"])
-  summary = pretrain.run_pretraining(config, train_dataset=dataset)
+  run_cli(pretrain_cli, [
+      "pretrain", f"--config={continued / 'params.yaml'}", f"--authors_train_files={path}",
+      f"--authors_train_schema={TRAIN_SCHEMA}",
+      f"--params_override=train.model_dir={continued},train.train_steps=2,"
+      "train.validation_steps=0,train.global_batch_size=4,train.warmup_steps=1"])
+  summary = json.loads(_last_json(capsys))
   assert (summary["first_step"], summary["final_step"]) == (0, 2)
   logs = summary["train_logs"]
   assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("mlm_loss", "mpm_loss", "tia_loss"))

@@ -19,7 +19,10 @@ from fashionbert_tf import experiment_config
 from fashionbert_tf.cli import import_checkpoint as import_checkpoint_cli
 from fashionbert_tf.data import contract
 from fashionbert_tf.evaluation import restore
+from fashionbert_tf.serving import export
 from fashionbert_tf.modeling import checkpoints_easytransfer as easytransfer
+from fashionbert_tf.modeling import inference_precision
+from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.modeling.bert_checkpoints import CheckpointMismatchError
 
 HIDDEN, HEADS, LAYERS, VOCAB, FEATURE_DIM = 16, 2, 2, 40, 24
@@ -44,10 +47,15 @@ def _inputs(seed=1, batch=3, text_length=9):
 
 
 def _import(tmp_path, weights, **write_kwargs):
+  """Writes their checkpoint and imports it with a vocabulary of VOCAB WordPieces."""
   prefix = ref.write_tf1_checkpoint(str(tmp_path / "released" / "model.ckpt"), weights,
                                     **write_kwargs)
+  vocab_file = tmp_path / "vocab.txt"
+  vocab_file.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                                   [f"word{i}" for i in range(VOCAB - 5)]) + "\n")
   result = easytransfer.import_checkpoint(prefix, str(tmp_path / "run"),
-                                          num_attention_heads=HEADS)
+                                          num_attention_heads=HEADS,
+                                          overrides=[f"data.vocab_file={vocab_file}"])
   return prefix, result
 
 
@@ -210,3 +218,62 @@ def test_cli_imports_and_reports_a_mismatch_in_one_line(tmp_path, weights, run_c
   assert len(lines) == 1 and "1 missing [cls/seq_relationship/output_bias]" in lines[0]
   assert "Traceback" not in completed.stderr
   assert not (tmp_path / "bad_run").exists()
+
+
+def test_export_scores_like_their_forward_pass(imported, weights):
+  path = export.export_saved_model(imported["config"], str(imported["tmp_path"] / "exports"),
+                                   version=1)
+  loaded = tf.saved_model.load(path)
+  inputs = _inputs(seed=4)
+  served = loaded.signatures["score_features"](
+      input_word_ids=tf.constant(inputs["input_ids"]),
+      input_mask=tf.constant(inputs["input_mask"]),
+      input_type_ids=tf.constant(inputs["segment_ids"]),
+      patch_features=tf.constant(inputs["image_feature"]))["match_probability"].numpy()
+  expected, _ = ref.their_forward(weights, num_heads=HEADS, **inputs)
+  np.testing.assert_allclose(served, ref.softmax_match(expected), atol=1e-5, rtol=0)
+
+
+def _layout_config(**model):
+  keys = dict(encoder_format="none", num_layers=1, hidden_size=16, num_attention_heads=2,
+              intermediate_size=32, vocab_size=VOCAB, backbone="linear", feature_dim=FEATURE_DIM,
+              use_precomputed_features=True, patch_feature_normalization="none",
+              patch_embedding="easytransfer", mpm_head="linear", dropout_rate=0.3)
+  keys.update(model)
+  return experiment_config.load_config(None, [{"model": keys}]).model
+
+
+def test_easytransfer_layout_patches_do_not_depend_on_the_text_and_dropout_trains_only():
+  model = model_builder.build_fashionbert(_layout_config())
+  rng = np.random.default_rng(0)
+  features = rng.standard_normal([2, contract.NUM_PATCHES, FEATURE_DIM]).astype(np.float32)
+  embedded = []
+  for length in (3, 7):
+    ids = np.full([2, length], 6, np.int32)
+    embedded.append(model.encoder.input_embeddings(dict(
+        input_word_ids=ids, input_mask=np.ones_like(ids), input_type_ids=np.zeros_like(ids),
+        dense_inputs=model.patch_embedding(features, training=False)))[:, length:].numpy())
+  np.testing.assert_allclose(embedded[0], embedded[1], atol=1e-6)
+  # Their ImageEmbLayerNorm output: zero mean, unit variance per patch before gamma / beta, so
+  # with fresh gamma = 1, beta = 0 each patch row is normalized (and not normalized again).
+  np.testing.assert_allclose(embedded[0].mean(-1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(embedded[0].std(-1), 1.0, atol=1e-3)
+  batch = {"input_word_ids": np.full([2, 4], 6, np.int32), "input_mask": np.ones([2, 4], np.int32),
+           "input_type_ids": np.zeros([2, 4], np.int32), "patch_features": features}
+  inference = [model(batch, training=False)["tia_logits"].numpy() for _ in range(2)]
+  np.testing.assert_array_equal(inference[0], inference[1])
+  trained = model(batch, training=True)["tia_logits"].numpy()
+  assert np.abs(trained - inference[0]).max() > 1e-4
+
+
+def test_fused_bfloat16_inference_refuses_the_easytransfer_layout():
+  model = model_builder.build_fashionbert(_layout_config())
+  with pytest.raises(ValueError, match="patch_embedding=fashionbert only"):
+    inference_precision.inference_model(model, _layout_config(), "bfloat16")
+
+
+def test_unknown_layout_names_the_field():
+  with pytest.raises(ValueError, match="model.patch_embedding = 'resnet'"):
+    model_builder.build_fashionbert(_layout_config(patch_embedding="resnet"))
+  with pytest.raises(ValueError, match="model.mpm_head = 'mlp'"):
+    model_builder.build_fashionbert(_layout_config(mpm_head="mlp"))

@@ -43,9 +43,9 @@ TRAIN_SCHEMA = ("image_feature:float:131072,image_mask:int:64,masked_patch_posit
                 "masked_lm_positions:int:10,masked_lm_ids:int:10,masked_lm_weights:float:10,"
                 "nx_sent_labels:int:1")
 _DTYPES = {"int": np.int32, "float": np.float32, "str": None}
-_EVAL_FIELDS = ("image_feature", "image_mask", "input_ids", "input_mask", "segment_ids",
+EVAL_FIELDS = ("image_feature", "image_mask", "input_ids", "input_mask", "segment_ids",
                 "nx_sent_labels", "text_prod_id", "image_prod_id")
-_TRAIN_FIELDS = ("image_feature", "image_mask", "masked_patch_positions", "input_ids",
+TRAIN_FIELDS = ("image_feature", "image_mask", "masked_patch_positions", "input_ids",
                  "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                  "masked_lm_weights", "nx_sent_labels")
 
@@ -198,7 +198,7 @@ def batched_records(paths, batch_size, schema=EVAL_SCHEMA):
 
 
 def eval_feature_dim(schema=EVAL_SCHEMA):
-  return check_schema(parse_schema(schema), _EVAL_FIELDS, "the evaluation schema")
+  return check_schema(parse_schema(schema), EVAL_FIELDS, "the evaluation schema")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def eval_feature_dim(schema=EVAL_SCHEMA):
 
 def training_examples(paths, schema=TRAIN_SCHEMA):
   """Yields one example dict (our contract's keys, unbatched) per line of their training files."""
-  feature_dim = check_schema(parse_schema(schema), _TRAIN_FIELDS, "the training schema")
+  feature_dim = check_schema(parse_schema(schema), TRAIN_FIELDS, "the training schema")
   for path, line_number, record in read_records(paths, schema):
     inputs = model_inputs([(path, line_number, record)], feature_dim)
     yield {
@@ -238,7 +238,7 @@ def training_dataset(paths, batch_size, schema=TRAIN_SCHEMA, shuffle_buffer=1024
   """
   fields = parse_schema(schema)
   by_name = {f.name: f for f in fields}
-  feature_dim = check_schema(fields, _TRAIN_FIELDS, "the training schema")
+  feature_dim = check_schema(fields, TRAIN_FIELDS, "the training schema")
   text_length = by_name["input_ids"].length
   spec = {
       "input_word_ids": tf.TensorSpec([text_length], tf.int32),
