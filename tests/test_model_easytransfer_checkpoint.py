@@ -277,3 +277,40 @@ def test_unknown_layout_names_the_field():
     model_builder.build_fashionbert(_layout_config(patch_embedding="resnet"))
   with pytest.raises(ValueError, match="model.mpm_head = 'mlp'"):
     model_builder.build_fashionbert(_layout_config(mpm_head="mlp"))
+
+
+def test_search_finetuning_starts_from_an_imported_run(toy_data_config, tmp_path):
+  """`fashionbert finetune` takes an imported run as its pretraining checkpoint: the encoder,
+  their patch embedding (all its own tables) and the TIA head become the search model's."""
+  from fashionbert_tf.data import tokenization  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data import toy_search_logs  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import model_builder as search_builder  # pylint: disable=g-import-not-at-top
+  vocab_size = len(tokenization.read_vocab(toy_data_config.vocab_file))
+  weights = ref.their_weights(hidden=HIDDEN, layers=LAYERS, vocab=vocab_size,
+                              feature_dim=FEATURE_DIM)
+  prefix = ref.write_tf1_checkpoint(str(tmp_path / "released" / "model.ckpt"), weights,
+                                    global_step=11)
+  run = easytransfer.import_checkpoint(prefix, str(tmp_path / "run"), num_attention_heads=HEADS,
+                                       overrides=[f"data.vocab_file={toy_data_config.vocab_file}"])
+  products = toy_search_logs.toy_catalogue_products(24, 12, 3, "both", num_empty_descriptions=1)
+  toy_search_logs.write_toy_search_logs(
+      str(tmp_path / "logs"), products,
+      toy_search_logs.ToySearchLogSettings(num_sessions=40, impressions_per_query=6, seed=1))
+  config = experiment_config.load_config(None, [
+      f"search.pretrained_checkpoint={run['output_dir']},search.logs_dir={tmp_path / 'logs'},"
+      f"search.runs_dir={tmp_path / 'runs'},model.search_variant=fashionbert,"
+      "search.latency_examples=2,search.latency_warmup=1,train.train_steps=2,"
+      "train.global_batch_size=8,train.warmup_steps=1,train.checkpoint_every_steps=100,"
+      "train.validation_every_steps=100,train.log_every_steps=1"])
+  config.data = toy_data_config
+  model, model_config = search_builder.build_search_model(config)
+  assert model_config.patch_embedding == "easytransfer"
+  np.testing.assert_array_equal(model.patch_embedding.image_projector.numpy(),
+                                weights["bert/image_embeddings/image_projector"])
+  np.testing.assert_array_equal(model.patch_embedding.layer_norm.gamma.numpy(),
+                                weights["bert/image_embeddings/ImageEmbLayerNorm/gamma"])
+  np.testing.assert_array_equal(model.click_head.kernel.numpy(),
+                                weights["cls/seq_relationship/output_weights"].T)
+  summary = finetune.run_finetuning(config)
+  assert summary["final_step"] == 2 and np.isfinite(summary["train_logs"]["loss"])

@@ -59,7 +59,8 @@ class EasyTransferPatchEmbedding(tf_keras.layers.Layer):
       hidden_size: H, the encoder width (their image embedding has no factorization).
       feature_dim: D, the patch feature size (2048 for their ResNet-50 features).
       num_patches: 64 (8x8 grid).
-      type_vocab_size: rows of `patch_type_embeddings` (theirs: 2).
+      type_vocab_size: rows of `patch_type_embeddings` (theirs: 2, their patch_type_vocab_size;
+        apart from the text's type table, which search fine-tuning widens to 3 rows).
       dropout_rate: of both dropouts (theirs: hidden_dropout_prob).
       initializer: for the three tables (default: truncated normal, stddev 0.02).
     """

@@ -147,7 +147,7 @@ def build_model_from_sizes(sizes, model_config, patch_feature_extractor=None):
   if model_config.patch_embedding == "easytransfer":
     patch_embedding = easytransfer_embedding.EasyTransferPatchEmbedding(
         hidden_size=sizes.hidden_size, feature_dim=feature_dim,
-        type_vocab_size=sizes.type_vocab_size, dropout_rate=model_config.dropout_rate,
+        dropout_rate=model_config.dropout_rate,
         initializer=initializer, name="patch_embedding")
   else:
     patch_embedding = patch_embedding_lib.PatchEmbedding(
