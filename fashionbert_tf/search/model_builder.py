@@ -92,9 +92,11 @@ def search_model_config(config):
                     config.model.search_variant)
   model_config = copy.deepcopy(base)
   model_config.search_variant = config.model.search_variant
-  # 0 = the pretraining run's own count (which is 0 = "all of the checkpoint" for a run that
-  # started from a BERT checkpoint, and the layer count for an encoder_format none / imported run).
-  model_config.num_layers = config.model.num_layers or base.num_layers
+  model_config.num_layers = config.model.num_layers
+  if not model_config.num_layers and base.encoder_format == "none":
+    # No BERT checkpoint to count "all" layers in (an imported run, a random-init run): 0 = the
+    # pretraining run's own layer count.
+    model_config.num_layers = base.num_layers
   return model_config
 
 
