@@ -12,7 +12,6 @@ import tensorflow as tf
 import easytransfer_reference as ref
 from fashionbert_tf.cli import evaluate as evaluate_cli
 from fashionbert_tf.cli import pretrain as pretrain_cli
-from fashionbert_tf.data import contract
 from fashionbert_tf.data import easytransfer_files
 from fashionbert_tf.evaluation import easytransfer_eval
 from fashionbert_tf.modeling import checkpoints_easytransfer

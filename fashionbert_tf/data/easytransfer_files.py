@@ -24,7 +24,6 @@ masked_* positions / ids / weights as they are (their masks are fixed in the fil
 positions every epoch, unlike our pipeline's), nx_sent_labels -> tia_label.
 """
 
-import collections
 import dataclasses
 import glob
 import os
@@ -175,7 +174,8 @@ def model_inputs(records, feature_dim):
     if not np.all(record["image_mask"] == 1):
       raise EasyTransferFileError(f"{path}:{line_number}: image_mask is not all ones; this model "
                                   "attends to all 64 patches")
-  stack = lambda key: np.stack([r[key] for _, _, r in records])  # pylint: disable=unnecessary-lambda-assignment
+  def stack(key):
+    return np.stack([r[key] for _, _, r in records])
   return {
       "input_word_ids": stack("input_ids").astype(np.int32),
       "input_mask": stack("input_mask").astype(np.int32),
@@ -262,26 +262,3 @@ def training_dataset(paths, batch_size, schema=TRAIN_SCHEMA, shuffle_buffer=1024
     dataset = dataset.shuffle(shuffle_buffer, seed=seed)
   return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
-
-# ------------------------------------------------------------------------------------------------
-# Their evaluation analysis (`prediction_analysis` in scripts/fashion_bert/fashionbert_utils.py).
-
-QueryGroups = collections.namedtuple("QueryGroups", ["query_ids", "members"])
-
-
-def group_queries(text_prod_ids, image_prod_ids, direction):
-  """Groups pairs into queries as their analysis does: by the query side's product id.
-
-  img2txt (image_to_text): query = image_prod_id; txt2img (text_to_image): query = text_prod_id.
-  Every pair whose query-side product id is the same joins one query, whatever file or batch it
-  came from, so a product that appears as a query twice (or whose pairs repeat) makes one query
-  with more than 101 candidates, and a query whose ground-truth pair is absent has none.
-
-  Returns:
-    QueryGroups: query ids in first-seen order, and for each the indices of its pairs in order.
-  """
-  keys = image_prod_ids if direction == "image_to_text" else text_prod_ids
-  members = collections.OrderedDict()
-  for index, key in enumerate(keys):
-    members.setdefault(key, []).append(index)
-  return QueryGroups(list(members), [np.array(m, np.int64) for m in members.values()])

@@ -25,6 +25,7 @@ more than one, candidates per query (min / median / max, and how many have exact
 Rank@K over only the queries that hold a ground truth.
 """
 
+import collections
 import io
 import json
 import os
@@ -53,6 +54,27 @@ REPORTED = {
                       "rank@5": 0.479843222397, "rank@10": 0.521276592826,
                       "rank@100": 0.559910411199},
 }
+
+
+QueryGroups = collections.namedtuple("QueryGroups", ["query_ids", "members"])
+
+
+def group_queries(text_prod_ids, image_prod_ids, direction):
+  """Groups pairs into queries as their analysis does: by the query side's product id.
+
+  img2txt (image_to_text): query = image_prod_id; txt2img (text_to_image): query = text_prod_id.
+  Every pair whose query-side product id is the same joins one query, whatever file or batch it
+  came from, so a product that appears as a query twice (or whose pairs repeat) makes one query
+  with more than 101 candidates, and a query whose ground-truth pair is absent has none.
+
+  Returns:
+    QueryGroups: query ids in first-seen order, and for each the indices of its pairs in order.
+  """
+  keys = image_prod_ids if direction == "image_to_text" else text_prod_ids
+  members = collections.OrderedDict()
+  for index, key in enumerate(keys):
+    members.setdefault(key, []).append(index)
+  return QueryGroups(list(members), [np.array(m, np.int64) for m in members.values()])
 
 
 def check_rank_by(rank_by):
@@ -110,7 +132,7 @@ def analyse(direction, logits, labels, text_prod_ids, image_prod_ids, ks=KS):
   """Their analysis of one direction's scored pairs (module docstring); returns a dict."""
   logits = np.asarray(logits, np.float64)
   labels = np.asarray(labels, np.int64)
-  groups = easytransfer_files.group_queries(text_prod_ids, image_prod_ids, direction)
+  groups = group_queries(text_prod_ids, image_prod_ids, direction)
   result = {"accuracy": float(np.mean(np.argmax(logits, axis=1) == labels)) if len(labels)
             else 0.0}
   result.update(query_statistics(labels, groups.members))
