@@ -41,6 +41,7 @@ TRAIN_SCHEMA = ("image_feature:float:131072,image_mask:int:64,masked_patch_posit
                 "input_ids:int:64,input_mask:int:64,segment_ids:int:64,"
                 "masked_lm_positions:int:10,masked_lm_ids:int:10,masked_lm_weights:float:10,"
                 "nx_sent_labels:int:1")
+LINE_SIZE_KEY = "_line_size"
 _DTYPES = {"int": np.int32, "float": np.float32, "str": None}
 EVAL_FIELDS = ("image_feature", "image_mask", "input_ids", "input_mask", "segment_ids",
                 "nx_sent_labels", "text_prod_id", "image_prod_id")
@@ -149,7 +150,8 @@ def _parse_line(line, fields, path, line_number):
 def read_records(paths, schema=EVAL_SCHEMA):
   """Yields (path, line number, record dict) for every line of `paths`, in order.
 
-  Records hold numpy arrays (int32 / float32) for numeric fields and str for text fields.
+  Records hold numpy arrays (int32 / float32) for numeric fields and str for text fields, and
+  `LINE_SIZE_KEY`: the line's length in characters (= bytes for their ASCII files; progress).
 
   Raises:
     EasyTransferFileError: a line that does not follow the schema (file and line named).
@@ -160,7 +162,9 @@ def read_records(paths, schema=EVAL_SCHEMA):
       for line_number, line in enumerate(f, start=1):
         if not line.strip():
           continue
-        yield path, line_number, _parse_line(line, fields, path, line_number)
+        record = _parse_line(line, fields, path, line_number)
+        record[LINE_SIZE_KEY] = len(line)
+        yield path, line_number, record
 
 
 def model_inputs(records, feature_dim):

@@ -159,7 +159,8 @@ def score_files(score_fn, paths, batch_size, progress_interval_s=10.0, schema=No
                              "file", "line")}
   file_index = {path: i for i, path in enumerate(paths)}
   start = last = time.time()
-  done = 0
+  done = done_size = 0
+  total_size = sum(os.path.getsize(path) for path in paths)  # for the ETA
   for batch in easytransfer_files.batched_records(paths, batch_size, schema):
     inputs = easytransfer_files.model_inputs(batch, feature_dim)
     columns["logits"].append(np.asarray(score_fn(inputs), np.float32))
@@ -170,11 +171,15 @@ def score_files(score_fn, paths, batch_size, progress_interval_s=10.0, schema=No
       columns["prod_img_id"].append(record.get("prod_img_id", ""))
       columns["file"].append(file_index[path])
       columns["line"].append(line_number)
+      done_size += record[easytransfer_files.LINE_SIZE_KEY]
     done += len(batch)
     now = time.time()
     if now - last >= progress_interval_s:
       last = now
-      logging.info("scored %d pairs (%.1f pairs/s)", done, done / max(now - start, 1e-9))
+      elapsed = max(now - start, 1e-9)
+      eta = elapsed * max(total_size - done_size, 0) / max(done_size, 1)
+      logging.info("scored %d pairs (%.1f pairs/s), %.1f%% of %.1f MB read, ETA %.0f s", done,
+                   done / elapsed, 100.0 * done_size / max(total_size, 1), total_size / 1e6, eta)
   logits = (np.concatenate(columns["logits"]) if columns["logits"]
             else np.zeros([0, 2], np.float32))
   return dict(logits=logits, labels=np.array(columns["labels"], np.int64),
