@@ -15,6 +15,8 @@ COMMANDS = {
     "pretrain": ("fashionbert_tf.cli.pretrain", "pretrain FashionBERT (MLM + MPM + TIA)"),
     "evaluate": ("fashionbert_tf.cli.evaluate", "TIA accuracy and Rank@1/5/10 both directions"),
     "export": ("fashionbert_tf.cli.export", "SavedModel for TF Serving"),
+    "import-checkpoint": ("fashionbert_tf.cli.import_checkpoint",
+                          "the authors' released TF1 FashionBERT -> a run directory"),
     "finetune": ("fashionbert_tf.cli.finetune",
                  "fine-tune for search clicks on <query, title, image> logs (paper 3.4)"),
     "evaluate-search": ("fashionbert_tf.cli.evaluate_search",

@@ -69,6 +69,16 @@ class ModelConfig(base_config.Config):
   type_vocab_size: int = 2
   initializer_range: float = 0.02
   attention_dropout_rate: float = 0.1
+  # Patch token layout (modeling/easytransfer_embedding.py): "fashionbert" (ours: projection with
+  # bias + patch position + the encoder's image type row, normalized by the encoder's embedding
+  # LayerNorm together with the text) or "easytransfer" (the authors' released model:
+  # image_projector without bias + patch position + a patch type table of its own, its own
+  # LayerNorm and dropouts; the encoder normalizes only the text). `fashionbert import-checkpoint
+  # --format easytransfer` writes runs with "easytransfer".
+  patch_embedding: str = "fashionbert"
+  # MPM head: "transform" (ours, heads.MaskedPatchHead: dense + activation + LayerNorm + dense) or
+  # "linear" (the authors': one [H, D] matrix, no bias, `cls/img_predictions/output_weights`).
+  mpm_head: str = "transform"
   # Initialize the MLM head transform from the checkpoint's MLM head and the TIA classifier from
   # its next-sentence head (HF `cls.seq_relationship`) when the checkpoint has them; else fresh.
   load_pretrained_heads: bool = True

@@ -133,7 +133,7 @@ class FashionBertModel(tf_keras.Model):
       visible_features = patch_embedding_lib.zero_masked_patches(
           patch_features, inputs["masked_patch_positions"], masked_patch_weights)
 
-    patch_embeddings = self.patch_embedding(visible_features)  # [B, 64, E]
+    patch_embeddings = self.patch_embedding(visible_features, training=training)  # [B, 64, E]
     input_word_ids = inputs["input_word_ids"]
     batch_size = tf.shape(input_word_ids)[0]
     encoder_outputs = self.encoder(

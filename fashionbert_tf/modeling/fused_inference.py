@@ -213,6 +213,9 @@ class FusedScoringModel(tf.Module):
     encoder = model.encoder
     layers = encoder._transformer_layers  # pylint: disable=protected-access
     patch_embedding = model.patch_embedding
+    if getattr(patch_embedding, "output_is_normalized", False):
+      raise ValueError("fused inference supports model.patch_embedding=fashionbert only; score "
+                       "an easytransfer model in float32")
     type_table = _numpy(encoder.type_embedding_layer.embeddings).astype(np.float32)
     image_segment = type_table[1]  # patch_embedding.IMAGE_SEGMENT_ID
     weights = dict(

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.modeling import easytransfer_embedding
 from fashionbert_tf.modeling import encoder as encoder_lib
 from fashionbert_tf.modeling import heads
 from fashionbert_tf.modeling import patch_embedding as patch_embedding_lib
@@ -30,6 +31,20 @@ from fashionbert_tf.modeling import patch_features
 from fashionbert_tf.modeling.fashionbert_model import FashionBertModel
 
 ENCODER_FORMATS = ("hf_safetensors", "tfhub", "model_garden", "none")
+# `model.patch_embedding` and `model.mpm_head` (modeling/easytransfer_embedding.py says why both).
+PATCH_EMBEDDINGS = ("fashionbert", "easytransfer")
+MPM_HEADS = ("transform", "linear")
+
+
+def check_layout(model_config):
+  """Raises ValueError naming the field unless `model.patch_embedding` / `model.mpm_head` are
+  known values."""
+  if model_config.patch_embedding not in PATCH_EMBEDDINGS:
+    raise ValueError(f"model.patch_embedding = {model_config.patch_embedding!r}; expected one of "
+                     f"{', '.join(PATCH_EMBEDDINGS)}")
+  if model_config.mpm_head not in MPM_HEADS:
+    raise ValueError(f"model.mpm_head = {model_config.mpm_head!r}; expected one of "
+                     f"{', '.join(MPM_HEADS)}")
 
 
 @dataclasses.dataclass
@@ -71,7 +86,11 @@ def build_encoder(sizes, model_config):
         "(segment 0 = text, 1 = image)")
   if sizes.max_position_embeddings < 2:
     raise ValueError(f"max_position_embeddings={sizes.max_position_embeddings} is too small")
-  return encoder_lib.FashionBertEncoder(
+  check_layout(model_config)
+  encoder_class = (easytransfer_embedding.SeparatelyNormalizedEncoder
+                   if model_config.patch_embedding == "easytransfer"
+                   else encoder_lib.FashionBertEncoder)
+  return encoder_class(
       vocab_size=sizes.vocab_size,
       hidden_size=sizes.hidden_size,
       num_layers=sizes.num_layers,
@@ -125,20 +144,33 @@ def build_model_from_sizes(sizes, model_config, patch_feature_extractor=None):
   text = dummy_batch(feature_dim)
   encoder(dict(input_word_ids=text["input_word_ids"], input_mask=text["input_mask"],
                input_type_ids=text["input_type_ids"]))
+  if model_config.patch_embedding == "easytransfer":
+    patch_embedding = easytransfer_embedding.EasyTransferPatchEmbedding(
+        hidden_size=sizes.hidden_size, feature_dim=feature_dim,
+        dropout_rate=model_config.dropout_rate,
+        initializer=initializer, name="patch_embedding")
+  else:
+    patch_embedding = patch_embedding_lib.PatchEmbedding(
+        embedding_width=sizes.embedding_width,
+        type_embedding_layer=encoder.type_embedding_layer,
+        initializer=initializer,
+        name="patch_embedding")
+  if model_config.mpm_head == "linear":
+    mpm_head = easytransfer_embedding.LinearMaskedPatchHead(
+        hidden_size=sizes.hidden_size, feature_dim=feature_dim, initializer=initializer,
+        name="mpm")
+  else:
+    mpm_head = heads.MaskedPatchHead(
+        hidden_size=sizes.hidden_size, feature_dim=feature_dim, activation=activation,
+        initializer=initializer, name="mpm")
   model = FashionBertModel(
       encoder=encoder,
       patch_feature_extractor=patch_feature_extractor,
-      patch_embedding=patch_embedding_lib.PatchEmbedding(
-          embedding_width=sizes.embedding_width,
-          type_embedding_layer=encoder.type_embedding_layer,
-          initializer=initializer,
-          name="patch_embedding"),
+      patch_embedding=patch_embedding,
       mlm_head=heads.build_masked_lm_head(
           encoder.get_embedding_table(), activation=activation, initializer=initializer,
           output_trains_embeddings=model_config.mlm_output_trains_word_embeddings),
-      mpm_head=heads.MaskedPatchHead(
-          hidden_size=sizes.hidden_size, feature_dim=feature_dim, activation=activation,
-          initializer=initializer, name="mpm"),
+      mpm_head=mpm_head,
       tia_head=heads.TextImageAlignmentHead(initializer=initializer, name="tia"),
       patch_feature_normalization=patch_feature_normalization.build_patch_feature_normalization(
           model_config, feature_dim),

@@ -15,6 +15,10 @@ Patch representation of patch k (0..63, row-major over the 8x8 grid):
 LayerNorm and dropout are applied afterwards, by the encoder, to the concatenated [text; patch]
 embeddings (see `encoder.py`), as BERT does after summing its embeddings.
 
+The authors' released model lays the patches out differently (no projection bias, a patch type
+table and a LayerNorm of their own): `model.patch_embedding: easytransfer`,
+`easytransfer_embedding.py`, which says why both exist.
+
 Masked patch modeling (paper 2.2, MPM): "The patch features of masked-out patches are set to zero",
 done by `zero_masked_patches` before the projection.
 """

@@ -93,6 +93,10 @@ def search_model_config(config):
   model_config = copy.deepcopy(base)
   model_config.search_variant = config.model.search_variant
   model_config.num_layers = config.model.num_layers
+  if not model_config.num_layers and base.encoder_format == "none":
+    # No BERT checkpoint to count "all" layers in (an imported run, a random-init run): 0 = the
+    # pretraining run's own layer count.
+    model_config.num_layers = base.num_layers
   return model_config
 
 
@@ -281,11 +285,14 @@ def _initialize_from_pretraining(model, model_config, search_config):
     copied = _copy_encoder(model.encoder, source.encoder, search_config.title_segment_init)
     what = f"{copied} encoder variables from the pretraining checkpoint {path}"
     if variant == "fashionbert":
-      # The projection and the patch position table (its segment row is the encoder's, copied).
       target, origin = model.patch_embedding, source.patch_embedding
-      for name in ("kernel", "bias"):
-        getattr(target.projection, name).assign(getattr(origin.projection, name))
-      target.patch_position_embeddings.assign(origin.patch_position_embeddings)
+      if getattr(target, "output_is_normalized", False):
+        _copy_layer(target, origin)  # model.patch_embedding=easytransfer: all its own tables
+      else:
+        # The projection and the patch position table (its segment row is the encoder's, copied).
+        for name in ("kernel", "bias"):
+          getattr(target.projection, name).assign(getattr(origin.projection, name))
+        target.patch_position_embeddings.assign(origin.patch_position_embeddings)
       head = "fresh"
       if search_config.click_head_init == "tia":
         model.click_head.kernel.assign(source.tia_head.classifier.kernel)
