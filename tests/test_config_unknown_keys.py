@@ -87,7 +87,8 @@ def test_cli_reports_mistyped_keys_in_one_line():
   lines = [line for line in result.stderr.splitlines() if "train.nope" in line]
   assert len(lines) == 1, result.stderr[-2000:]
   line = lines[0]
-  assert line.startswith(f"params_override '{override}': "), line
+  assert line.startswith(f"fashionbert pretrain: params_override '{override}': "), line
+  assert "one absl app per command" not in result.stderr   # no usage text around the line
   nope, trian = line.split("; unknown ")  # keys are reported sorted: train.nope, then trian.steps
   assert "unknown config key train.nope; nearest valid keys: train." in nope, line
   assert set(_nearest(nope)) <= _train_keys(), line

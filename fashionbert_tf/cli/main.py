@@ -38,10 +38,16 @@ USER_FACING_ERRORS = ("NonFiniteLossError", "RecordFileError", "FashionGenFormat
 
 
 def reporting_user_errors(command, command_main):
-  """`command_main` with the USER_FACING_ERRORS turned into one line on stderr and exit 1."""
+  """`command_main` with the USER_FACING_ERRORS turned into one line on stderr and exit 1, and a
+  `UsageError` into one line too (absl's own handler prints the module docstring above it)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
   def run(argv):
     try:
       return command_main(argv)
+    except app.UsageError as error:
+      print(f"fashionbert {command}: {error}", file=sys.stderr)
+      sys.exit(error.exitcode)
     except Exception as error:  # pylint: disable=broad-except
       if type(error).__name__ not in USER_FACING_ERRORS:
         raise
