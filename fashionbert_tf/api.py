@@ -18,9 +18,10 @@ What `Matcher.load(path)` accepts:
     exported with.
 
 The model sees what evaluation and prepare-data give it: texts are tokenized by
-`tokenization.text_to_model_inputs` (the run's vocabulary, or the export's `assets/` copy; whole-word
-truncation at `data.max_text_length`), and images (file paths, encoded bytes, PIL images or uint8
-arrays of any size) go through `image_loading.load_image` with the run's `data.image_resize` policy.
+`tokenization.text_to_model_inputs` (the run's vocabulary, or the export's `assets/` copy;
+whole-word truncation at `data.max_text_length`), and images (file paths, encoded bytes, PIL images
+or uint8 arrays of any size) go through `image_loading.load_image` with the run's
+`data.image_resize` policy.
 
 Work per call, as `pair_scoring.score_pairs` does it for evaluation: each distinct text is tokenized
 once; each distinct image (the same path, or the same object) is loaded and run through the patch
@@ -54,6 +55,8 @@ SAVED_MODEL_FILE = "saved_model.pb"
 _IMAGE_TYPES = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
 _IMAGE_TYPE_NAMES = "a file path, encoded image bytes, a PIL image or a uint8 array"
 _LOAD_THREADS = 4
+# Calls with at least this many distinct pairs log progress lines (every 10 s and at the end).
+_PROGRESS_MIN_PAIRS = 5000
 
 
 def _is_single_image(value):
@@ -76,6 +79,8 @@ def resolve_model_path(path):
   Raises:
     FileNotFoundError: one line naming `path` and what was looked for there.
   """
+  if not isinstance(path, (str, os.PathLike)):
+    raise TypeError(f"Matcher.load: path must be a str or os.PathLike, got {type(path).__name__}")
   path = os.fspath(path)
   if not tf.io.gfile.isdir(path):
     run_dir = os.path.dirname(path) or "."
@@ -105,7 +110,8 @@ def _export_data_config(version_dir):
     try:
       return experiment_config.load_config(params).data
     except (KeyError, ValueError) as e:
-      logging.warning("%s not readable (%s): default tokenizer settings and image policy", params, e)
+      logging.warning("%s not readable (%s): default tokenizer settings and image policy",
+                      params, e)
   return experiment_config.load_config(None).data
 
 
@@ -132,7 +138,7 @@ class Matcher:
     feature_dim: D, the size of a patch feature.
     source: what was loaded (checkpoint path and step, or export settings).
     last_stats: dict of the latest call: pairs, distinct_pairs, texts, images (backbone inputs),
-      seconds, pairs_per_second.
+      seconds, pairs_per_second (distinct pairs per second, as evaluation counts them).
   """
 
   def __init__(self, scorer, tokenizer, *, path, kind, precision, image_resize, source,
@@ -181,6 +187,8 @@ class Matcher:
       FileNotFoundError: `path` is neither a run nor an export, or holds no checkpoint.
       ValueError: an unknown precision, or one the export was not made with.
     """
+    if image_resize is not None:
+      image_loading.check_resize_policy(image_resize)
     kind, model_path, path_checkpoint = resolve_model_path(path)
     checkpoint = checkpoint or path_checkpoint
     if precision is not None:
@@ -217,6 +225,11 @@ class Matcher:
     logging.info("Matcher: %s %s, %s, images by %r", kind, model_path, precision,
                  matcher.image_resize)
     return matcher
+
+  @property
+  def scorer(self):
+    """The `scoring.PairScorer` behind it (`KerasPairScorer` or `SavedModelPairScorer`)."""
+    return self._scorer
 
   def __repr__(self):
     return (f"Matcher({self.kind}={self.path!r}, precision={self.precision!r}, "
@@ -401,6 +414,7 @@ class Matcher:
              for p in first_position]
     scores = np.full([len(pairs)], np.nan, np.float32)
     progress = pair_scoring.Progress(len(pairs), label=f"Matcher.{method}")
+    logged = len(pairs) >= _PROGRESS_MIN_PAIRS   # long calls log progress (pairs/s, ETA)
     starts = list(range(0, len(images), self.images_per_step))
     pending = self._submit(images[:self.images_per_step], names[:self.images_per_step], method)
     for step, start in enumerate(starts):
@@ -418,11 +432,12 @@ class Matcher:
         ids, mask, types = pair_scoring.pad_batch([tokens[t] for t in pairs[batch, 0]])
         scores[batch] = self._scorer.match_probability(
             ids, mask, types, tf.gather(features, pairs[batch, 1] - start))
-        progress.update(len(batch))
+        if logged:
+          progress.update(len(batch))
     self.last_stats = {"pairs": int(num_pairs), "distinct_pairs": int(len(pairs)),
                        "texts": len(texts), "images": len(images),
                        "seconds": float(progress.seconds),
-                       "pairs_per_second": float(num_pairs / max(progress.seconds, 1e-9))}
+                       "pairs_per_second": float(len(pairs) / max(progress.seconds, 1e-9))}
     return scores[inverse.reshape(-1)]
 
   def close(self):

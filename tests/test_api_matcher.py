@@ -1,6 +1,6 @@
-"""`fashionbert_tf.Matcher` over a real tiny pretraining run and its exports: the evaluator's scores,
-run = SavedModel, bfloat16 close, ranking = scores, one backbone pass per image, clear errors, and
-the README's `## Python API` block run as written."""
+"""`fashionbert_tf.Matcher` over a real tiny pretraining run and its exports: the evaluator's
+scores, run = SavedModel, bfloat16 close, ranking = scores, one backbone pass per image, clear
+errors, and the README's `## Python API` block run as written."""
 
 import os
 import re
@@ -42,8 +42,9 @@ def run_overrides(data_config, model_dir):
 
 @pytest.fixture(scope="module")
 def run(toy_data_config, tmp_path_factory):
-  """A 3-step `run_pretraining` on the tiny toy TFRecords in `<root>/runs/toy`, its validation images
-  as PNG files, and float32 (version 1) and bfloat16 (version 2) exports in `<root>/exports/toy`."""
+  """A 3-step `run_pretraining` on the tiny toy TFRecords in `<root>/runs/toy`, its validation
+  images as PNG files, and float32 (version 1) and bfloat16 (version 2) exports in
+  `<root>/exports/toy`."""
   root = str(tmp_path_factory.mktemp("matcher"))
   model_dir = os.path.join(root, "runs", "toy")
   config = experiment_config.load_config(None, run_overrides(toy_data_config, model_dir))
@@ -130,7 +131,7 @@ def test_bfloat16_run_is_the_fused_graph_and_close(run, pairs, float32_scores):
   from fashionbert_tf import Matcher  # pylint: disable=g-import-not-at-top
   matcher = Matcher.load(run["model_dir"], precision="bfloat16")
   assert matcher.precision == "bfloat16"
-  assert isinstance(matcher._scorer.model, fused_inference.FusedScoringModel)  # pylint: disable=protected-access
+  assert isinstance(matcher.scorer.model, fused_inference.FusedScoringModel)
   scores = matcher.score(pairs["texts"], mixed_images(run, pairs["image_ids"]))
   np.testing.assert_allclose(scores, float32_scores, atol=BFLOAT16_TOLERANCE, rtol=0)
   np.testing.assert_allclose(scores, evaluator_scores(run, pairs, "bfloat16"), atol=1e-3, rtol=0)
@@ -159,12 +160,12 @@ def test_rankings_follow_the_scores(run, matcher, pairs):
 def count_backbone_images(matcher, monkeypatch):
   """Wraps the scorer's backbone call; returns the list of batch sizes it is called with."""
   calls = []
-  backbone = matcher._scorer.patch_features  # pylint: disable=protected-access
+  backbone = matcher.scorer.patch_features
 
   def counting(pixels):
     calls.append(int(pixels.shape[0]))
     return backbone(pixels)
-  monkeypatch.setattr(matcher._scorer, "patch_features", counting)  # pylint: disable=protected-access
+  monkeypatch.setattr(matcher.scorer, "patch_features", counting)
   return calls
 
 
@@ -208,6 +209,10 @@ def test_clear_errors(run, matcher, tmp_path):
     with pytest.raises(FileNotFoundError, match=message) as error:
       Matcher.load(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+  with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+    Matcher.load(7)
+  with pytest.raises(ValueError, match="image resize policy 'squash'"):
+    Matcher.load(run["model_dir"], image_resize="squash")
   with pytest.raises(TypeError, match=r"score: texts must be .*got int"):
     matcher.score(123, image)
   with pytest.raises(TypeError, match=r"score: images\[1\] must be .*got dict"):
