@@ -117,6 +117,7 @@ class DataConfig(base_config.Config):
   toy_seed: int = 0
   # Train products whose description is empty (skipped and counted by prepare-data).
   toy_num_empty_descriptions: int = 2
+  image_resize: str = "pad"   # any photo -> 256x256: "pad" | "crop" | "stretch" (image_loading.py)
 
   def validate(self):
     super().validate()
