@@ -7,7 +7,7 @@ import tf_keras
 
 from fashionbert_tf.modeling import backbones
 from fashionbert_tf.modeling import patch_features
-from fashionbert_tf.modeling.config import ModelConfig
+from fashionbert_tf.configs.model import ModelConfig
 
 
 def random_images(batch=2, seed=0):

@@ -14,7 +14,7 @@ import tensorflow_text  # pylint: disable=unused-import  (registers the tokenize
 import tf_keras
 from tensorflow.core.protobuf import saved_model_pb2
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import fused_inference

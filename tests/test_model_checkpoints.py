@@ -24,7 +24,7 @@ from official.nlp.tools import export_tfhub_lib
 
 from fashionbert_tf.modeling import bert_checkpoints
 from fashionbert_tf.modeling import model_builder
-from fashionbert_tf.modeling.config import ModelConfig
+from fashionbert_tf.configs.model import ModelConfig
 
 VOCAB, HIDDEN, HEADS, INNER, LAYERS, POSITIONS = 100, 32, 4, 64, 2, 128
 FEATURE_DIM = 16

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import search_log_generator as toy_search_logs
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_reader_names_file_line_and_field(tmp_path, line, message):
 
 
 def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path):
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import logs  # pylint: disable=g-import-not-at-top
   real = experiment_config.load_config(None, [f"search.logs_dir={tmp_path}/shop_logs"])
   with pytest.raises(FileNotFoundError, match="catalogue.jsonl"):
@@ -233,7 +233,7 @@ def test_image_attributes_choose_what_the_image_deciding_queries_name(products):
   for session in sessions:
     assert "sleeve" in session.query_attributes or session.query_attributes["garment"] in unsleeved
   assert sum("sleeve" in s.query_attributes for s in sessions) > 0.5 * len(sessions)
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['collar'\]"):
     experiment_config.load_config(None, ["search.toy_image_attributes=[sleeve,collar]"])
 
@@ -275,7 +275,7 @@ def test_colourless_titles_leave_the_colour_to_the_image(products, tmp_path):
   assert metrics.roc_auc(clicked, with_colour["title_attributes"]) - title_auc > 0.05
   with pytest.raises(ValueError, match=r"unknown \['colour'\].*titles leave it out"):
     toy_search_logs.make_sessions(products, _settings(image_attributes=("colour",)))
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['colour'\]"):
     experiment_config.load_config(None, ["search.toy_image_attributes=[colour]"])
   config = experiment_config.load_config(None, [

@@ -217,7 +217,7 @@ def keras_scoring_function(model, scoring):
 def bench_layers(num_layers, text_inputs, rng, export_root):
   """The rows (one per precision x jit) of one layer count, plus the peer's numbers."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import contract  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.evaluation import scoring  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import inference_precision  # pylint: disable=g-import-not-at-top
@@ -377,7 +377,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(THREADS.value)
   tf.config.threading.set_inter_op_parallelism_threads(THREADS.value)
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import tokenization  # pylint: disable=g-import-not-at-top
   config = experiment_config.load_config(None, [])
   tokenizer = tokenization.build_tokenizer(config.data)

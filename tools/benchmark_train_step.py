@@ -18,7 +18,7 @@ from absl import flags
 import tensorflow as tf
 import tf_keras
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import strategies
 from fashionbert_tf.training import synthetic

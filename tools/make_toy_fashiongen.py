@@ -10,7 +10,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.toy import fashion_gen
 
 OUTPUT_DIR = flags.DEFINE_string("output_dir", "data/toy", "Folder for the two HDF5 files.")
 NUM_TRAIN_PRODUCTS = flags.DEFINE_integer("num_train_products", 320,
@@ -26,7 +26,7 @@ SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 def main(argv):
   del argv
   start = time.time()
-  written = toy_fashiongen.make_toy_fashiongen(
+  written = fashion_gen.make_toy_fashiongen(
       os.path.join(OUTPUT_DIR.value, "fashiongen_toy_train.h5"),
       os.path.join(OUTPUT_DIR.value, "fashiongen_toy_validation.h5"),
       num_train_products=NUM_TRAIN_PRODUCTS.value,

@@ -33,7 +33,7 @@ REPREPARE = flags.DEFINE_bool("reprepare", False, "Run prepare-data even when up
 
 def generate_toy_data(config, state):
   """Writes the toy HDF5 files named by data.train_hdf5 / data.validation_hdf5 when missing."""
-  from fashionbert_tf.data import toy_fashiongen  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data.toy import fashion_gen  # pylint: disable=g-import-not-at-top
   data = config.data
   if data.source == "tfds" and data.tfds_config == "toy":
     logging.info("data.source=tfds: the fashion_gen builder's toy config generates its own HDF5")
@@ -48,7 +48,7 @@ def generate_toy_data(config, state):
           f"{path} is missing and is not a toy-data path; the demo only generates toy data "
           "(see data/README.md for real Fashion-Gen)")
   start = time.time()
-  written = toy_fashiongen.make_toy_fashiongen(
+  written = fashion_gen.make_toy_fashiongen(
       data.train_hdf5, data.validation_hdf5, num_train_products=data.toy_num_train_products,
       num_validation_products=data.toy_num_validation_products, seed=data.toy_seed,
       num_empty_descriptions=data.toy_num_empty_descriptions)
@@ -64,20 +64,20 @@ def prepare_data(config, state):
   info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
   if data.source == "tfds":
     # TFDS versions its output; prepare-data's summary is current when it names this build.
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     info = prepare.load_dataset_info(data.tfrecord_dir) or {}
-    builder = tfds_source.get_builder(data)
+    builder = fashion_gen_tfds.get_builder(data)
     up_to_date = (not REPREPARE.value and builder.is_prepared() and
                   info.get("source") == "tfds" and
                   info.get("tfds_config") == builder.builder_config.name and
-                  info.get("tfds_data_dir") == tfds_source.data_dir(data))
+                  info.get("tfds_data_dir") == fashion_gen_tfds.data_dir(data))
   else:
     up_to_date = (os.path.exists(info_path) and not REPREPARE.value and
                   all(os.path.getmtime(info_path) > os.path.getmtime(p)
                       for p in (data.train_hdf5, data.validation_hdf5)))
   if up_to_date:
     logging.info("prepared data up to date (%s; use --reprepare to rebuild)",
-                 data.tfrecord_dir if data.source == "tfrecords" else tfds_source.data_dir(data))
+                 data.tfrecord_dir if data.source == "tfrecords" else fashion_gen_tfds.data_dir(data))
     state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
     return
   state["dataset_info"] = prepare.prepare_dataset(data)
@@ -95,9 +95,9 @@ def precompute_features(config, state):
     source_pattern = os.path.join(data.tfrecord_dir, "*.tfrecord")
     output_name = None
     if data.source == "tfds":   # copies of TFDS's shards, named as feature mode reads them
-      from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-      source_pattern = tfds_source.feature_source_pattern(data)
-      output_name = tfds_source.feature_copy_name
+      from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+      source_pattern = fashion_gen_tfds.feature_source_pattern(data)
+      output_name = fashion_gen_tfds.feature_copy_name
     output_dir = pipeline.features_dir(data, "train")
     if output_dir == data.tfrecord_dir:
       output_dir = data.tfrecord_dir.rstrip("/") + "_features"

@@ -64,8 +64,8 @@ def split_file_pattern(data_config, split, image_mode=True):
   if split not in records.SPLITS:
     raise ValueError(f"split must be one of {records.SPLITS}, got {split!r}")
   if image_mode and data_config.source == "tfds":
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.split_file_pattern(data_config, split)
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+    return fashion_gen_tfds.split_file_pattern(data_config, split)
   directory = data_config.tfrecord_dir if image_mode else features_dir(data_config, split)
   return records.split_file_pattern(directory, split)
 
@@ -177,8 +177,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   read_with_tfds = (data_config.source == "tfds" and image_mode and not skip_corrupt and
                     explicit_pattern is None)
   if read_with_tfds:
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-    dataset = tfds_source.read_split(data_config, split, shuffle, seed, input_context)
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+    dataset = fashion_gen_tfds.read_split(data_config, split, shuffle, seed, input_context)
     if shuffle:
       dataset = dataset.shuffle(data_config.shuffle_buffer, seed=seed + 1,
                                 reshuffle_each_iteration=True)

@@ -17,7 +17,7 @@ middle. `count_truncated` counts how many texts the rule shortens (the pipeline 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from fashionbert_tf import default_assets
+from fashionbert_tf.utils import default_assets
 from fashionbert_tf.data import contract
 
 CLS_TOKEN = "[CLS]"

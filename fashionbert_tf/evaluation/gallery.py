@@ -28,7 +28,7 @@ import textwrap
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf import tensorboard_images
+from fashionbert_tf.utils import tensorboard_images
 from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
 from fashionbert_tf.evaluation import evaluate

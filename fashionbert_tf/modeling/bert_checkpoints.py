@@ -2,7 +2,7 @@
 
 Paper section 3.1: "We reuse the pre-trained parameters from the 12-layer BERT-base". Three sources:
   hf_safetensors  a Hugging Face BERT `model.safetensors` + its `config.json` (the offline default:
-                  MiniLM-L6-H384 from `fashionbert_tf.default_assets` when the path is empty);
+                  MiniLM-L6-H384 from `fashionbert_tf.utils.default_assets` when the path is empty);
   tfhub           a TF-Hub BERT SavedModel (TF2 format, as exported by Model Garden's
                   `official.nlp.tools.export_tfhub_lib`; e.g. bert_en_uncased_L-12_H-768_A-12), a
                   directory or a TF-Hub handle resolved by `tensorflow_hub.resolve` (its cache):
@@ -37,7 +37,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf import default_assets
+from fashionbert_tf.utils import default_assets
 
 _CANONICAL_PATTERN = re.compile(
     r"(?:^|/)("

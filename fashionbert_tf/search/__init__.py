@@ -34,12 +34,12 @@ Product images (`search/catalogue.py`): a product's image = its first TFRecord (
   catalogue.compute_catalogue_features(model.patch_feature_extractor, config, product_ids)
       -> CatalogueFeatures (product_ids [P], features float32 [P, 64, D], .indices(ids))
 
-Scoring (`search/scoring.py`):
+Scoring (`search/click_scoring.py`):
   scoring.query_title_encoder(config, variant) -> layout.QueryTitleEncoder
   scoring.ClickScorer(model, text_encoder, catalogue=None).score(queries, titles, product_ids,
       batch_size=64, pad_to=None) -> float32 [N] P(click | query, title, image)
 
-Restoring a fine-tuned run (`search/restore.py`):
+Restoring a fine-tuned run (`search/finetuning_run.py`):
   restore.restore_search_model(run_dir or checkpoint prefix) -> (SearchModel, ExperimentConfig,
       checkpoint path); the run's params.yaml gives variant, layers and sizes.
   finetune.finetune_dir(config) -> the run folder: train.model_dir, or
@@ -61,7 +61,7 @@ Two-stage retrieval (Figure 5: nearest-neighbour recall, then the click model re
   result_strip         a PNG strip of one search's top products (image, rank, title, scores).
 
 Commands: `fashionbert finetune` (search/finetune.py), `fashionbert evaluate-search`
-(search/evaluate.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout; the
+(search/click_evaluation.py: accuracy, AUC, batch-1 latency with / without VSL in Table 4's layout; the
 paired per-query bootstrap of the AUCs and the paper's ordering: search/bootstrap.py),
 `fashionbert search` and `fashionbert evaluate-retrieval` (two-stage retrieval, retrieval_setup.py).
 The fine-tuned model's SavedModel: `fashionbert export --search_run` (serving/search_export.py).

@@ -8,7 +8,7 @@ for `encoder_format: none`), with `model.num_layers` layers (0 = all) and a segm
 The model section used (`search_model_config`) is the pretraining run's own (its params.yaml, next
 to `search.pretrained_checkpoint`: backbone, feature size and normalization, encoder) with
 `model.search_variant` and `model.num_layers` taken from the fine-tuning config. It is saved in the
-fine-tuning run's params.yaml, so `restore.py` rebuilds the same model without the pretraining run.
+fine-tuning run's params.yaml, so `finetuning_run.py` rebuilds the same model without the pretraining run.
 
 Initialization (`initialize_search_model`), the choices where the paper is silent:
   fashionbert  everything from the pretraining checkpoint (`search.pretrained_checkpoint`): word,
@@ -47,9 +47,9 @@ import tf_keras
 
 from official.modeling import tf_utils
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import contract
-from fashionbert_tf.evaluation import restore as restore_lib
+from fashionbert_tf.evaluation import pretraining_run as restore_lib
 from fashionbert_tf.modeling import bert_checkpoints
 from fashionbert_tf.modeling import model_builder as fashionbert_builder
 from fashionbert_tf.search import layout
@@ -235,8 +235,8 @@ def _reduce_from_finetuned(model, where):
   Raises:
     ValueError: the run is of another variant or has fewer layers than `model`.
   """
-  from fashionbert_tf.search import restore   # restore builds models with this module
-  source, _, path = restore.restore_search_model(where)
+  from fashionbert_tf.search import finetuning_run   # restore builds models with this module
+  source, _, path = finetuning_run.restore_search_model(where)
   if source.variant != model.variant:
     raise ValueError(f"search.reduce_from={where}: a {source.variant} run; this model is "
                      f"{model.variant}")

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.serving import op_allowlist
@@ -84,7 +84,7 @@ def build_serving_module(model, data_config, feature_dim=None, jit_compile=False
   return serving_module.FashionBertServingModule(
       model=model,
       tokenizer=tokenizer,
-      feature_dim=feature_dim or restore.feature_dim_of(model),
+      feature_dim=feature_dim or pretraining_run.feature_dim_of(model),
       vocab_size=tokenizer.vocab_size,
       max_text_length=data_config.max_text_length,
       jit_compile=jit_compile,
@@ -208,9 +208,9 @@ def export_saved_model(config, export_dir, checkpoint=None, version=None, model=
   params_yaml = None
   model_config = config.model
   if model is None:
-    model, checkpoint_path, model_config = restore.restore_model(config, checkpoint)
+    model, checkpoint_path, model_config = pretraining_run.restore_model(config, checkpoint)
     logging.info("exporting %s", checkpoint_path)
-    params_yaml = os.path.join(config.train.model_dir, restore.PARAMS_FILE)
+    params_yaml = os.path.join(config.train.model_dir, pretraining_run.PARAMS_FILE)
   model = inference_precision.inference_model(model, model_config, precision,
                                               jit_compile=jit_compile)
   logging.info("export: precision %s, jit_compile %s, length bucket %d", precision, jit_compile,

@@ -18,8 +18,8 @@ from typing import List
 
 import numpy as np
 
-from fashionbert_tf.search import ann_index
-from fashionbert_tf.search import ranking_metrics
+from fashionbert_tf.product_search import ann_index
+from fashionbert_tf.product_search import ranking_metrics
 
 
 @dataclasses.dataclass

@@ -12,8 +12,8 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
-from fashionbert_tf.evaluation import restore as restore_lib
+from fashionbert_tf.configs import experiment as experiment_config
+from fashionbert_tf.evaluation import pretraining_run as restore_lib
 from fashionbert_tf.search import model_builder
 
 

@@ -12,7 +12,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 
 PARAMS_FILE = "params.yaml"
 

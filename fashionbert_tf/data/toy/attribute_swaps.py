@@ -8,13 +8,13 @@ deterministically from the product id. A pretraining checkpoint whose TIA head g
 the higher P(match) for most products aligns the attribute between text and image.
 """
 
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.toy import fashion_gen
 
 SLEEVE_SWAP = {"long sleeve": "short sleeve", "short sleeve": "long sleeve"}
 
 
 def _swap_colour(product, text):
-  others = sorted(set(toy_fashiongen.COLOURS) - {product.colour, product.second_colour})
+  others = sorted(set(fashion_gen.COLOURS) - {product.colour, product.second_colour})
   phrase = f"in {product.colour}"
   if phrase not in text:
     return None
@@ -28,11 +28,11 @@ def _swap_sleeve(product, text):
 
 
 def _swap_garment(product, text):
-  word = toy_fashiongen.GARMENT_WORDS[product.shape]
+  word = fashion_gen.GARMENT_WORDS[product.shape]
   phrase = f" {word} in "   # "... linen hoodie in beige ..."
   if phrase not in text:
     return None
-  others = sorted(set(toy_fashiongen.GARMENT_WORDS.values()) - {word})
+  others = sorted(set(fashion_gen.GARMENT_WORDS.values()) - {word})
   return text.replace(phrase, f" {others[product.product_id % len(others)]} in ", 1)
 
 
@@ -43,6 +43,6 @@ SWAPS = {"colour": _swap_colour, "sleeve": _swap_sleeve, "garment": _swap_garmen
 
 def swapped_description(product, attribute):
   """(true, swapped) lower-case clean descriptions, or None when the product cannot be swapped."""
-  text = toy_fashiongen.describe(product).lower()
+  text = fashion_gen.describe(product).lower()
   swapped = SWAPS[attribute](product, text)
   return None if swapped is None else (text, swapped)

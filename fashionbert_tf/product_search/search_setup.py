@@ -3,7 +3,7 @@
   catalogue      `search.logs_dir`/catalogue.jsonl (ids and titles, file order);
   images         each product's first record (pose) in the image TFRecords, as the fine-tuning
                  reads them (`search/catalogue.py`);
-  vectorizer     `retrieval.vectorizer` (search/vectorizers.py): "tfidf", or "encoder" from the
+  vectorizer     `retrieval.vectorizer` (product_search/vectorizers.py): "tfidf", or "encoder" from the
                  pretraining checkpoint (`search.pretrained_checkpoint`) or the fine-tuned run;
   re-ranker      the fine-tuned click model of `retrieval.search_run` (P(click), Figure 6).
 Test queries for the metrics: the distinct queries of the test split, with their relevant products
@@ -23,12 +23,12 @@ import tensorflow as tf
 
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.data import toy_search_logs
-from fashionbert_tf.search import ann_index
+from fashionbert_tf.data.toy import search_log_generator
+from fashionbert_tf.product_search import ann_index
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import logs as search_logs_lib
-from fashionbert_tf.search import two_stage
-from fashionbert_tf.search import vectorizers
+from fashionbert_tf.product_search import two_stage
+from fashionbert_tf.product_search import vectorizers
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ def test_queries(sessions):
 def attribute_relevance(config, queries, catalogue_ids):
   """[Q] sets of catalogue ids that have every attribute each query names (toy logs only).
 
-  The truth of the toy generator (`toy_search_logs.product_matches`) over the toy products
+  The truth of the toy generator (`search_log_generator.product_matches`) over the toy products
   regenerated from the `data` / `search` sections.
 
   Raises:
@@ -67,7 +67,7 @@ def attribute_relevance(config, queries, catalogue_ids):
   if missing:
     raise ValueError(f"{len(missing)} test queries have no query_attributes (e.g. {missing[0]!r}):"
                      " attribute relevance needs toy logs")
-  products = toy_search_logs.toy_catalogue_products(
+  products = search_log_generator.toy_catalogue_products(
       config.data.toy_num_train_products, config.data.toy_num_validation_products,
       config.data.toy_seed, config.search.toy_catalogue_split)
   by_id = {p.product_id: p for p in products}
@@ -75,7 +75,7 @@ def attribute_relevance(config, queries, catalogue_ids):
   if absent:
     raise ValueError(f"catalogue products {absent[:5]} are not toy products of data.toy_seed="
                      f"{config.data.toy_seed}: the logs were made from other toy data")
-  return [{i for i in catalogue_ids if toy_search_logs.product_matches(by_id[i], q.attributes)}
+  return [{i for i in catalogue_ids if search_log_generator.product_matches(by_id[i], q.attributes)}
           for q in queries]
 
 
@@ -154,7 +154,7 @@ def build_search(config, reranker=None, reranker_name="none", finetuned=None):
     config: ExperimentConfig.
     reranker: callable (queries, titles, product_ids) -> P(click), or None.
     reranker_name: label for reports.
-    finetuned: `retrieval_finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
+    finetuned: `finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
   """
   logs_dir = search_logs_lib.ensure_search_logs(config)   # toy logs are written when missing
   catalogue = search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE))
@@ -217,8 +217,8 @@ def build_search_from_config(config):
   needs_model = (config.retrieval.rerank or (config.retrieval.vectorizer == "encoder" and
                                              config.retrieval.encoder_source == "finetuned"))
   if needs_model:
-    from fashionbert_tf.search import retrieval_finetuned  # pylint: disable=g-import-not-at-top
-    finetuned = retrieval_finetuned.load(config, default_search_run(config))
+    from fashionbert_tf.product_search import finetuned  # pylint: disable=g-import-not-at-top
+    finetuned = finetuned.load(config, default_search_run(config))
     if config.retrieval.rerank:
       reranker, reranker_name = finetuned.reranker, finetuned.name
   return build_search(config, reranker, reranker_name, finetuned)

@@ -1,7 +1,7 @@
 """Settings of the two-stage retrieval (paper 3.4, Figure 5): the `retrieval` config section.
 
 `fashionbert evaluate-retrieval` scores the test queries against two definitions of relevant
-(search/retrieval_setup.py): "attributes" (toy logs: every catalogue product with all the
+(product_search/search_setup.py): "attributes" (toy logs: every catalogue product with all the
 attributes the query names, the generator's truth) and "clicked" (the products clicked in the
 query's test sessions, gain = clicks).
 
@@ -20,8 +20,8 @@ ENCODER_SOURCES = ("pretrained", "finetuned")
 
 @dataclasses.dataclass
 class RetrievalConfig(base_config.Config):
-  """What `fashionbert search` / `fashionbert evaluate-retrieval` read (search/two_stage.py)."""
-  # How queries and products become vectors (search/vectorizers.py): "tfidf" (WordPiece TF-IDF
+  """What `fashionbert search` / `fashionbert evaluate-retrieval` read (product_search/two_stage.py)."""
+  # How queries and products become vectors (product_search/vectorizers.py): "tfidf" (WordPiece TF-IDF
   # over the titles) or "encoder" (one shared FashionBERT encoder as both towers: query tower over
   # the query text, product tower over the title (+ image patches)). Default tfidf: on the toy
   # logs it recalls far more than any encoder readout measured (README, "Two-stage retrieval"):
@@ -34,7 +34,7 @@ class RetrievalConfig(base_config.Config):
   pooling: str = "text_mean"               # "text_mean" | "cls"
   # "title" (default: measured better, README) or "title_image" (patches in the product tower).
   product_input: str = "title"
-  # Nearest-neighbour index (search/ann_index.py): "approximate" (ScaNN tree + AH + reorder) or
+  # Nearest-neighbour index (product_search/ann_index.py): "approximate" (ScaNN tree + AH + reorder) or
   # "exact" (ScaNN brute force); 0 = the index's defaults (sqrt(N) leaves, a quarter searched).
   index_mode: str = "approximate"
   num_leaves: int = 0

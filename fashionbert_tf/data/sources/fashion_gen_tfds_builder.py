@@ -1,7 +1,7 @@
 """Fashion-Gen as a TensorFlow Datasets builder: `fashion_gen`, configs `full` and `toy`.
 
-  tfds build fashionbert_tf/data/fashion_gen_builder.py --config toy --data_dir data/tfds
-  tfds build fashionbert_tf/data/fashion_gen_builder.py --config full --data_dir data/tfds \
+  tfds build fashionbert_tf/data/sources/fashion_gen_tfds_builder.py --config toy --data_dir data/tfds
+  tfds build fashionbert_tf/data/sources/fashion_gen_tfds_builder.py --config full --data_dir data/tfds \
       --manual_dir data/fashiongen
   fashionbert prepare-data --config configs/toy.yaml --params_override data.source=tfds
 
@@ -14,7 +14,7 @@ or in Python, after importing this module (which registers the builder):
 Configs:
   full  the real `fashiongen_256_256_{train,validation}.h5`, which the user downloads by hand into
         the manual dir (`MANUAL_DOWNLOAD_INSTRUCTIONS`; default `<data_dir>/downloads/manual/`).
-  toy   the embedded, seeded toy generator (`toy_fashiongen.py`; 320 train / 120 validation
+  toy   the embedded, seeded toy generator (`fashion_gen.py`; 320 train / 120 validation
         products, seed 0 = the demo's defaults): its HDF5 files are generated into the download dir
         (`<data_dir>/downloads/fashion_gen_toy_<products>_seed<seed>_empty<n>/`) when missing and then read
         exactly like the real ones, so the records hold the same content as today's prepare-data
@@ -25,7 +25,7 @@ Features (one example per usable HDF5 row):
   image        Image uint8 [256, 256, 3], encoded by `records.encode_image` exactly as prepare-data
                does: PNG (lossless) for `toy`, JPEG quality 95 for `full` (configs/paper.yaml's
                `data.image_format`; ~4x smaller for real photos)
-  description  Text, cleaned (`fashiongen_hdf5.clean_text`: encodings, markup, entities)
+  description  Text, cleaned (`fashion_gen_hdf5.clean_text`: encodings, markup, entities)
   name, category, subcategory, pose   Text, cleaned the same way
   product_id   int64
   record_id    int64, the row index in the source HDF5 file (also the example key)
@@ -43,7 +43,7 @@ Rows whose description is empty after cleaning are skipped and counted in the da
 `num_rows`). The counts come from a first pass over the description column only (cheap), so they
 are known before any example is written and are the same with or without Beam.
 
-The HDF5 files are streamed: `fashiongen_hdf5.iterate_rows` reads `hdf5_chunk_size` rows at a
+The HDF5 files are streamed: `fashion_gen_hdf5.iterate_rows` reads `hdf5_chunk_size` rows at a
 time. A missing file raises FileNotFoundError and a malformed one `FashionGenFormatError`, both
 naming the file (and the dataset / row).
 
@@ -61,9 +61,9 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fashionbert_tf.data import fashiongen_hdf5
+from fashionbert_tf.data.sources import fashion_gen_hdf5
 from fashionbert_tf.data import records
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.toy import fashion_gen
 
 NAME = "fashion_gen"
 SPLIT_FILES = {"train": "fashiongen_256_256_train.h5",
@@ -79,7 +79,7 @@ class FashionGenConfig(tfds.core.BuilderConfig):
   """A `fashion_gen` config: the real HDF5 files (`toy=False`) or the toy generator's.
 
   Args:
-    toy: generate the HDF5 files with `toy_fashiongen.make_toy_fashiongen(num_train_products,
+    toy: generate the HDF5 files with `fashion_gen.make_toy_fashiongen(num_train_products,
       num_validation_products, seed=toy_seed, num_empty_descriptions=...)` instead of reading the
       manual dir.
     image_format, jpeg_quality: how `records.encode_image` encodes the stored images.
@@ -113,7 +113,7 @@ TOY = FashionGenConfig(
 def toy_config(num_train_products=320, num_validation_products=120, seed=0,
                num_empty_descriptions=2):
   """The `toy` config, or one named after its numbers when they differ from the defaults
-  (`toy_fashiongen.make_toy_fashiongen`'s arguments; the demo's data are its defaults but for the
+  (`fashion_gen.make_toy_fashiongen`'s arguments; the demo's data are its defaults but for the
   product counts)."""
   if (num_train_products, num_validation_products, seed, num_empty_descriptions) == (
       320, 120, 0, 2):
@@ -130,7 +130,7 @@ def toy_config(num_train_products=320, num_validation_products=120, seed=0,
 
 
 def _to_example(row, image_format, jpeg_quality):
-  """A `fashiongen_hdf5.iterate_rows` row -> (key, TFDS example dict). The image is encoded here
+  """A `fashion_gen_hdf5.iterate_rows` row -> (key, TFDS example dict). The image is encoded here
   with `records.encode_image` (the bytes prepare-data's TFRecords hold) and stored as is."""
   example = {field: row[field] for field in TEXT_FEATURES}
   example.update(image=records.encode_image(row["image"], image_format, jpeg_quality),
@@ -146,7 +146,7 @@ def row_ranges(num_rows, rows_per_task=BEAM_ROWS_PER_TASK):
 
 def _rows_of_range(path, start, stop, chunk_size, image_format="png", jpeg_quality=95):
   """Examples of rows [start, stop) of `path` (a Beam task)."""
-  for row in fashiongen_hdf5.iterate_rows(path, chunk_size, "skip", start=start, stop=stop):
+  for row in fashion_gen_hdf5.iterate_rows(path, chunk_size, "skip", start=start, stop=stop):
     yield _to_example(row, image_format, jpeg_quality)
 
 
@@ -219,7 +219,7 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
         f"_seed{config.toy_seed}_empty{config.num_empty_descriptions}")
     paths = {split: os.path.join(directory, name) for split, name in TOY_SPLIT_FILES.items()}
     if not all(os.path.exists(path) for path in paths.values()):
-      toy_fashiongen.make_toy_fashiongen(
+      fashion_gen.make_toy_fashiongen(
           paths["train"], paths["validation"], num_train_products=config.num_train_products,
           num_validation_products=config.num_validation_products, seed=config.toy_seed,
           num_empty_descriptions=config.num_empty_descriptions)
@@ -232,7 +232,7 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     for key in ("source_files", "num_rows", "skipped_empty_description", "first_skipped_rows"):
       metadata.setdefault(key, {})
     for split, path in paths.items():
-      report = fashiongen_hdf5.scan_descriptions(path, chunk_size)   # validates the schema
+      report = fashion_gen_hdf5.scan_descriptions(path, chunk_size)   # validates the schema
       metadata["source_files"][split] = os.path.basename(path)
       metadata["num_rows"][split] = report.num_rows
       metadata["skipped_empty_description"][split] = report.skipped_empty_description
@@ -245,10 +245,10 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
                                          config.jpeg_quality)
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
-      ranges = row_ranges(fashiongen_hdf5.count_rows(path))
+      ranges = row_ranges(fashion_gen_hdf5.count_rows(path))
       return (beam.Create(ranges)
               | beam.Reshuffle()
               | beam.FlatMap(lambda bounds: _rows_of_range(path, bounds[0], bounds[1],
                                                            chunk_size, image_format, quality)))
     return (_to_example(row, image_format, quality) for row in
-            fashiongen_hdf5.iterate_rows(path, chunk_size, on_bad_description="skip"))
+            fashion_gen_hdf5.iterate_rows(path, chunk_size, on_bad_description="skip"))

@@ -10,7 +10,7 @@ from fashionbert_tf.data import contract
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
 # (category, subcategory) when there is one, or any other product.
 NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
-# Where prepare-data writes and the pipeline / evaluation read the records (data/tfds_source.py).
+# Where prepare-data writes and the pipeline / evaluation read the records (data/sources/fashion_gen_tfds.py).
 DATA_SOURCES = ("tfrecords", "tfds")
 TFDS_CONFIGS = ("toy", "full")
 
@@ -43,8 +43,8 @@ class DataConfig(base_config.Config):
   num_shards: int = 4
   # Where the image records live: "tfrecords" = `tfrecord_dir`, written by prepare-data's own
   # writer (prepare.py); "tfds" = the `fashion_gen` TensorFlow Datasets builder
-  # (data/fashion_gen_builder.py) in `tfds_data_dir`, built by prepare-data, and the pretraining
-  # pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig` (data/tfds_source.py). Either
+  # (data/sources/fashion_gen_tfds_builder.py) in `tfds_data_dir`, built by prepare-data, and the pretraining
+  # pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig` (data/sources/fashion_gen_tfds.py). Either
   # way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
   # under `tfrecord_dir`, and precomputed patch features are TFRecord copies (features dir).
   # The shipped configs (configs/*.yaml) say "tfds": the demo's timed run (README) used it. The
@@ -66,7 +66,7 @@ class DataConfig(base_config.Config):
   # HDF5 rows read per access by prepare-data (memory ~ chunk * 196 KB).
   hdf5_chunk_size: int = 256
   # Rows whose description is empty after decoding + cleaning: "skip" (counted and reported by
-  # prepare-data) or "error" (stop with the file and row). See data/fashiongen_hdf5.py.
+  # prepare-data) or "error" (stop with the file and row). See data/sources/fashion_gen_hdf5.py.
   on_bad_description: str = "skip"
   # A shard that cannot be read to the end (bad CRC, truncated): false = an error naming the file
   # and record; true = read it up to its first unreadable record, skip the rest (TFRecord cannot
@@ -110,7 +110,7 @@ class DataConfig(base_config.Config):
       default_factory=lambda: [24, 32, 48, 64, 96, 128, 192, 256, 320])
   seed: int = 42
   # The toy Fashion-Gen the demo generates when `train_hdf5` / `validation_hdf5` are missing
-  # (data/toy_fashiongen.py; tools/make_toy_fashiongen.py takes the same numbers as flags).
+  # (data/toy/fashion_gen.py; tools/make_toy_fashiongen.py takes the same numbers as flags).
   # Products of the same generator and seed draw; another `toy_seed` gives other products.
   toy_num_train_products: int = 320
   toy_num_validation_products: int = 120

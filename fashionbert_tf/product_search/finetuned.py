@@ -1,7 +1,7 @@
 """The fine-tuned click model in the two-stage search: the re-ranker, and optionally the recall
 encoder (`retrieval.encoder_source=finetuned`).
 
-Re-ranker: `scoring.ClickScorer` over the run's `SearchModel` (P(click | query, title, image),
+Re-ranker: `click_scoring.ClickScorer` over the run's `SearchModel` (P(click | query, title, image),
 Figure 6), with the catalogue's patch features computed once by the model's backbone.
 
 Recall encoder from the fine-tuned model: the same two towers as from the pretrained one
@@ -22,9 +22,9 @@ from fashionbert_tf.data import contract
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import restore as search_restore
-from fashionbert_tf.search import scoring
-from fashionbert_tf.search import vectorizers
+from fashionbert_tf.search import finetuning_run as search_restore
+from fashionbert_tf.search import click_scoring
+from fashionbert_tf.product_search import vectorizers
 
 
 @dataclasses.dataclass
@@ -70,8 +70,8 @@ def load(config, run):
         os.path.join(config.search.logs_dir, search_logs.CATALOGUE_FILE))
     catalogue = catalogue_lib.compute_catalogue_features(
         model.patch_feature_extractor, config, [p.product_id for p in products])
-  text_encoder = scoring.query_title_encoder(run_config, model.variant)
-  scorer = scoring.ClickScorer(model, text_encoder, catalogue)
+  text_encoder = click_scoring.query_title_encoder(run_config, model.variant)
+  scorer = click_scoring.ClickScorer(model, text_encoder, catalogue)
   batch_size = config.retrieval.batch_size
 
   def reranker(queries, titles, product_ids):

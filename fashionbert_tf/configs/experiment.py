@@ -1,7 +1,7 @@
 """The experiment config: one YAML file in configs/ plus overrides, as Model Garden does it.
 
-Each area owns its section's dataclass (`data/config.py`, `modeling/config.py`,
-`training/config.py`, `evaluation/config.py`); this module composes them and reads YAML.
+Each area owns its section's dataclass (`configs/data.py`, `configs/model.py`,
+`configs/train.py`, `configs/evaluation.py`); this module composes them and reads YAML.
 """
 
 import dataclasses
@@ -10,13 +10,13 @@ import os
 from official.modeling.hyperparams import base_config
 from official.modeling.hyperparams import params_dict
 
-from fashionbert_tf.data.config import DataConfig
-from fashionbert_tf.evaluation.config import EvalConfig
-from fashionbert_tf.modeling.config import ModelConfig
-from fashionbert_tf.search.config import check_search_variant
-from fashionbert_tf.search.config import SearchConfig
-from fashionbert_tf.search.retrieval_config import RetrievalConfig
-from fashionbert_tf.training.config import TrainConfig
+from fashionbert_tf.configs.data import DataConfig
+from fashionbert_tf.configs.evaluation import EvalConfig
+from fashionbert_tf.configs.model import ModelConfig
+from fashionbert_tf.configs.search import check_search_variant
+from fashionbert_tf.configs.search import SearchConfig
+from fashionbert_tf.configs.product_search import RetrievalConfig
+from fashionbert_tf.configs.train import TrainConfig
 
 
 @dataclasses.dataclass

@@ -18,12 +18,12 @@ longest text). The test click rate is reported too: accuracy of always predictin
 1 - click rate.
 
 Toy logs (attributes in the catalogue and sessions) also get their AUC ceilings on the same
-impressions (`toy_search_logs.click_ceiling_scores`): the best any model can reach (clicks are noisy
+impressions (`search_log_generator.click_ceiling_scores`): the best any model can reach (clicks are noisy
 Bernoulli draws) and the best a query + title model can; the image can add at most the difference.
 They also get, per row, which query attributes the model ranks by (`attribute_use_auc`): for each
 attribute the queries name, the AUC of P(click) separating products that have it from products that
 lack it, over the impressions whose product agrees with every other attribute the query names (so
-the attribute alone decides the match; 0.5 = the model ignores it; `toy_search_logs.
+the attribute alone decides the match; 0.5 = the model ignores it; `search_log_generator.
 attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
 
 How sure the ordering is (`search.bootstrap_resamples` > 0; `search/bootstrap.py`): a paired
@@ -44,15 +44,15 @@ from absl import logging
 import numpy as np
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import search_log_generator
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.search import bootstrap
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import logs as logs_lib
-from fashionbert_tf.search import restore
-from fashionbert_tf.search import scoring
+from fashionbert_tf.search import finetuning_run
+from fashionbert_tf.search import click_scoring
 
 ROW_NAMES = {"oribert": "BERT", "bert_img": "BERT+IMG", "fashionbert": "FashionBERT"}
 
@@ -88,9 +88,9 @@ def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
   Returns:
     (row dict, P(click) float array [N] of the test impressions).
   """
-  model, run_config, path = restore.restore_search_model(run_dir)
+  model, run_config, path = finetuning_run.restore_search_model(run_dir)
   variant = run_config.model.search_variant
-  text_encoder = scoring.query_title_encoder(run_config, variant)
+  text_encoder = click_scoring.query_title_encoder(run_config, variant)
   catalogue = None
   if model.uses_image:
     key = (run_config.model.backbone, run_config.model.feature_dim, run_config.model.backbone_seed,
@@ -99,7 +99,7 @@ def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
       feature_cache[key] = catalogue_lib.compute_catalogue_features(
           model.patch_feature_extractor, config, set(examples.product_id.tolist()))
     catalogue = feature_cache[key]
-  scorer = scoring.ClickScorer(model, text_encoder, catalogue)
+  scorer = click_scoring.ClickScorer(model, text_encoder, catalogue)
   start = time.time()
   probability = scorer.score(examples.query, examples.title, examples.product_id,
                              batch_size=config.search.eval_batch_size)
@@ -138,7 +138,7 @@ def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
   real logs): the best any model can reach and the best a query + title model can
   (`click_ceiling_scores`)."""
   settings = search_logs.read_info(logs_dir).get("settings", {})
-  scores = toy_search_logs.click_ceiling_scores(
+  scores = search_log_generator.click_ceiling_scores(
       sessions, catalogue, title_shows_colour=settings.get("title_shows_colour", True))
   if scores is None:
     return None
@@ -146,9 +146,9 @@ def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
 
 
 def toy_attribute_agreement(sessions, catalogue, count):
-  """`toy_search_logs.attribute_agreement` of the first `count` test impressions (None for real
+  """`search_log_generator.attribute_agreement` of the first `count` test impressions (None for real
   logs)."""
-  agreement = toy_search_logs.attribute_agreement(sessions, catalogue)
+  agreement = search_log_generator.attribute_agreement(sessions, catalogue)
   if agreement is None:
     return None
   return {name: (deciding[:count], agrees[:count])
@@ -158,7 +158,7 @@ def toy_attribute_agreement(sessions, catalogue, count):
 def attribute_use_auc(agreement, probability):
   """{attribute: {"auc", "impressions"}}: how well P(click) (float [N]) separates products that
   have each attribute from those that lack it where it alone decides the match (`agreement`:
-  `toy_search_logs.attribute_agreement`); attributes without both cases are left out."""
+  `search_log_generator.attribute_agreement`); attributes without both cases are left out."""
   result = {}
   for name, (deciding, agrees) in agreement.items():
     labels = agrees[deciding].astype(np.int32)
@@ -170,7 +170,7 @@ def attribute_use_auc(agreement, probability):
 
 def format_attribute_use(rows):
   """Lines of the attribute table: one column per attribute, one line per row (empty if none)."""
-  names = [n for n in toy_search_logs.QUERY_ATTRIBUTES
+  names = [n for n in search_log_generator.QUERY_ATTRIBUTES
            if any(n in row.get("attribute_auc", {}) for row in rows)]
   if not names:
     return []

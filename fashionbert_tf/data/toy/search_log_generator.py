@@ -39,7 +39,7 @@ import types
 import numpy as np
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.toy import fashion_gen
 
 # How shoppers write each pattern.
 PATTERN_WORDS = {"solid": "plain", "horizontal stripes": "striped",
@@ -96,7 +96,7 @@ class ToySearchLogSettings:
 def product_title(product, shows_colour=True):
   """The toy product's title: "<brand> <name>" (no sleeve, neckline or details; no colour when
   not `shows_colour`)."""
-  return f"{product.brand} {toy_fashiongen.product_name(product, with_colour=shows_colour)}"
+  return f"{product.brand} {fashion_gen.product_name(product, with_colour=shows_colour)}"
 
 
 def title_attributes(title_shows_colour=True):
@@ -111,14 +111,14 @@ def image_only_attributes(title_shows_colour=True):
 
 def product_attributes(product):
   """The product's searchable attributes as a JSON-able dict."""
-  return {"shape": product.shape, "garment": toy_fashiongen.GARMENT_WORDS[product.shape],
+  return {"shape": product.shape, "garment": fashion_gen.GARMENT_WORDS[product.shape],
           "family": FAMILY_WORDS.get(product.shape, ""), "colour": product.colour,
           "pattern": product.pattern, "sleeve": product.sleeve, "neckline": product.neckline,
           "details": [d for d in DETAILS if getattr(product, d)]}
 
 
 def garment_matches(product, garment_word):
-  return garment_word in (toy_fashiongen.GARMENT_WORDS[product.shape],
+  return garment_word in (fashion_gen.GARMENT_WORDS[product.shape],
                           FAMILY_WORDS.get(product.shape))
 
 
@@ -163,9 +163,9 @@ def _image_tells(shape, name, value):
   if name == "colour":
     return True
   if name == "sleeve":
-    return shape in toy_fashiongen.HAS_SLEEVES
+    return shape in fashion_gen.HAS_SLEEVES
   if name == "neckline":
-    return len(toy_fashiongen.NECKLINES.get(shape, ())) > 1
+    return len(fashion_gen.NECKLINES.get(shape, ())) > 1
   return not (value == "buttons" and shape in ("shirt", "coat"))
 
 
@@ -173,7 +173,7 @@ def draw_query(product, rng, settings):
   """Attributes of a query `product` matches: its garment plus 0-3 of its other attributes."""
   use_family = product.shape in FAMILY_WORDS and rng.random() < settings.family_word_rate
   attributes = {"garment": FAMILY_WORDS[product.shape] if use_family else
-                toy_fashiongen.GARMENT_WORDS[product.shape]}
+                fashion_gen.GARMENT_WORDS[product.shape]}
   available = {"colour": product.colour, "pattern": product.pattern}
   if product.sleeve:
     available["sleeve"] = product.sleeve
@@ -202,7 +202,7 @@ def toy_catalogue_products(num_train_products, num_validation_products, toy_seed
                            num_empty_descriptions=2):
   """The toy products of `splits` ("train", "validation" or "both") with a non-empty description.
 
-  Regenerated exactly as `toy_fashiongen.make_toy_fashiongen` makes them (same seeds and
+  Regenerated exactly as `fashion_gen.make_toy_fashiongen` makes them (same seeds and
   `num_empty_descriptions`, its default 2 as in the demo; those products are absent from the
   TFRecords and left out here).
   """
@@ -210,11 +210,11 @@ def toy_catalogue_products(num_train_products, num_validation_products, toy_seed
     raise ValueError(f"toy catalogue splits {splits!r}: expected train, validation or both")
   products = []
   if splits in ("train", "both"):
-    products += toy_fashiongen.make_products(num_train_products, toy_seed,
+    products += fashion_gen.make_products(num_train_products, toy_seed,
                                              first_product_id=100000,
                                              num_empty_descriptions=num_empty_descriptions)
   if splits in ("validation", "both"):
-    products += toy_fashiongen.make_products(num_validation_products, toy_seed + 1,
+    products += fashion_gen.make_products(num_validation_products, toy_seed + 1,
                                              first_product_id=900000)
   return [p for p in products if p.dirt != "empty"]
 
@@ -380,7 +380,7 @@ def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
 def attribute_agreement(sessions, catalogue):
   """Which query attribute decides each impression, from the generator's truth; None for real
   logs (no attributes). What `evaluate-search` reads to tell which attributes a click model ranks
-  by (`search/evaluate.py`, `attribute_use_auc`).
+  by (`search/click_evaluation.py`, `attribute_use_auc`).
 
   Returns:
     dict attribute name -> (deciding bool [N], agrees bool [N]) over the impressions of

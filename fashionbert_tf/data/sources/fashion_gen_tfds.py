@@ -1,7 +1,7 @@
 """`data.source: tfds`: the project's data through the `fashion_gen` TFDS builder.
 
 Where things are:
-  builder      `fashion_gen_builder.FashionGen`, config `data.tfds_config` ("toy": the toy generator
+  builder      `fashion_gen_tfds_builder.FashionGen`, config `data.tfds_config` ("toy": the toy generator
                with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
                `toy_num_empty_descriptions`;
                "full": the real HDF5 files, manual dir = the folder of `data.train_hdf5`)
@@ -32,8 +32,8 @@ import re
 
 import tensorflow_datasets as tfds
 
-from fashionbert_tf.data import config as data_config_lib
-from fashionbert_tf.data import fashion_gen_builder
+from fashionbert_tf.configs import data as data_config_lib
+from fashionbert_tf.data.sources import fashion_gen_tfds_builder
 from fashionbert_tf.data import records
 
 _TFDS_SHARD = re.compile(r"[^-]+-(?P<split>\w+)\.tfrecord-(?P<index>\d{5})-of-(?P<count>\d{5})")
@@ -49,8 +49,8 @@ def data_dir(data_config):
 def builder_config(data_config):
   data_config_lib.check_source(data_config)
   if data_config.tfds_config == "full":
-    return fashion_gen_builder.FULL
-  return fashion_gen_builder.toy_config(data_config.toy_num_train_products,
+    return fashion_gen_tfds_builder.FULL
+  return fashion_gen_tfds_builder.toy_config(data_config.toy_num_train_products,
                                         data_config.toy_num_validation_products,
                                         data_config.toy_seed,
                                         data_config.toy_num_empty_descriptions)
@@ -58,7 +58,7 @@ def builder_config(data_config):
 
 def get_builder(data_config):
   """The `fashion_gen` builder of `data_config` (not necessarily prepared)."""
-  return fashion_gen_builder.FashionGen(config=builder_config(data_config),
+  return fashion_gen_tfds_builder.FashionGen(config=builder_config(data_config),
                                         data_dir=data_dir(data_config))
 
 
@@ -71,7 +71,7 @@ def download_and_prepare(data_config, beam_runner=None):
   """Builds the dataset (TFDS reuses an already prepared one). Returns the builder."""
   builder = get_builder(data_config)
   if not builder.builder_config.toy and not builder.is_prepared():
-    for name in fashion_gen_builder.SPLIT_FILES.values():
+    for name in fashion_gen_tfds_builder.SPLIT_FILES.values():
       path = os.path.join(manual_dir(data_config), name)
       if not os.path.exists(path):
         raise FileNotFoundError(
@@ -105,7 +105,7 @@ def split_file_pattern(data_config, split):
   """Glob of a split's TFDS shard files (readable by `records.py`, see the module docstring)."""
   builder = prepared_builder(data_config)
   return os.path.join(os.fspath(builder.data_dir),
-                      f"{fashion_gen_builder.NAME}-{split}.tfrecord-?????-of-?????")
+                      f"{fashion_gen_tfds_builder.NAME}-{split}.tfrecord-?????-of-?????")
 
 
 def feature_source_pattern(data_config):
