@@ -7,7 +7,7 @@ For every toy product of the split that has the attribute (the products are rege
 toy generator's seeds, as the search logs are), its clean description (lower case) is scored with
 its own image by the TIA head, then the same description with that one attribute swapped ("navy"
 -> another colour; "long sleeve" <-> "short sleeve"; "hoodie" -> another garment;
-`fashionbert_tf/data/attribute_swaps.py`). A checkpoint that aligns the attribute gives
+`fashionbert_tf/data/toy/attribute_swaps.py`). A checkpoint that aligns the attribute gives
 the true description the higher P(match) for most products; 0.5 is chance. Printed per attribute:
 products, share with P(true) > P(swapped), mean P(true) - P(swapped); written as JSON with
 --output.

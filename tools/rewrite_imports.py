@@ -83,7 +83,7 @@ def _split(dotted):
 
 def _rename_uses(text, old, new):
   """`old.` -> `new.` where `old` is a name of its own (not an attribute, not part of a word)."""
-  return re.sub(rf"(?<![\w.]){re.escape(old)}\.", f"{new}.", text)
+  return re.sub(rf"(?<![\w./]){re.escape(old)}\.(?!py\b)", f"{new}.", text)
 
 
 def rewrite(text, moves=None, keep_names=False):

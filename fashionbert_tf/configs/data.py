@@ -5,12 +5,13 @@ from typing import List
 
 from official.modeling.hyperparams import base_config
 
-from fashionbert_tf.data import contract
+from fashionbert_tf.configs import sequence_layout
 
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
 # (category, subcategory) when there is one, or any other product.
 NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
-# Where prepare-data writes and the pipeline / evaluation read the records (data/sources/fashion_gen_tfds.py).
+# Where prepare-data writes and the pipeline / evaluation read the records
+# (data/sources/fashion_gen_tfds.py).
 DATA_SOURCES = ("tfrecords", "tfds")
 TFDS_CONFIGS = ("toy", "full")
 
@@ -82,7 +83,7 @@ class DataConfig(base_config.Config):
   vocab_file: str = ""
   lower_case: bool = True
   # Paper 3.1: 448 text positions including [CLS] and [SEP].
-  max_text_length: int = contract.MAX_TEXT_LENGTH
+  max_text_length: int = sequence_layout.MAX_TEXT_LENGTH
   # Masked-LM slots per example (P in the contract).
   max_predictions_per_seq: int = 68
   # Paper 2.2: whole-word masking of 15% of words; BERT's 80/10/10 replacement rule.

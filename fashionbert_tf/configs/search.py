@@ -10,7 +10,7 @@ from typing import List
 
 from official.modeling.hyperparams import base_config
 
-from fashionbert_tf.data.toy import search_log_generator
+from fashionbert_tf.configs import toy_search_attributes
 
 SEARCH_VARIANTS = ("fashionbert", "oribert", "bert_img")
 TOY_CATALOGUE_SPLITS = ("train", "validation", "both")
@@ -25,7 +25,7 @@ class SearchConfig(base_config.Config):
   """What `fashionbert finetune` and `fashionbert evaluate-search` read."""
   # Folder of the search logs (format: fashionbert_tf/data/search_logs.py, data/README.md):
   # catalogue.jsonl, train.jsonl, test.jsonl. Missing and named like a toy folder ("toy" in the
-  # path): generated from the toy products (fashionbert_tf/data/search_log_generator.py).
+  # path): generated from the toy products (fashionbert_tf/data/toy/search_log_generator.py).
   logs_dir: str = "data/toy2k/search_logs"
   # Toy logs: which toy products form the catalogue ("validation": the 300 products pretraining
   # never saw; "train"; "both"), sessions, impressions per session, click rates, seed.
@@ -46,7 +46,7 @@ class SearchConfig(base_config.Config):
   # The image-only attributes toy_image_attribute_rate draws from: any of sleeve, neckline, detail
   # (and colour when toy_title_shows_colour is false).
   toy_image_attributes: List[str] = dataclasses.field(
-      default_factory=lambda: list(search_log_generator.IMAGE_ATTRIBUTES))
+      default_factory=lambda: list(toy_search_attributes.IMAGE_ATTRIBUTES))
   # Toy titles name the colour ("Nordic Pixel Navy Striped Hoodie") or leave it to the image.
   toy_title_shows_colour: bool = True
   toy_test_fraction: float = 0.2       # of distinct queries (split by query)
@@ -119,8 +119,8 @@ class SearchConfig(base_config.Config):
       if getattr(self, name) not in allowed:
         raise ValueError(f"search.{name} = {getattr(self, name)!r}; expected one of {allowed}")
     try:
-      search_log_generator.check_image_attributes(self.toy_image_attributes,
-                                             self.toy_title_shows_colour)
+      toy_search_attributes.check_image_attributes(self.toy_image_attributes,
+                                                   self.toy_title_shows_colour)
     except ValueError as error:
       raise ValueError(f"search.toy_image_attributes: {error}") from None
     for variant in self.evaluate_variants:

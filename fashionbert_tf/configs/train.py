@@ -5,8 +5,8 @@ from typing import List
 
 from official.modeling.hyperparams import base_config
 
-from fashionbert_tf.training import adaptive_loss
-
+# The pretraining tasks, in the order of every per-task [3] vector (losses, weights, g).
+TASKS = ("mlm", "mpm", "tia")
 LOSS_WEIGHTINGS = ("grad_norm", "loss_softmax", "fixed")
 GRAD_NORM_SCOPES = ("shared_variables", "sequence_output")
 GRAD_NORM_NORMALIZATIONS = ("sum", "max")
@@ -111,7 +111,7 @@ class TrainConfig(base_config.Config):
                        "gradients at the encoder output: with loss_weighting 'grad_norm' it needs "
                        f"train.grad_norm_scope = 'sequence_output' (got {self.grad_norm_scope!r})")
     if self.fixed_loss_weights:
-      adaptive_loss.fixed_loss_weights_checked(self.fixed_loss_weights)
+      fixed_loss_weights_checked(self.fixed_loss_weights)
     if self.new_layers_learning_rate_multiplier <= 0:
       raise ValueError("train.new_layers_learning_rate_multiplier must be positive, got "
                        f"{self.new_layers_learning_rate_multiplier}")
@@ -119,3 +119,16 @@ class TrainConfig(base_config.Config):
                  "validation_every_steps", "log_every_steps"):
       if getattr(self, name) <= 0:
         raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+
+
+def fixed_loss_weights_checked(weights, num_tasks=len(TASKS)):
+  """`train.fixed_loss_weights` as a list of L floats; raises ValueError naming the option.
+
+  Non-negative, not all zero, and not required to sum to 1 (e.g. [0, 0, 1] trains TIA alone, a
+  diagnostic; [1, 1, 1] is 3x the paper's 1/3 each, which Adam makes nearly equivalent).
+  """
+  weights = [float(w) for w in weights]
+  if len(weights) != num_tasks or any(not w >= 0 for w in weights) or not any(weights):
+    raise ValueError(f"train.fixed_loss_weights = {weights}: expected {num_tasks} non-negative "
+                     f"weights ({', '.join(TASKS)}), not all zero")
+  return weights

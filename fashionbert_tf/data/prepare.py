@@ -9,7 +9,7 @@ per shard; schema in `records.py`). Rows with an empty description are skipped a
 validation split and saved to `data.candidates_file` (`candidates.py`).
 
 With `data.source: tfds` prepare-data is a thin wrapper over the `fashion_gen` TensorFlow Datasets
-builder (`fashion_gen_builder.py`, `fashion_gen_tfds.py`): the builder streams the same HDF5 rows
+builder (`fashion_gen_tfds_builder.py`, `fashion_gen_tfds.py`): the builder streams the same HDF5 rows
 with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
 same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
 index and retrieval candidate sets from TFDS's validation shards.

@@ -24,6 +24,7 @@ import tensorflow as tf
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.data.toy import search_log_generator
+from fashionbert_tf.data.toy import search_relevance
 from fashionbert_tf.product_search import ann_index
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import logs as search_logs_lib
@@ -57,7 +58,7 @@ def test_queries(sessions):
 def attribute_relevance(config, queries, catalogue_ids):
   """[Q] sets of catalogue ids that have every attribute each query names (toy logs only).
 
-  The truth of the toy generator (`search_log_generator.product_matches`) over the toy products
+  The truth of the toy generator (`search_relevance.product_matches`) over the toy products
   regenerated from the `data` / `search` sections.
 
   Raises:
@@ -75,7 +76,7 @@ def attribute_relevance(config, queries, catalogue_ids):
   if absent:
     raise ValueError(f"catalogue products {absent[:5]} are not toy products of data.toy_seed="
                      f"{config.data.toy_seed}: the logs were made from other toy data")
-  return [{i for i in catalogue_ids if search_log_generator.product_matches(by_id[i], q.attributes)}
+  return [{i for i in catalogue_ids if search_relevance.product_matches(by_id[i], q.attributes)}
           for q in queries]
 
 

@@ -18,13 +18,13 @@ longest text). The test click rate is reported too: accuracy of always predictin
 1 - click rate.
 
 Toy logs (attributes in the catalogue and sessions) also get their AUC ceilings on the same
-impressions (`search_log_generator.click_ceiling_scores`): the best any model can reach (clicks are noisy
+impressions (`search_relevance.click_ceiling_scores`): the best any model can reach (clicks are noisy
 Bernoulli draws) and the best a query + title model can; the image can add at most the difference.
 They also get, per row, which query attributes the model ranks by (`attribute_use_auc`): for each
 attribute the queries name, the AUC of P(click) separating products that have it from products that
 lack it, over the impressions whose product agrees with every other attribute the query names (so
-the attribute alone decides the match; 0.5 = the model ignores it; `search_log_generator.
-attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
+the attribute alone decides the match; 0.5 = the model ignores it;
+`search_relevance.attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
 
 How sure the ordering is (`search.bootstrap_resamples` > 0; `search/bootstrap.py`): a paired
 bootstrap over test sessions gives each row's 95% AUC interval and, per layer count, the fraction
@@ -44,7 +44,7 @@ from absl import logging
 import numpy as np
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data.toy import search_log_generator
+from fashionbert_tf.data.toy import search_relevance
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.search import bootstrap
 from fashionbert_tf.search import catalogue as catalogue_lib
@@ -138,7 +138,7 @@ def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
   real logs): the best any model can reach and the best a query + title model can
   (`click_ceiling_scores`)."""
   settings = search_logs.read_info(logs_dir).get("settings", {})
-  scores = search_log_generator.click_ceiling_scores(
+  scores = search_relevance.click_ceiling_scores(
       sessions, catalogue, title_shows_colour=settings.get("title_shows_colour", True))
   if scores is None:
     return None
@@ -146,9 +146,9 @@ def toy_ceiling_auc(logs_dir, sessions, catalogue, labels):
 
 
 def toy_attribute_agreement(sessions, catalogue, count):
-  """`search_log_generator.attribute_agreement` of the first `count` test impressions (None for real
+  """`search_relevance.attribute_agreement` of the first `count` test impressions (None for real
   logs)."""
-  agreement = search_log_generator.attribute_agreement(sessions, catalogue)
+  agreement = search_relevance.attribute_agreement(sessions, catalogue)
   if agreement is None:
     return None
   return {name: (deciding[:count], agrees[:count])
@@ -158,7 +158,7 @@ def toy_attribute_agreement(sessions, catalogue, count):
 def attribute_use_auc(agreement, probability):
   """{attribute: {"auc", "impressions"}}: how well P(click) (float [N]) separates products that
   have each attribute from those that lack it where it alone decides the match (`agreement`:
-  `search_log_generator.attribute_agreement`); attributes without both cases are left out."""
+  `search_relevance.attribute_agreement`); attributes without both cases are left out."""
   result = {}
   for name, (deciding, agrees) in agreement.items():
     labels = agrees[deciding].astype(np.int32)
@@ -170,7 +170,7 @@ def attribute_use_auc(agreement, probability):
 
 def format_attribute_use(rows):
   """Lines of the attribute table: one column per attribute, one line per row (empty if none)."""
-  names = [n for n in search_log_generator.QUERY_ATTRIBUTES
+  names = [n for n in search_relevance.QUERY_ATTRIBUTES
            if any(n in row.get("attribute_auc", {}) for row in rows)]
   if not names:
     return []

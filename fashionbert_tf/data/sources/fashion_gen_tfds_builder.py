@@ -33,7 +33,7 @@ Features (one example per usable HDF5 row):
 The feature names and types are those of the project's TFRecord schema (`records.py`), and TFDS
 writes a flat FeaturesDict as one `tf.train.Example` with the same keys, so TFDS's shard files are
 also readable by `records.parse_record`: that is how the negatives index, the skip-corrupt-record
-reader, evaluation and the patch-feature precompute tool read them (`tfds_source.py`).
+reader, evaluation and the patch-feature precompute tool read them (`fashion_gen_tfds.py`).
 
 Splits `train` / `validation`, written in source row order (`disable_shuffling`: the same order as
 today's TFRecords, so the fixed retrieval candidate sets drawn from it are the same).

@@ -34,32 +34,23 @@ pretraining aligns between text and image (README, "Search (paper 3.4)").
 import dataclasses
 import json
 import os
-import types
 
 import numpy as np
 
+from fashionbert_tf.configs import toy_search_attributes
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data.toy import fashion_gen
+from fashionbert_tf.data.toy import search_relevance
 
 # How shoppers write each pattern.
 PATTERN_WORDS = {"solid": "plain", "horizontal stripes": "striped",
                  "vertical stripes": "pinstripe", "polka dots": "polka dot", "checks": "check"}
-# Garment families: a word that matches several toy garment types.
-FAMILY_WORDS = {"mini_skirt": "skirt", "midi_skirt": "skirt", "short_dress": "dress",
-                "long_dress": "dress", "coat": "outerwear", "bomber": "jacket",
-                "tshirt": "top", "tank": "top", "shirt": "top"}
 NECKLINE_WORDS = {"crewneck": "crewneck", "v-neck": "v-neck", "scoop neck": "scoop neck",
                   "drawstring hood": "hooded", "spread collar": "collared",
                   "notched lapel": "lapel", "rib knit collar": "collared"}
-DETAILS = ("pocket", "buttons", "belt")
-OPTIONAL_ATTRIBUTES = ("colour", "pattern", "sleeve", "neckline", "detail")
-# Every attribute a toy query can name (the garment always).
-QUERY_ATTRIBUTES = ("garment",) + OPTIONAL_ATTRIBUTES
-# What a toy title shows (product_title) and what only the image shows; with
-# title_shows_colour=False the colour moves from the first to the second.
-TITLE_ATTRIBUTES = ("garment", "colour", "pattern")
-IMAGE_ATTRIBUTES = ("sleeve", "neckline", "detail")
-GENERATOR = __name__   # info.json's "generator" for logs this module writes
+# info.json's "generator" for logs this module writes: how the search task recognises toy logs,
+# so it keeps the name logs already on disk carry.
+GENERATOR = "fashionbert_tf.data.toy_search_logs"
 
 
 @dataclasses.dataclass
@@ -84,9 +75,9 @@ class ToySearchLogSettings:
   # garment / colour / pattern, but not the rest): only the image tells it from a match.
   image_attribute_rate: float = 0.0
   title_match_partial_rate: float = 0.0
-  # Which image-only attributes `image_attribute_rate` draws from (a subset of IMAGE_ATTRIBUTES,
-  # plus "colour" when titles leave it out).
-  image_attributes: tuple = IMAGE_ATTRIBUTES
+  # Which image-only attributes `image_attribute_rate` draws from (a subset of
+  # toy_search_attributes.IMAGE_ATTRIBUTES, plus "colour" when titles leave it out).
+  image_attributes: tuple = toy_search_attributes.IMAGE_ATTRIBUTES
   # Titles name the colour ("Nordic Pixel Navy Striped Hoodie") or not ("... Striped Hoodie").
   title_shows_colour: bool = True
   test_fraction: float = 0.2
@@ -99,40 +90,13 @@ def product_title(product, shows_colour=True):
   return f"{product.brand} {fashion_gen.product_name(product, with_colour=shows_colour)}"
 
 
-def title_attributes(title_shows_colour=True):
-  """The query attributes a toy title shows."""
-  return tuple(a for a in TITLE_ATTRIBUTES if title_shows_colour or a != "colour")
-
-
-def image_only_attributes(title_shows_colour=True):
-  """The attributes only the image shows (what `image_attributes` may name)."""
-  return IMAGE_ATTRIBUTES if title_shows_colour else ("colour",) + IMAGE_ATTRIBUTES
-
-
 def product_attributes(product):
   """The product's searchable attributes as a JSON-able dict."""
   return {"shape": product.shape, "garment": fashion_gen.GARMENT_WORDS[product.shape],
-          "family": FAMILY_WORDS.get(product.shape, ""), "colour": product.colour,
+          "family": search_relevance.FAMILY_WORDS.get(product.shape, ""),
+          "colour": product.colour,
           "pattern": product.pattern, "sleeve": product.sleeve, "neckline": product.neckline,
-          "details": [d for d in DETAILS if getattr(product, d)]}
-
-
-def garment_matches(product, garment_word):
-  return garment_word in (fashion_gen.GARMENT_WORDS[product.shape],
-                          FAMILY_WORDS.get(product.shape))
-
-
-def product_matches(product, query_attributes):
-  """True when `product` has every attribute `query_attributes` names."""
-  checks = {
-      "garment": lambda value: garment_matches(product, value),
-      "colour": lambda value: product.colour == value,
-      "pattern": lambda value: product.pattern == value,
-      "sleeve": lambda value: product.sleeve == value,
-      "neckline": lambda value: product.neckline == value,
-      "detail": lambda value: bool(getattr(product, value)),
-  }
-  return all(checks[name](value) for name, value in query_attributes.items())
+          "details": [d for d in search_relevance.DETAILS if getattr(product, d)]}
 
 
 def query_text(attributes):
@@ -152,11 +116,6 @@ def query_text(attributes):
   return " ".join(words)
 
 
-def title_part(query_attributes, shown=TITLE_ATTRIBUTES):
-  """The attributes of a query that a toy title can show (`shown`: `title_attributes(...)`)."""
-  return {k: v for k, v in query_attributes.items() if k in shown}
-
-
 def _image_tells(shape, name, value):
   """False when the garment type alone implies the attribute (every shirt has a collar and
   buttons, every tank top is sleeveless): naming it then adds nothing the title lacks."""
@@ -171,21 +130,22 @@ def _image_tells(shape, name, value):
 
 def draw_query(product, rng, settings):
   """Attributes of a query `product` matches: its garment plus 0-3 of its other attributes."""
-  use_family = product.shape in FAMILY_WORDS and rng.random() < settings.family_word_rate
-  attributes = {"garment": FAMILY_WORDS[product.shape] if use_family else
+  use_family = (product.shape in search_relevance.FAMILY_WORDS and
+                rng.random() < settings.family_word_rate)
+  attributes = {"garment": search_relevance.FAMILY_WORDS[product.shape] if use_family else
                 fashion_gen.GARMENT_WORDS[product.shape]}
   available = {"colour": product.colour, "pattern": product.pattern}
   if product.sleeve:
     available["sleeve"] = product.sleeve
   if product.neckline:
     available["neckline"] = product.neckline
-  details = [d for d in DETAILS if getattr(product, d)]
+  details = [d for d in search_relevance.DETAILS if getattr(product, d)]
   if details:
     available["detail"] = str(rng.choice(details))
   probabilities = np.asarray(settings.extra_attribute_probabilities, float)
   count = min(int(rng.choice(len(probabilities), p=probabilities / probabilities.sum())),
               len(available))
-  names = [n for n in OPTIONAL_ATTRIBUTES if n in available]
+  names = [n for n in search_relevance.OPTIONAL_ATTRIBUTES if n in available]
   for name in rng.choice(names, size=count, replace=False):
     attributes[str(name)] = available[str(name)]
   image_only = [n for n in settings.image_attributes
@@ -232,23 +192,25 @@ def make_sessions(products, settings):
   if len(products) < settings.impressions_per_query:
     raise ValueError(f"{len(products)} catalogue products; need at least "
                      f"impressions_per_query={settings.impressions_per_query}")
-  check_image_attributes(settings.image_attributes, settings.title_shows_colour)
-  shown_in_title = title_attributes(settings.title_shows_colour)
+  toy_search_attributes.check_image_attributes(settings.image_attributes,
+                                               settings.title_shows_colour)
+  shown_in_title = toy_search_attributes.title_attributes(settings.title_shows_colour)
   rng = np.random.default_rng(settings.seed)
   sessions = []
   for index in range(settings.num_sessions):
     target = products[int(rng.integers(len(products)))]
     attributes = draw_query(target, rng, settings)
-    matching = [p for p in products if product_matches(p, attributes)]
-    partial = [p for p in products if garment_matches(p, attributes["garment"]) and
-               not product_matches(p, attributes)]
+    matching = [p for p in products if search_relevance.product_matches(p, attributes)]
+    partial = [p for p in products if search_relevance.garment_matches(p, attributes["garment"]) and
+               not search_relevance.product_matches(p, attributes)]
     shown = _pick(rng, matching, int(rng.integers(1, settings.max_matching_impressions + 1)),
                   set())
     ids = {p.product_id for p in shown}
     num_partial = int(rng.integers(0, settings.max_partial_impressions + 1))
     if settings.title_match_partial_rate > 0:
       title_level = [p for p in partial
-                     if product_matches(p, title_part(attributes, shown_in_title))]
+                     if search_relevance.product_matches(
+                         p, search_relevance.title_part(attributes, shown_in_title))]
       picked = _pick(rng, title_level,
                      int(rng.binomial(num_partial, settings.title_match_partial_rate)), ids)
       shown += picked
@@ -260,9 +222,9 @@ def make_sessions(products, settings):
     shown = [shown[i] for i in rng.permutation(len(shown))]
     impressions = []
     for product in shown:
-      if product_matches(product, attributes):
+      if search_relevance.product_matches(product, attributes):
         rate = settings.click_rate_match
-      elif garment_matches(product, attributes["garment"]):
+      elif search_relevance.garment_matches(product, attributes["garment"]):
         rate = settings.click_rate_partial
       else:
         rate = settings.click_rate_other
@@ -274,24 +236,14 @@ def make_sessions(products, settings):
   return sessions
 
 
-def check_image_attributes(image_attributes, title_shows_colour=True):
-  """Raises ValueError naming the attributes of `image_attributes` a toy title shows or that do
-  not exist."""
-  allowed = image_only_attributes(title_shows_colour)
-  unknown = sorted(set(image_attributes) - set(allowed))
-  if unknown:
-    raise ValueError(f"unknown {unknown}; expected any of {list(allowed)}" + (
-        " (colour only when titles leave it out)" if "colour" in unknown else ""))
-
-
 def click_rates(sessions, products):
   """Observed click rate of matching vs non-matching impressions: {"match": r, "other": r, ...}."""
   by_id = {p.product_id: p for p in products}
   counts = {"match": [0, 0], "other": [0, 0]}
   for session in sessions:
     for impression in session.impressions:
-      kind = ("match" if product_matches(by_id[impression.product_id], session.query_attributes)
-              else "other")
+      kind = ("match" if search_relevance.product_matches(by_id[impression.product_id],
+                                                          session.query_attributes) else "other")
       counts[kind][0] += impression.clicked
       counts[kind][1] += 1
   return {f"click_rate_{kind}": clicks / max(shown, 1) for kind, (clicks, shown) in counts.items()}
@@ -329,79 +281,3 @@ def write_toy_search_logs(logs_dir, products, settings):
   return info
 
 
-def _product_from_attributes(attributes):
-  """A `product_matches`-able view of a catalogue record's `attributes` (product_attributes)."""
-  product = types.SimpleNamespace(shape=attributes["shape"], colour=attributes["colour"],
-                                  pattern=attributes["pattern"], sleeve=attributes["sleeve"],
-                                  neckline=attributes["neckline"])
-  for detail in DETAILS:
-    setattr(product, detail, detail in attributes["details"])
-  return product
-
-
-def _attributes_by_product(sessions, catalogue):
-  """{product_id: attributes} of the catalogue, or None when a session lacks query attributes or
-  an impression's product lacks attributes (real logs)."""
-  products = {p.product_id: p.attributes for p in catalogue}
-  if any(s.query_attributes is None for s in sessions) or any(
-      products.get(i.product_id) is None for s in sessions for i in s.impressions):
-    return None
-  return products
-
-
-def click_ceiling_scores(sessions, catalogue, title_shows_colour=True):
-  """Scores of every impression of `sessions` (impression_examples order) from the generator's
-  truth, or None when the logs lack attributes (real logs).
-
-  Returns:
-    dict of float32 [N]: "all_attributes" = the impression's true click probability (match /
-    partial / other rate class: the best any model can rank); "title_attributes" = the same
-    classes judged on what the title shows (garment, colour, pattern; no colour when not
-    `title_shows_colour`): the best a model reading only the query and the title can rank, since
-    sleeve, neckline and details (and then colour) are in the image only.
-  Their AUCs bound Table 4 on toy logs: the image can add at most their difference.
-  """
-  products = _attributes_by_product(sessions, catalogue)
-  if products is None:
-    return None
-  full, title = [], []
-  for session in sessions:
-    asked = session.query_attributes
-    shown = title_part(asked, title_attributes(title_shows_colour))
-    for impression in session.impressions:
-      product = _product_from_attributes(products[impression.product_id])
-      garment = garment_matches(product, asked["garment"])
-      full.append(2 if product_matches(product, asked) else int(garment))
-      title.append(2 if product_matches(product, shown) else int(garment))
-  return {"all_attributes": np.asarray(full, np.float32),
-          "title_attributes": np.asarray(title, np.float32)}
-
-
-def attribute_agreement(sessions, catalogue):
-  """Which query attribute decides each impression, from the generator's truth; None for real
-  logs (no attributes). What `evaluate-search` reads to tell which attributes a click model ranks
-  by (`search/click_evaluation.py`, `attribute_use_auc`).
-
-  Returns:
-    dict attribute name -> (deciding bool [N], agrees bool [N]) over the impressions of
-    `sessions` (impression_examples order): `deciding` marks the impressions whose query names the
-    attribute and whose product agrees with every other attribute the query names (the attribute
-    alone decides whether the product matches), `agrees` whether the product has it. Attributes
-    no query names are left out.
-  """
-  products = _attributes_by_product(sessions, catalogue)
-  if products is None:
-    return None
-  deciding = {name: [] for name in QUERY_ATTRIBUTES}
-  agrees = {name: [] for name in QUERY_ATTRIBUTES}
-  for session in sessions:
-    asked = session.query_attributes
-    for impression in session.impressions:
-      product = _product_from_attributes(products[impression.product_id])
-      agreement = {name: product_matches(product, {name: value}) for name, value in asked.items()}
-      for name in QUERY_ATTRIBUTES:
-        others_agree = all(agreement[other] for other in agreement if other != name)
-        deciding[name].append(name in asked and others_agree)
-        agrees[name].append(agreement.get(name, False))
-  return {name: (np.asarray(deciding[name]), np.asarray(agrees[name]))
-          for name in QUERY_ATTRIBUTES if any(deciding[name])}
