@@ -34,7 +34,7 @@ from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.evaluation import rank_at_k
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
-from fashionbert_tf.serving import export
+from fashionbert_tf.utils import inference_settings
 
 RESULTS_FILE = "results.json"
 RETRIEVAL_SCORES_FILE = "retrieval_scores.npz"
@@ -85,12 +85,12 @@ def build_scorer(config, checkpoint=None, saved_model=None):
     scorer = scoring.SavedModelPairScorer(saved_model)
     source = {"saved_model": saved_model}
     precomputed = config.model.use_precomputed_features
-    source.update(export.read_inference_settings(saved_model))
+    source.update(inference_settings.read_inference_settings(saved_model))
   else:
     precision = inference_precision.check_precision(config.eval.mixed_precision,
                                                     "eval.mixed_precision")
-    length_bucket = export.resolve_length_bucket(config.eval.jit_compile,
-                                                 config.eval.length_bucket)
+    length_bucket = inference_settings.resolve_length_bucket(config.eval.jit_compile,
+                                                             config.eval.length_bucket)
     model, path, model_config = pretraining_run.restore_model(config, checkpoint)
     num_layers = int(model.encoder.get_config()["num_layers"])
     model = inference_precision.inference_model(model, model_config, precision,

@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import records
-from fashionbert_tf.evaluation import pair_scoring
 from fashionbert_tf.modeling import patch_features as patch_features_lib
+from fashionbert_tf.utils import progress as progress_lib
 
 
 def add_patch_features(serialized_example, features):
@@ -177,7 +177,7 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     feature_fn = inference_feature_fn(extractor)
 
   total = sum(count_records(path) for path in input_files)
-  progress = pair_scoring.Progress(total, progress_interval, label="patch features:",
+  progress = progress_lib.Progress(total, progress_interval, label="patch features:",
                                    unit="records")
   done = [0]
 
