@@ -25,8 +25,8 @@ from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import click_evaluation as evaluate
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model_builder as search_builder
-from fashionbert_tf.search import finetuning_run as restore
+from fashionbert_tf.search import search_model_builder as search_builder
+from fashionbert_tf.search import search_model_builder as restore
 from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.training import pretrain
 

@@ -42,7 +42,8 @@ MOVES = {
     # One meaning per name.
     "evaluation.retrieval": "evaluation.rank_at_k",
     "evaluation.restore": "evaluation.pretraining_run",
-    "search.restore": "search.finetuning_run",
+    "search.restore": "search.search_model_builder",
+    "search.model_builder": "search.search_model_builder",
     "search.scoring": "search.click_scoring",
     "search.evaluate": "search.click_evaluation",
     # Two-stage product search, apart from the click model.

@@ -22,7 +22,7 @@ from fashionbert_tf.data import contract
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import finetuning_run as search_restore
+from fashionbert_tf.search import search_model_builder
 from fashionbert_tf.search import click_scoring
 from fashionbert_tf.product_search import vectorizers
 
@@ -63,7 +63,7 @@ def load(config, run):
 
   The catalogue (search.logs_dir) and image records are those of `config`.
   """
-  model, run_config, path = search_restore.restore_search_model(run)
+  model, run_config, path = search_model_builder.restore_search_model(run)
   catalogue = None
   if model.uses_image:
     products = search_logs.read_catalogue(

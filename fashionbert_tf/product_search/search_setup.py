@@ -112,7 +112,7 @@ def restore_pretrained_fashionbert(config):
   """(the pretraining `FashionBertModel` of `search.pretrained_checkpoint`, its run config)."""
   # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import model_builder
-  from fashionbert_tf.search import model_builder as search_builder
+  from fashionbert_tf.search import search_model_builder as search_builder
   # pylint: enable=g-import-not-at-top
   path, run_config = search_builder.pretraining_checkpoint(config.search)
   model_config = (run_config or config).model

@@ -17,7 +17,7 @@ added third row, `search.title_segment_init`):
       [B, T] (T = the batch's longest; pad_to=448 = the padded, non-VSL layout)
   layout.full_segment_ids(input_type_ids, with_image) -> int32 [B, T(+64)] (for inspection)
 
-Model (`search/model.py`, built by `search/model_builder.py`), `model.search_variant`:
+Model (`search/model.py`, built by `search/search_model_builder.py`), `model.search_variant`:
   "fashionbert"  Q/T/I through one cross-attention encoder, click head on the pooled [CLS];
   "oribert"      query + title only (segments Q / T), click head on the pooled [CLS];
   "bert_img"     text encoder over query + title; its pooled [CLS] concatenated with a projection
@@ -39,7 +39,7 @@ Scoring (`search/click_scoring.py`):
   scoring.ClickScorer(model, text_encoder, catalogue=None).score(queries, titles, product_ids,
       batch_size=64, pad_to=None) -> float32 [N] P(click | query, title, image)
 
-Restoring a fine-tuned run (`search/finetuning_run.py`):
+Restoring a fine-tuned run (`search/search_model_builder.py`):
   restore.restore_search_model(run_dir or checkpoint prefix) -> (SearchModel, ExperimentConfig,
       checkpoint path); the run's params.yaml gives variant, layers and sizes.
   finetune.finetune_dir(config) -> the run folder: train.model_dir, or

@@ -51,7 +51,7 @@ from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import logs as logs_lib
-from fashionbert_tf.search import finetuning_run
+from fashionbert_tf.search import search_model_builder
 from fashionbert_tf.search import click_scoring
 
 ROW_NAMES = {"oribert": "BERT", "bert_img": "BERT+IMG", "fashionbert": "FashionBERT"}
@@ -88,7 +88,7 @@ def evaluate_run(run_dir, config, examples, feature_cache, agreement=None):
   Returns:
     (row dict, P(click) float array [N] of the test impressions).
   """
-  model, run_config, path = finetuning_run.restore_search_model(run_dir)
+  model, run_config, path = search_model_builder.restore_search_model(run_dir)
   variant = run_config.model.search_variant
   text_encoder = click_scoring.query_title_encoder(run_config, variant)
   catalogue = None

@@ -62,8 +62,8 @@ def export_search_model(search_run, export_dir, version=None, model=None, run_co
   """
   params_yaml = None
   if model is None:
-    from fashionbert_tf.search import finetuning_run as search_restore  # pylint: disable=g-import-not-at-top
-    model, run_config, path = search_restore.restore_search_model(search_run)
+    from fashionbert_tf.search import search_model_builder  # pylint: disable=g-import-not-at-top
+    model, run_config, path = search_model_builder.restore_search_model(search_run)
     logging.info("exporting search model %s from %s", model.variant, path)
     params_yaml = os.path.join(os.path.dirname(path), restore_lib.PARAMS_FILE)
   module = build_search_serving_module(model, run_config)

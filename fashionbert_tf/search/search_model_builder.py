@@ -8,7 +8,8 @@ for `encoder_format: none`), with `model.num_layers` layers (0 = all) and a segm
 The model section used (`search_model_config`) is the pretraining run's own (its params.yaml, next
 to `search.pretrained_checkpoint`: backbone, feature size and normalization, encoder) with
 `model.search_variant` and `model.num_layers` taken from the fine-tuning config. It is saved in the
-fine-tuning run's params.yaml, so `finetuning_run.py` rebuilds the same model without the pretraining run.
+fine-tuning run's params.yaml, so `restore_search_model` rebuilds the same model without the
+pretraining run.
 
 Initialization (`initialize_search_model`), the choices where the paper is silent:
   fashionbert  everything from the pretraining checkpoint (`search.pretrained_checkpoint`): word,
@@ -33,6 +34,12 @@ Initialization (`initialize_search_model`), the choices where the paper is silen
                head, image projection, patch statistics) instead: model reduction after
                fine-tuning, the other reading of the paper's "only the first two FashionBERT
                layers" (measured on the toy logs: it does not help the 2-layer model, README).
+
+Restore (`restore_search_model`): a fine-tuning run's params.yaml holds the full config it trained
+with, its `model` section the search model's own, so the architecture is rebuilt from it alone (the
+pretraining checkpoint is not read). Checkpoints are `tf.train.Checkpoint(model=SearchModel,
+optimizer=..., step=...)`; the model alone is restored (`expect_partial`), and every model variable
+must be there.
 """
 
 import copy
@@ -50,8 +57,11 @@ from official.modeling import tf_utils
 from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import contract
 from fashionbert_tf.evaluation import pretraining_run as restore_lib
-from fashionbert_tf.modeling import bert_checkpoints
+from fashionbert_tf.modeling import encoder_sizes as encoder_sizes_lib
 from fashionbert_tf.modeling import model_builder as fashionbert_builder
+from fashionbert_tf.modeling.checkpoints import assign
+from fashionbert_tf.modeling.checkpoints import canonical_table
+from fashionbert_tf.modeling.checkpoints import readers
 from fashionbert_tf.search import layout
 from fashionbert_tf.search.model import SearchModel
 
@@ -98,7 +108,7 @@ def search_model_config(config):
 
 def _read_original_bert(model_config):
   """`PretrainedBert` of the original BERT named by model.encoder_format / encoder_checkpoint."""
-  return bert_checkpoints.read_pretrained_bert(
+  return readers.read_pretrained_bert(
       model_config.encoder_format, model_config.encoder_checkpoint,
       activation=model_config.encoder_activation)
 
@@ -106,7 +116,7 @@ def _read_original_bert(model_config):
 def encoder_sizes(model_config):
   """`EncoderSizes` of the search encoder: the checkpoint's (or config's), k layers, 2 / 3 rows."""
   if model_config.encoder_format == "none":
-    sizes = fashionbert_builder.sizes_from_config(model_config)
+    sizes = encoder_sizes_lib.sizes_from_config(model_config)
   else:
     pretrained = _read_original_bert(model_config)
     sizes = dataclasses.replace(pretrained.sizes)
@@ -166,7 +176,7 @@ def _checkpoint_layer_count(path):
   layers = {int(name.split("model/encoder/_transformer_layers/")[1].split("/")[0])
             for name in names if name.startswith("model/encoder/_transformer_layers/")}
   if not layers:
-    raise bert_checkpoints.CheckpointMismatchError(
+    raise canonical_table.CheckpointMismatchError(
         f"{path}: no FashionBERT encoder layers (model/encoder/_transformer_layers/N) in it")
   return max(layers) + 1
 
@@ -184,7 +194,7 @@ def _restore_pretraining_model(path, model_config):
 def _canonical_variables(layer):
   table = {}
   for variable in layer.variables:
-    name = bert_checkpoints.canonical_name(variable.name)
+    name = canonical_table.canonical_name(variable.name)
     if name is not None:
       table[name] = variable
   return table
@@ -197,12 +207,12 @@ def _copy_encoder(target_encoder, source_encoder, title_segment_init):
   copied = 0
   for name, variable in _canonical_variables(target_encoder).items():
     if name not in source:
-      raise bert_checkpoints.CheckpointMismatchError(
+      raise canonical_table.CheckpointMismatchError(
           f"pretraining checkpoint lacks encoder variable {name!r}")
     value = source[name].numpy()
     if name == "type_embeddings/embeddings" and variable.shape[0] != value.shape[0]:
       if value.shape[0] != 2 or variable.shape[0] != 3:
-        raise bert_checkpoints.CheckpointMismatchError(
+        raise canonical_table.CheckpointMismatchError(
             f"segment table: cannot map {value.shape[0]} rows to {variable.shape[0]}")
       if title_segment_init == "text":
         title_row = value[0]
@@ -212,7 +222,7 @@ def _copy_encoder(target_encoder, source_encoder, title_segment_init):
         title_row = variable.numpy()[2]
       value = np.stack([value[0], value[1], title_row])
     if tuple(value.shape) != tuple(variable.shape):
-      raise bert_checkpoints.CheckpointMismatchError(
+      raise canonical_table.CheckpointMismatchError(
           f"encoder variable {name!r}: checkpoint shape {list(value.shape)}, model "
           f"{list(variable.shape)}")
     variable.assign(tf.cast(value, variable.dtype))
@@ -224,7 +234,7 @@ def _copy_layer(target, source):
   for target_variable, source_variable in zip(target.variables, source.variables):
     target_variable.assign(source_variable)
   if len(target.variables) != len(source.variables):
-    raise bert_checkpoints.CheckpointMismatchError(
+    raise canonical_table.CheckpointMismatchError(
         f"layer {target.name}: {len(target.variables)} variables, checkpoint has "
         f"{len(source.variables)}")
 
@@ -235,8 +245,7 @@ def _reduce_from_finetuned(model, where):
   Raises:
     ValueError: the run is of another variant or has fewer layers than `model`.
   """
-  from fashionbert_tf.search import finetuning_run   # restore builds models with this module
-  source, _, path = finetuning_run.restore_search_model(where)
+  source, _, path = restore_search_model(where)
   if source.variant != model.variant:
     raise ValueError(f"search.reduce_from={where}: a {source.variant} run; this model is "
                      f"{model.variant}")
@@ -297,7 +306,7 @@ def _initialize_from_pretraining(model, model_config, search_config):
     what = "a randomly initialized encoder (model.encoder_format: none, no original BERT)"
   else:
     pretrained = _read_original_bert(model_config)
-    bert_checkpoints.assign_pretrained_bert(types.SimpleNamespace(encoder=model.encoder),
+    assign.assign_pretrained_bert(types.SimpleNamespace(encoder=model.encoder),
                                             pretrained, load_heads=False)
     what = f"encoder from the original BERT {pretrained.source}"
   if model.patch_feature_normalization is not None:
@@ -316,3 +325,23 @@ def build_search_model(config):
   model, parts = build_search_architecture(model_config, config.search)
   initialize_search_model(model, parts, model_config, config.search)
   return model, model_config
+
+
+def restore_search_model(where):
+  """(SearchModel, the run's ExperimentConfig, checkpoint path) of a run folder or a prefix.
+
+  Raises:
+    FileNotFoundError: no checkpoint or no params.yaml.
+    AssertionError: a model variable is missing from the checkpoint.
+  """
+  path = restore_lib.resolve_checkpoint(where, where)
+  params = os.path.join(os.path.dirname(path), restore_lib.PARAMS_FILE)
+  if not tf.io.gfile.exists(params):
+    raise FileNotFoundError(f"{params} not found: not a fine-tuning run folder")
+  config = experiment_config.load_config(params)
+  model, _ = build_search_architecture(config.model, config.search)
+  status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  status.assert_existing_objects_matched()
+  logging.info("restored search model %s (%d layers) from %s", config.model.search_variant,
+               model.encoder.num_layers, path)
+  return model, config, path
