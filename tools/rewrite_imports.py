@@ -48,7 +48,7 @@ MOVES = {
     "search.evaluate": "search.click_evaluation",
     # Two-stage product search, apart from the click model.
     "search.retrieval_setup": "product_search.search_setup",
-    "search.retrieval_finetuned": "product_search.finetuned",
+    "search.retrieval_finetuned": "product_search.finetuned_parts",
     "search.two_stage": "product_search.two_stage",
     "search.vectorizers": "product_search.vectorizers",
     "search.ann_index": "product_search.ann_index",

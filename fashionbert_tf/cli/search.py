@@ -17,6 +17,8 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.product_search import result_strip
+from fashionbert_tf.product_search import search_setup
 
 QUERY = flags.DEFINE_multi_string("query", None, "Query text; may be given several times.")
 STRIP_PNG = flags.DEFINE_string(
@@ -33,8 +35,6 @@ def main(argv):
   if STRIP_PNG.value and len(queries) > 1:
     raise app.UsageError("--strip_png names one PNG: give one --query with it")
   logging.set_verbosity(logging.INFO)
-  from fashionbert_tf.product_search import result_strip  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.product_search import search_setup  # pylint: disable=g-import-not-at-top
   config = common_flags.config_from_flags()
   with common_flags.missing_files_as_usage_error():   # missing logs, images or checkpoints
     setup = search_setup.build_search_from_config(config)

@@ -37,6 +37,7 @@ from fashionbert_tf.data import contract
 from fashionbert_tf.data import masking
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import pairing
+from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization
 
@@ -64,6 +65,8 @@ def split_file_pattern(data_config, split, image_mode=True):
   if split not in records.SPLITS:
     raise ValueError(f"split must be one of {records.SPLITS}, got {split!r}")
   if image_mode and data_config.source == "tfds":
+    # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+    # -X importtime); only data.source=tfds needs it.
     from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     return fashion_gen_tfds.split_file_pattern(data_config, split)
   directory = data_config.tfrecord_dir if image_mode else features_dir(data_config, split)
@@ -177,6 +180,8 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   read_with_tfds = (data_config.source == "tfds" and image_mode and not skip_corrupt and
                     explicit_pattern is None)
   if read_with_tfds:
+    # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+    # -X importtime); only data.source=tfds needs it.
     from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     dataset = fashion_gen_tfds.read_split(data_config, split, shuffle, seed, input_context)
     if shuffle:
@@ -307,7 +312,6 @@ def _examples(dataset, data_config, tokenizer, masker, sampler, seed, image_mode
 
 def num_examples_per_epoch(data_config, split):
   """Records in a split (from prepare-data's dataset_info.json) x (1 + negative_ratio), or None."""
-  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
   info = prepare.load_dataset_info(data_config.tfrecord_dir)
   if not info or split not in info.get("splits", {}):
     return None

@@ -199,6 +199,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                                              image_mode=not precomputed)
   records_dataset = None
   if config.data.source == "tfds" and not precomputed:   # through builder.as_dataset
+    # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+    # -X importtime); only data.source=tfds needs it.
     from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     records_dataset = lambda: fashion_gen_tfds.read_records(config.data, "validation")
   table = read_record_table(file_pattern,

@@ -13,6 +13,7 @@ from absl import logging
 import tensorflow as tf
 
 from fashionbert_tf.configs import experiment as experiment_config
+from fashionbert_tf.modeling import model_builder
 
 PARAMS_FILE = "params.yaml"
 
@@ -59,7 +60,6 @@ def restore_model(config, checkpoint=None):
     FileNotFoundError: no checkpoint.
     AssertionError: a model variable has no value in the checkpoint (the message names it).
   """
-  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
   path = resolve_checkpoint(config.train.model_dir, checkpoint)
   model_config = run_config(config).model
   model = model_builder.build_fashionbert(model_config)

@@ -25,11 +25,14 @@ from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.data.toy import search_log_generator
 from fashionbert_tf.data.toy import search_relevance
+from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.product_search import ann_index
-from fashionbert_tf.search import catalogue as catalogue_lib
-from fashionbert_tf.search import logs as search_logs_lib
+from fashionbert_tf.product_search import finetuned_parts
 from fashionbert_tf.product_search import two_stage
 from fashionbert_tf.product_search import vectorizers
+from fashionbert_tf.search import catalogue as catalogue_lib
+from fashionbert_tf.search import logs as search_logs_lib
+from fashionbert_tf.search import search_model_builder as search_builder
 
 
 @dataclasses.dataclass
@@ -110,10 +113,6 @@ def patch_features(compute_fn, images, batch_size=64):
 
 def restore_pretrained_fashionbert(config):
   """(the pretraining `FashionBertModel` of `search.pretrained_checkpoint`, its run config)."""
-  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import model_builder
-  from fashionbert_tf.search import search_model_builder as search_builder
-  # pylint: enable=g-import-not-at-top
   path, run_config = search_builder.pretraining_checkpoint(config.search)
   model_config = (run_config or config).model
   model = model_builder.build_fashionbert(model_config, load_pretrained_weights=False)
@@ -155,7 +154,7 @@ def build_search(config, reranker=None, reranker_name="none", finetuned=None):
     config: ExperimentConfig.
     reranker: callable (queries, titles, product_ids) -> P(click), or None.
     reranker_name: label for reports.
-    finetuned: `finetuned.FinetunedParts` for `retrieval.encoder_source=finetuned`.
+    finetuned: `finetuned_parts.FinetunedParts` for `retrieval.encoder_source=finetuned`.
   """
   logs_dir = search_logs_lib.ensure_search_logs(config)   # toy logs are written when missing
   catalogue = search_logs.read_catalogue(os.path.join(logs_dir, search_logs.CATALOGUE_FILE))
@@ -218,8 +217,7 @@ def build_search_from_config(config):
   needs_model = (config.retrieval.rerank or (config.retrieval.vectorizer == "encoder" and
                                              config.retrieval.encoder_source == "finetuned"))
   if needs_model:
-    from fashionbert_tf.product_search import finetuned  # pylint: disable=g-import-not-at-top
-    finetuned = finetuned.load(config, default_search_run(config))
+    finetuned = finetuned_parts.load(config, default_search_run(config))
     if config.retrieval.rerank:
       reranker, reranker_name = finetuned.reranker, finetuned.name
   return build_search(config, reranker, reranker_name, finetuned)

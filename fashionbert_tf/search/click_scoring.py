@@ -9,13 +9,13 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.data import tokenization
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import model as model_lib
 
 
 def query_title_encoder(config, variant):
   """The `QueryTitleEncoder` of an experiment config (data.vocab_file, search lengths)."""
-  from fashionbert_tf.data import tokenization  # pylint: disable=g-import-not-at-top
   return layout.QueryTitleEncoder(tokenization.build_tokenizer(config.data),
                                   config.search.max_query_length, config.search.max_title_length,
                                   layout.title_segment_id(variant))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.evaluation import pretraining_run as restore_lib
 from fashionbert_tf.search import click_scoring
+from fashionbert_tf.search import search_model_builder
 from fashionbert_tf.serving import export
 from fashionbert_tf.serving import search_serving_module
 
@@ -62,7 +63,6 @@ def export_search_model(search_run, export_dir, version=None, model=None, run_co
   """
   params_yaml = None
   if model is None:
-    from fashionbert_tf.search import search_model_builder  # pylint: disable=g-import-not-at-top
     model, run_config, path = search_model_builder.restore_search_model(search_run)
     logging.info("exporting search model %s from %s", model.variant, path)
     params_yaml = os.path.join(os.path.dirname(path), restore_lib.PARAMS_FILE)

@@ -31,6 +31,8 @@ def resolve_tfhub_handle(handle, timeout_seconds=20):
   """
   if os.path.isdir(handle) or not TFHUB_HANDLE.match(handle):
     return handle
+  # Lazy: tensorflow_hub costs about a second at import (python -X importtime) and only handles
+  # need it.
   import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
   from tensorflow_hub import resolver  # pylint: disable=g-import-not-at-top
   cache_dir = resolver.tfhub_cache_dir(use_temp=True)
