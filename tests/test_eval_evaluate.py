@@ -1,6 +1,6 @@
 """`fashionbert evaluate` end to end on tiny toy data: checkpoint, SavedModel, CLI, bad input.
 
-The data engineer's toy generator and prepare-data write a tiny validation split (14 products);
+The toy generator and prepare-data write a tiny validation split (14 products);
 a tiny FashionBERT (2 layers, hidden 32, linear backbone) is saved as a training run would save it
 (params.yaml + CheckpointManager over tf.train.Checkpoint(model=..., step=...)).
 """

@@ -1,4 +1,4 @@
-"""A tiny FashionBERT learns text-image matching on held-out products (issue 8, fast check).
+"""A tiny FashionBERT learns text-image matching on held-out products (a fast check).
 
 The tiny model trains with all three losses, Eq. 6 weights and the task-gradient normalization of
 the demo, on `synthetic.attribute_matching_examples` (an attribute named in the text and shown in

@@ -42,7 +42,7 @@ class ModelConfig(base_config.Config):
   intermediate_size: int = 3072
   max_position_embeddings: int = 512
   dropout_rate: float = 0.1
-  # --- Patch backbone details (backbone engineer) ---
+  # --- Patch backbone ---
   # Side length each 32x32 patch is resized to (bilinear) before the backbone; 0 = the backbone's
   # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum).
   patch_input_size: int = 0
@@ -59,7 +59,7 @@ class ModelConfig(base_config.Config):
   # Seed of the random init used when backbone_weights is empty (linear backbone, tests), so two
   # builds of the same config (model and precompute tool) give the same features.
   backbone_seed: int = 0
-  # --- Encoder, patch embedding and heads (model engineer) ---
+  # --- Encoder, patch embedding and heads ---
   # Feed-forward activation of the encoder (also used by the MLM and MPM head transforms): "gelu"
   # (exact, erf: Hugging Face BERT's "gelu"), "gelu_approximate" (tanh: original BERT, Model
   # Garden / TF-Hub BERT), "relu". Empty = from the checkpoint: HF config.json `hidden_act`;

@@ -1,4 +1,4 @@
-"""WordPiece tokenization shared by training, evaluation and serving (BRIEF contract 3).
+"""WordPiece tokenization shared by training, evaluation and serving.
 
 Paper 2.2 ("Text Representation"): the text is WordPiece-tokenized with the BERT vocabulary and
 processed the standard BERT way, `[CLS] text [SEP]`. The tokenizer is the classic

@@ -1,6 +1,6 @@
 """Scores many (text record, image record) pairs, each image's patch features computed once.
 
-Work reuse (the issue: "an image's patch features are computed once per query, not 101 times"):
+Work reuse (an image's patch features are computed once, not once per query it is a candidate of):
   - every distinct description is tokenized once (Fashion-Gen repeats a product's description on
     each of its poses, so texts are keyed by their string);
   - the pairs of all tasks are merged and deduplicated by content (description string, image

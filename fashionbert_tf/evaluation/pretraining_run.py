@@ -1,4 +1,4 @@
-"""Rebuild a trained FashionBERT from its run directory (BRIEF contract 6).
+"""Rebuild a trained FashionBERT from its run directory.
 
 `<train.model_dir>/params.yaml` holds the ExperimentConfig the run used; checkpoints `ckpt-N` come
 from a `tf.train.CheckpointManager` over `tf.train.Checkpoint(model=..., optimizer=..., step=...)`.

@@ -16,7 +16,7 @@ TIA accuracy (paper 3.1, "Text and Image Matching"), per direction:
   The paper reports one accuracy per direction (Table 1) without defining the negatives; these
   are this project's reading: a direction's negatives replace that direction's candidate side.
   `tia_accuracy` in the results is over all these pairs (positives counted once).
-Rank@K (paper 3.1, "Cross-modal Retrieval"), from the saved candidate sets (BRIEF contract 4):
+Rank@K (paper 3.1, "Cross-modal Retrieval"), from the saved candidate sets (`data/candidates.py`):
   image_to_text: query image q against the descriptions of its candidates -> pairs (c_j, q);
   text_to_image: query description q against the images of its candidates -> pairs (q, c_j).
 
@@ -173,7 +173,7 @@ def plan_tia(table, seed, max_pairs_per_direction=0, negative_sampling="same_sub
 
 
 def plan_retrieval(candidate_sets, table, max_queries=0):
-  """Both directions' [Q, C] pair grids from the saved candidate sets (BRIEF contract 4).
+  """Both directions' [Q, C] pair grids from the saved candidate sets.
 
   Args:
     candidate_sets: the dict of `candidates.load_candidates`.
