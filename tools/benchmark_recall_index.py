@@ -4,8 +4,8 @@
 
 Clustered unit vectors (a stand-in for an encoder's product vectors: the toy catalogue has only
 300 products, too few for an index to matter), queries drawn the same way; the approximate index
-(tree + asymmetric hashing + exact reorder, product_search/ann_index.py defaults unless given) against
-ScaNN's exact brute force and NumPy. Prints the settings and one line per index.
+(tree + asymmetric hashing + exact reorder, product_search/ann_index.py defaults unless given)
+against ScaNN's exact brute force and NumPy. Prints the settings and one line per index.
 """
 
 import time

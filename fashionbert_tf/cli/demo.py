@@ -86,8 +86,9 @@ def prepare_data(config, state):
                   all(os.path.getmtime(info_path) > os.path.getmtime(p)
                       for p in (data.train_hdf5, data.validation_hdf5)))
   if up_to_date:
-    logging.info("prepared data up to date (%s; use --reprepare to rebuild)",
-                 data.tfrecord_dir if data.source == "tfrecords" else fashion_gen_tfds.data_dir(data))
+    where = (data.tfrecord_dir if data.source == "tfrecords" else
+             fashion_gen_tfds.data_dir(data))
+    logging.info("prepared data up to date (%s; use --reprepare to rebuild)", where)
     state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
     return
   state["dataset_info"] = prepare.prepare_dataset(data)

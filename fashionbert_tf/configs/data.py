@@ -44,9 +44,9 @@ class DataConfig(base_config.Config):
   num_shards: int = 4
   # Where the image records live: "tfrecords" = `tfrecord_dir`, written by prepare-data's own
   # writer (prepare.py); "tfds" = the `fashion_gen` TensorFlow Datasets builder
-  # (data/sources/fashion_gen_tfds_builder.py) in `tfds_data_dir`, built by prepare-data, and the pretraining
-  # pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig` (data/sources/fashion_gen_tfds.py). Either
-  # way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
+  # (data/sources/fashion_gen_tfds_builder.py) in `tfds_data_dir`, built by prepare-data, and the
+  # pretraining pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig`
+  # (data/sources/fashion_gen_tfds.py). Either way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
   # under `tfrecord_dir`, and precomputed patch features are TFRecord copies (features dir).
   # The shipped configs (configs/*.yaml) say "tfds": the demo's timed run (README) used it. The
   # dataclass default stays "tfrecords", the writer the tests' tiny configs use (faster to build).

@@ -20,9 +20,9 @@ ENCODER_SOURCES = ("pretrained", "finetuned")
 
 @dataclasses.dataclass
 class RetrievalConfig(base_config.Config):
-  """What `fashionbert search` / `fashionbert evaluate-retrieval` read (product_search/two_stage.py)."""
-  # How queries and products become vectors (product_search/vectorizers.py): "tfidf" (WordPiece TF-IDF
-  # over the titles) or "encoder" (one shared FashionBERT encoder as both towers: query tower over
+  """What `fashionbert search` / `fashionbert evaluate-retrieval` read (product_search/)."""
+  # How queries and products become vectors (product_search/vectorizers.py): "tfidf" (WordPiece
+  # TF-IDF over the titles) or "encoder" (one shared FashionBERT encoder as both towers: query tower over
   # the query text, product tower over the title (+ image patches)). Default tfidf: on the toy
   # logs it recalls far more than any encoder readout measured (README, "Two-stage retrieval"):
   # the encoders were trained as cross-encoders (TIA, click), never for query-product similarity.
@@ -34,8 +34,8 @@ class RetrievalConfig(base_config.Config):
   pooling: str = "text_mean"               # "text_mean" | "cls"
   # "title" (default: measured better, README) or "title_image" (patches in the product tower).
   product_input: str = "title"
-  # Nearest-neighbour index (product_search/ann_index.py): "approximate" (ScaNN tree + AH + reorder) or
-  # "exact" (ScaNN brute force); 0 = the index's defaults (sqrt(N) leaves, a quarter searched).
+  # Nearest-neighbour index (product_search/ann_index.py): "approximate" (ScaNN tree + AH +
+  # reorder) or "exact" (ScaNN brute force); 0 = the index's defaults (sqrt(N) leaves, a quarter searched).
   index_mode: str = "approximate"
   num_leaves: int = 0
   num_leaves_to_search: int = 0

@@ -35,8 +35,8 @@ class SearchConfig(base_config.Config):
   toy_click_rate_match: float = 0.6
   toy_click_rate_partial: float = 0.08
   toy_click_rate_other: float = 0.02
-  # Image-deciding toy logs (search_log_generator.ToySearchLogSettings): the probability that a query
-  # names an attribute only the image shows (sleeve, neckline, detail), the probability that a
+  # Image-deciding toy logs (search_log_generator.ToySearchLogSettings): the probability that a
+  # query names an attribute only the image shows (sleeve, neckline, detail), the probability that a
   # partial impression matches everything the query names that the title shows (garment, colour,
   # pattern), and the most partial impressions per session. 0, 0, 4 = logs where the title decides
   # nearly every click (the query + title ceiling within 0.02 AUC of the best).

@@ -4,13 +4,13 @@ For each split, rows are streamed from the HDF5 file in chunks (`data.hdf5_chunk
 cleaned (`fashion_gen_hdf5.clean_text`), their image encoded (`data.image_format`) and written to
 `<data.tfrecord_dir>/{split}-NNNNN-of-NNNNN.tfrecord` (`data.num_shards` shards, consecutive rows
 per shard; schema in `records.py`). Rows with an empty description are skipped and counted
-(`data.on_bad_description`, see `fashion_gen_hdf5.py`); the counts are logged at the end and stored in
-`<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
+(`data.on_bad_description`, see `sources/fashion_gen_hdf5.py`); the counts are logged at the end and
+stored in `<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
 validation split and saved to `data.candidates_file` (`candidates.py`).
 
 With `data.source: tfds` prepare-data is a thin wrapper over the `fashion_gen` TensorFlow Datasets
-builder (`fashion_gen_tfds_builder.py`, `fashion_gen_tfds.py`): the builder streams the same HDF5 rows
-with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
+builder (`sources/fashion_gen_tfds_builder.py`, `sources/fashion_gen_tfds.py`): the builder streams
+the same HDF5 rows with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
 same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
 index and retrieval candidate sets from TFDS's validation shards.
 """

@@ -4,7 +4,8 @@ Each input shard is copied record for record, in order, into a shard of the same
 output folder; every record keeps all its features and gains `patch_features` =
 `tf.io.serialize_tensor(float32 [64, D])` (the record schema of `data/records.py`), the output of
 the same `PatchFeatureExtractor` the model runs online (uint8 image -> 8x8 grid -> backbone), so
-both modes give the same features for the same image (up to float rounding of a different batch size).
+both modes give the same features for the same image (up to float rounding of a different batch
+size).
 A record that already has `patch_features` gets them replaced (the count is reported).
 
 Shards are written to `<name>.tmp` and renamed when complete, so an interrupted run never leaves a

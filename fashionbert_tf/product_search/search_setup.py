@@ -3,7 +3,7 @@
   catalogue      `search.logs_dir`/catalogue.jsonl (ids and titles, file order);
   images         each product's first record (pose) in the image TFRecords, as the fine-tuning
                  reads them (`search/catalogue.py`);
-  vectorizer     `retrieval.vectorizer` (product_search/vectorizers.py): "tfidf", or "encoder" from the
+  vectorizer     `retrieval.vectorizer` (`vectorizers.py`): "tfidf", or "encoder" from the
                  pretraining checkpoint (`search.pretrained_checkpoint`) or the fine-tuned run;
   re-ranker      the fine-tuned click model of `retrieval.search_run` (P(click), Figure 6).
 Test queries for the metrics: the distinct queries of the test split, with their relevant products

@@ -18,13 +18,15 @@ longest text). The test click rate is reported too: accuracy of always predictin
 1 - click rate.
 
 Toy logs (attributes in the catalogue and sessions) also get their AUC ceilings on the same
-impressions (`search_relevance.click_ceiling_scores`): the best any model can reach (clicks are noisy
-Bernoulli draws) and the best a query + title model can; the image can add at most the difference.
+impressions (`search_relevance.click_ceiling_scores`): the best any model can reach (clicks are
+noisy Bernoulli draws) and the best a query + title model can; the image can add at most the
+difference.
 They also get, per row, which query attributes the model ranks by (`attribute_use_auc`): for each
 attribute the queries name, the AUC of P(click) separating products that have it from products that
 lack it, over the impressions whose product agrees with every other attribute the query names (so
 the attribute alone decides the match; 0.5 = the model ignores it;
-`search_relevance.attribute_agreement`). A text-only model must sit near 0.5 on attributes only the image shows.
+`search_relevance.attribute_agreement`). A text-only model must sit near 0.5 on attributes only the
+image shows.
 
 How sure the ordering is (`search.bootstrap_resamples` > 0; `search/bootstrap.py`): a paired
 bootstrap over test sessions gives each row's 95% AUC interval and, per layer count, the fraction

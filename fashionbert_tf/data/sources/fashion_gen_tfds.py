@@ -1,8 +1,8 @@
 """`data.source: tfds`: the project's data through the `fashion_gen` TFDS builder.
 
 Where things are:
-  builder      `fashion_gen_tfds_builder.FashionGen`, config `data.tfds_config` ("toy": the toy generator
-               with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
+  builder      `fashion_gen_tfds_builder.FashionGen`, config `data.tfds_config` ("toy": the toy
+               generator with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
                `toy_num_empty_descriptions`;
                "full": the real HDF5 files, manual dir = the folder of `data.train_hdf5`)
   data dir     `data.tfds_data_dir` (empty: `tfds/` beside `data.tfrecord_dir`), TFDS's layout
