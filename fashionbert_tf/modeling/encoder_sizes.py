@@ -1,4 +1,4 @@
-"""The shape of a BERT encoder, read from a checkpoint or from the config (`encoder_format: none`)."""
+"""The shape of a BERT encoder, read from a checkpoint or from the config (encoder_format none)."""
 
 import dataclasses
 
