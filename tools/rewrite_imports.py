@@ -46,6 +46,7 @@ MOVES = {
     "search.model_builder": "search.search_model_builder",
     "search.scoring": "search.click_scoring",
     "search.evaluate": "search.click_evaluation",
+    "search.model": "search.click_model",
     # Two-stage product search, apart from the click model.
     "search.retrieval_setup": "product_search.search_setup",
     "search.retrieval_finetuned": "product_search.finetuned_parts",

@@ -4,7 +4,7 @@
 
 Steps (each a small function taking the `ExperimentConfig` and the shared `state` dict, run in
 order by `main`; later stages append theirs to `STEPS`):
-  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same;
+  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashion_gen.py does the same;
                          with data.source=tfds the fashion_gen builder's toy config makes its own)
   2. prepare_data        HDF5 -> TFRecords (or the TFDS dataset, data.source=tfds) + retrieval
                          candidate sets (skipped when up to date)

@@ -111,7 +111,7 @@ class DataConfig(base_config.Config):
       default_factory=lambda: [24, 32, 48, 64, 96, 128, 192, 256, 320])
   seed: int = 42
   # The toy Fashion-Gen the demo generates when `train_hdf5` / `validation_hdf5` are missing
-  # (data/toy/fashion_gen.py; tools/make_toy_fashiongen.py takes the same numbers as flags).
+  # (data/toy/fashion_gen.py; tools/make_toy_fashion_gen.py takes the same numbers as flags).
   # Products of the same generator and seed draw; another `toy_seed` gives other products.
   toy_num_train_products: int = 320
   toy_num_validation_products: int = 120

@@ -1,7 +1,7 @@
 """The experiment config: one YAML file in configs/ plus overrides, as Model Garden does it.
 
-Each area owns its section's dataclass (`configs/data.py`, `configs/model.py`,
-`configs/train.py`, `configs/evaluation.py`); this module composes them and reads YAML.
+Each section is a dataclass of its own module in this package (`data.py`, `model.py`, `train.py`,
+`evaluation.py`, `search.py`, `product_search.py`); this module composes them and reads YAML.
 """
 
 import dataclasses

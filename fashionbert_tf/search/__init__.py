@@ -2,6 +2,6 @@
 
 Start at `finetune.run_finetuning(config)` (`fashionbert finetune`) and
 `click_evaluation.run_search_evaluation(config)` (`fashionbert evaluate-search`, Table 4). The input
-layout is `layout.py`, the three model variants `model.py`, their building, initialization and
-restore `search_model_builder.py`.
+layout is `layout.py`, the three click-model variants `click_model.py`, their building,
+initialization and restore `search_model_builder.py`.
 """

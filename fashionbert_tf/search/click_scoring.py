@@ -11,7 +11,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model as model_lib
+from fashionbert_tf.search import click_model as model_lib
 
 
 def query_title_encoder(config, variant):

@@ -1,4 +1,4 @@
-"""Builds the search click model (`search/model.py`) and initializes it (paper 3.4, Table 4).
+"""Builds the search click model (`search/click_model.py`) and initializes it (paper 3.4, Table 4).
 
 Architecture (`build_search_architecture(model_config, search_config)`): the encoder sizes come
 from the model section the way pretraining reads them (the BERT checkpoint's sizes, or the config's
@@ -63,7 +63,7 @@ from fashionbert_tf.modeling.checkpoints import assign
 from fashionbert_tf.modeling.checkpoints import canonical_table
 from fashionbert_tf.modeling.checkpoints import readers
 from fashionbert_tf.search import layout
-from fashionbert_tf.search.model import SearchModel
+from fashionbert_tf.search.click_model import SearchModel
 
 
 def pretraining_checkpoint(search_config):

@@ -30,7 +30,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.utils import untracked
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model as search_model_lib
+from fashionbert_tf.search import click_model as search_model_lib
 from fashionbert_tf.serving import serving_module
 
 OUTPUT_KEY = "click_probability"

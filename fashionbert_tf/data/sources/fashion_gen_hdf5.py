@@ -118,7 +118,7 @@ def open_fashiongen(path):
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"Fashion-Gen HDF5 file not found: {path} (see data/README.md for how to get it, or run "
-        "tools/make_toy_fashiongen.py for the toy data)")
+        "tools/make_toy_fashion_gen.py for the toy data)")
   try:
     handle = h5py.File(path, "r")
   except OSError as error:

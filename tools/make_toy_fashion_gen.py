@@ -1,6 +1,6 @@
 """Writes the toy Fashion-Gen HDF5 files (train + validation), seeded, offline.
 
-  python tools/make_toy_fashiongen.py --output_dir data/toy
+  python tools/make_toy_fashion_gen.py --output_dir data/toy
 """
 
 import os
