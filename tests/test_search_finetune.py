@@ -23,11 +23,11 @@ from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import click_evaluation as evaluate
+from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import search_model_builder as search_builder
 from fashionbert_tf.search import search_model_builder as restore
-from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.training import pretrain
 
 FEATURE_DIM = 12

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.modeling import model_builder
-from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.product_search import ann_index
 from fashionbert_tf.product_search import ranking_metrics
 from fashionbert_tf.product_search import two_stage

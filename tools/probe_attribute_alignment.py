@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import tokenization
 from fashionbert_tf.data.toy import attribute_swaps
 from fashionbert_tf.data.toy import search_log_generator
-from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import pair_scoring
 from fashionbert_tf.evaluation import pretraining_run as restore_lib
 from fashionbert_tf.evaluation import scoring

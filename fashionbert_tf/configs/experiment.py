@@ -13,9 +13,9 @@ from official.modeling.hyperparams import params_dict
 from fashionbert_tf.configs.data import DataConfig
 from fashionbert_tf.configs.evaluation import EvalConfig
 from fashionbert_tf.configs.model import ModelConfig
+from fashionbert_tf.configs.product_search import RetrievalConfig
 from fashionbert_tf.configs.search import check_search_variant
 from fashionbert_tf.configs.search import SearchConfig
-from fashionbert_tf.configs.product_search import RetrievalConfig
 from fashionbert_tf.configs.train import TrainConfig
 
 

@@ -25,9 +25,9 @@ import time
 from absl import logging
 
 from fashionbert_tf.data import candidates as candidates_lib
-from fashionbert_tf.data.sources import fashion_gen_hdf5
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import fashion_gen_hdf5
 
 import tensorflow as tf
 

@@ -17,8 +17,8 @@ middle. `count_truncated` counts how many texts the rule shortens (the pipeline 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from fashionbert_tf.utils import default_assets
 from fashionbert_tf.data import contract
+from fashionbert_tf.utils import default_assets
 
 CLS_TOKEN = "[CLS]"
 SEP_TOKEN = "[SEP]"

@@ -28,8 +28,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.configs import data as data_config_lib
+from fashionbert_tf.data import candidates as candidates_lib
 
 DIRECTIONS = candidates_lib.DIRECTIONS
 NEGATIVE_POOL_NAMES = ("subcategory", "any")

@@ -20,11 +20,11 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import search_logs
+from fashionbert_tf.product_search import vectorizers
 from fashionbert_tf.search import catalogue as catalogue_lib
+from fashionbert_tf.search import click_scoring
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import search_model_builder
-from fashionbert_tf.search import click_scoring
-from fashionbert_tf.product_search import vectorizers
 
 
 @dataclasses.dataclass

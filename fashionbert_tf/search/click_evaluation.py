@@ -50,11 +50,11 @@ from fashionbert_tf.data.toy import search_relevance
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.search import bootstrap
 from fashionbert_tf.search import catalogue as catalogue_lib
+from fashionbert_tf.search import click_scoring
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import logs as logs_lib
 from fashionbert_tf.search import search_model_builder
-from fashionbert_tf.search import click_scoring
 
 ROW_NAMES = {"oribert": "BERT", "bert_img": "BERT+IMG", "fashionbert": "FashionBERT"}
 

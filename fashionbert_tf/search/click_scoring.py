@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.search import layout
 from fashionbert_tf.search import click_model as model_lib
+from fashionbert_tf.search import layout
 
 
 def query_title_encoder(config, variant):

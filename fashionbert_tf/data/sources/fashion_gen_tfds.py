@@ -33,8 +33,8 @@ import re
 import tensorflow_datasets as tfds
 
 from fashionbert_tf.configs import data as data_config_lib
-from fashionbert_tf.data.sources import fashion_gen_tfds_builder
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import fashion_gen_tfds_builder
 
 _TFDS_SHARD = re.compile(r"[^-]+-(?P<split>\w+)\.tfrecord-(?P<index>\d{5})-of-(?P<count>\d{5})")
 

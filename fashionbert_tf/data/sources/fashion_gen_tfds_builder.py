@@ -61,8 +61,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fashionbert_tf.data.sources import fashion_gen_hdf5
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import fashion_gen_hdf5
 from fashionbert_tf.data.toy import fashion_gen
 
 NAME = "fashion_gen"
