@@ -2,7 +2,7 @@
 
 `build_fashionbert(model_config)`:
 1. reads the pre-trained encoder named by `model.encoder_format` / `model.encoder_checkpoint`
-   (`bert_checkpoints.py`: Hugging Face safetensors, TF-Hub SavedModel, Model Garden checkpoint;
+   (`checkpoints/`: Hugging Face safetensors, TF-Hub SavedModel, Model Garden checkpoint;
    empty path + hf_safetensors = the offline MiniLM default) and takes the encoder sizes from it;
    `none` = random init with the sizes in the config;
 2. builds the patch feature extractor (`patch_features.build_patch_feature_extractor`), the
