@@ -1,5 +1,9 @@
 """FashionBERT-TF: a TensorFlow 2 / Keras reproduction of FashionBERT (Gao et al., SIGIR 2020).
 
+Packages, bottom to top (each imports only from those below it): configs -> utils -> data ->
+modeling -> training | evaluation -> serving | search | product_search -> cli. Start at
+`cli/main.py` (the `fashionbert` commands), `modeling/model_builder.py` (the model) or `api.py`.
+
 `fashionbert_tf.Matcher` (api.py) scores (text, image) pairs from Python; it is imported on first
 use, so `import fashionbert_tf` (and the CLI) stays free of TensorFlow until a command needs it.
 """

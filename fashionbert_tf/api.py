@@ -40,16 +40,18 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import image_loading
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import evaluate
 from fashionbert_tf.evaluation import pair_scoring
-from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.serving import export
+from fashionbert_tf.utils import inference_settings
+from fashionbert_tf.utils import progress
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _IMAGE_TYPES = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
@@ -85,7 +87,7 @@ def resolve_model_path(path):
   if not tf.io.gfile.isdir(path):
     run_dir = os.path.dirname(path) or "."
     if (tf.io.gfile.exists(path + ".index")
-        and tf.io.gfile.exists(os.path.join(run_dir, restore.PARAMS_FILE))):
+        and tf.io.gfile.exists(os.path.join(run_dir, pretraining_run.PARAMS_FILE))):
       return "run", run_dir, path   # a checkpoint prefix <run>/ckpt-N
     raise FileNotFoundError(
         f"{path}: no such directory; expected a training run directory (params.yaml + ckpt-N), a "
@@ -93,13 +95,13 @@ def resolve_model_path(path):
         f"{SAVED_MODEL_FILE})")
   if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
     return "saved_model", path, None
-  if tf.io.gfile.exists(os.path.join(path, restore.PARAMS_FILE)):
+  if tf.io.gfile.exists(os.path.join(path, pretraining_run.PARAMS_FILE)):
     return "run", path, None
   version = _latest_version(path)
   if version:
     return "saved_model", version, None
   raise FileNotFoundError(
-      f"{path} is neither a training run (no {restore.PARAMS_FILE}) nor a SavedModel export (no "
+      f"{path} is neither a training run (no {pretraining_run.PARAMS_FILE}) nor a SavedModel export (no "
       f"{SAVED_MODEL_FILE}, no <version>/{SAVED_MODEL_FILE})")
 
 
@@ -194,7 +196,7 @@ class Matcher:
     if precision is not None:
       precision = inference_precision.check_precision(precision, "precision")
     if kind == "run":
-      config = experiment_config.load_config(os.path.join(model_path, restore.PARAMS_FILE))
+      config = experiment_config.load_config(os.path.join(model_path, pretraining_run.PARAMS_FILE))
       config.override({"train": {"model_dir": model_path},
                        "eval": {"mixed_precision": precision or "float32"}}, is_strict=True)
       scorer, source, _ = evaluate.build_scorer(config, checkpoint)
@@ -205,7 +207,7 @@ class Matcher:
       if checkpoint:
         raise ValueError(f"checkpoint={checkpoint!r} applies to a training run; {model_path} is "
                          "a SavedModel")
-      settings = export.read_inference_settings(model_path)
+      settings = inference_settings.read_inference_settings(model_path)
       exported = inference_precision.check_precision(settings.get("precision", "float32"))
       if precision not in (None, exported):
         raise ValueError(f"precision={precision!r}: the SavedModel {model_path} was exported in "
@@ -413,7 +415,7 @@ class Matcher:
     names = [image_name if image_name == "image" else f"{image_name}[{p}]"
              for p in first_position]
     scores = np.full([len(pairs)], np.nan, np.float32)
-    progress = pair_scoring.Progress(len(pairs), label=f"Matcher.{method}")
+    progress = progress.Progress(len(pairs), label=f"Matcher.{method}")
     logged = len(pairs) >= _PROGRESS_MIN_PAIRS   # long calls log progress (pairs/s, ETA)
     starts = list(range(0, len(images), self.images_per_step))
     pending = self._submit(images[:self.images_per_step], names[:self.images_per_step], method)

@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-from fashionbert_tf.data import config as data_config_lib
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.configs import data as data_config_lib
+from fashionbert_tf.data.toy import fashion_gen as toy_fashiongen
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Whole words in the tiny vocab; every other word is split into single-character WordPieces, so

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import image_loading
 from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization

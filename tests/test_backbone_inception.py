@@ -3,8 +3,8 @@
 import numpy as np
 import tf_keras
 
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import patch_features
-from fashionbert_tf.modeling.config import ModelConfig
 
 
 def test_inception_v3_weights_load_from_a_local_file_written_by_keras(tmp_path):

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import backbones
 from fashionbert_tf.modeling import patch_features
-from fashionbert_tf.modeling.config import ModelConfig
 
 
 def random_images(batch=2, seed=0):

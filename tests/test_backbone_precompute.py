@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.data import records
 from fashionbert_tf.modeling import feature_precompute
 from fashionbert_tf.modeling import patch_features
-from fashionbert_tf.modeling.config import ModelConfig
 
 TINY_RESNEXT = dict(backbone="resnext101", feature_dim=256, resnext_blocks_per_stage=[1, 1, 1, 1],
                     resnext_groups=2, resnext_width_per_group=2, resnext_base_width=8)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import patch_features
 from fashionbert_tf.modeling.backbones import resnext
 from fashionbert_tf.modeling.backbones import resnext_weights
-from fashionbert_tf.modeling.config import ModelConfig
 
 TINY = dict(blocks_per_stage=[1, 2, 1, 1], groups=2, width_per_group=2, base_width=8)
 TINY_FEATURE_DIM = 32 * TINY["base_width"]

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fashionbert_tf.data import fashiongen_hdf5
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.sources import fashion_gen_hdf5 as fashiongen_hdf5
+from fashionbert_tf.data.toy import fashion_gen as toy_fashiongen
 
 
 def test_clean_text_handles_markup_entities_encodings_and_whitespace():

@@ -360,8 +360,8 @@ def test_pipeline_negatives_are_record_weighted(toy_data_config, tmp_path, train
 
 
 def test_negative_sampling_option_is_validated():
-  from fashionbert_tf.data import config as data_config_lib  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import data as data_config_lib  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   assert data_config_lib.DataConfig().negative_sampling == "same_subcategory"
   with pytest.raises(ValueError, match=r"data.negative_sampling = 'hard'; expected one of "
                      r"\('same_subcategory', 'random'\)"):

@@ -10,11 +10,11 @@ import pytest
 import tensorflow as tf
 
 from fashionbert_tf.data import candidates
-from fashionbert_tf.data import fashiongen_hdf5
 from fashionbert_tf.data import pairing
 from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import fashion_gen_hdf5 as fashiongen_hdf5
 
 
 def _source_rows(path):

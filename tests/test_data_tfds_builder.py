@@ -13,13 +13,13 @@ import tensorflow_datasets as tfds
 
 from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.data import contract
-from fashionbert_tf.data import fashion_gen_builder
-from fashionbert_tf.data import fashiongen_hdf5
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
-from fashionbert_tf.data import tfds_source
+from fashionbert_tf.data.sources import fashion_gen_hdf5 as fashiongen_hdf5
+from fashionbert_tf.data.sources import fashion_gen_tfds as tfds_source
+from fashionbert_tf.data.sources import fashion_gen_tfds_builder as fashion_gen_builder
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from fashionbert_tf.cli import evaluate as evaluate_cli
 from fashionbert_tf.cli import pretrain as pretrain_cli
 from fashionbert_tf.data import easytransfer_files
 from fashionbert_tf.evaluation import easytransfer_eval
-from fashionbert_tf.modeling import checkpoints_easytransfer
+from fashionbert_tf.training import import_checkpoint
 
 HIDDEN, HEADS, LAYERS, VOCAB, D = 16, 2, 2, 40, 24
 TEXT = 12
@@ -94,7 +94,7 @@ def setup(tmp_path_factory):
   weights = ref.their_weights(hidden=HIDDEN, layers=LAYERS, vocab=VOCAB, feature_dim=D)
   prefix = ref.write_tf1_checkpoint(str(tmp / "released" / "model.ckpt"), weights,
                                     global_step=54198)
-  run = checkpoints_easytransfer.import_checkpoint(
+  run = import_checkpoint.import_checkpoint(
       prefix, str(tmp / "run"), num_attention_heads=HEADS,
       overrides=[f"eval.output_dir={tmp / 'eval'},eval.batch_size=16"])
   rng = np.random.default_rng(3)

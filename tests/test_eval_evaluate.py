@@ -1,6 +1,6 @@
 """`fashionbert evaluate` end to end on tiny toy data: checkpoint, SavedModel, CLI, bad input.
 
-The data engineer's toy generator and prepare-data write a tiny validation split (14 products);
+The toy generator and prepare-data write a tiny validation split (14 products);
 a tiny FashionBERT (2 layers, hidden 32, linear backbone) is saved as a training run would save it
 (params.yaml + CheckpointManager over tf.train.Checkpoint(model=..., step=...)).
 """
@@ -15,16 +15,16 @@ import tf_keras
 
 from official.modeling.hyperparams import params_dict
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.data import toy_fashiongen
+from fashionbert_tf.data.toy import fashion_gen as toy_fashiongen
 from fashionbert_tf.evaluation import evaluate
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.evaluation import pair_scoring
-from fashionbert_tf.evaluation import retrieval
+from fashionbert_tf.evaluation import rank_at_k as retrieval
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import fused_inference
 from fashionbert_tf.modeling import model_builder
@@ -244,7 +244,7 @@ def test_evaluation_through_tfds_gives_the_same_results(run, checkpoint_results,
   """data.source=tfds: the same toy data built by the fashion_gen builder and read by evaluate
   through builder.as_dataset give exactly the numbers of the TFRecords."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data.sources import fashion_gen_tfds as tfds_source  # pylint: disable=g-import-not-at-top
   reads = []
   read_records = tfds_source.read_records
   monkeypatch.setattr(tfds_source, "read_records",

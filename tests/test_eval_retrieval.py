@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from fashionbert_tf.evaluation import retrieval
+from fashionbert_tf.evaluation import rank_at_k as retrieval
 
 
 def make_table():

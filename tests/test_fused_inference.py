@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import fused_inference
 from fashionbert_tf.modeling import model_builder

@@ -14,7 +14,7 @@ import tensorflow_text  # pylint: disable=unused-import  (registers the tokenize
 import tf_keras
 from tensorflow.core.protobuf import saved_model_pb2
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import fused_inference
@@ -23,6 +23,7 @@ from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.serving import export
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import warmup
+from fashionbert_tf.utils import inference_settings
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "black", "white",
          "cotton", "wool", "dress", "shirt", "coat", "long", "short", "sleeve", "##s", "with",
@@ -130,9 +131,9 @@ def test_length_buckets():
     inference_precision.check_precision("float16")
   assert inference_precision.check_precision("mixed_bfloat16") == "bfloat16"
   with pytest.raises(ValueError, match="length_bucket"):
-    export.resolve_length_bucket(True, -3)
-  assert export.resolve_length_bucket(True, -1) == 16
-  assert export.resolve_length_bucket(False, None) == 0
+    inference_settings.resolve_length_bucket(True, -3)
+  assert inference_settings.resolve_length_bucket(True, -1) == 16
+  assert inference_settings.resolve_length_bucket(False, None) == 0
 
 
 def test_xla_scorer_with_buckets_matches_float32(tiny):
@@ -171,7 +172,7 @@ def test_bfloat16_xla_export_is_servable_and_matches_float32(tiny):
                                    model=tiny["model"], version=1, precision="bfloat16",
                                    jit_compile=True)
   assert op_allowlist.disallowed_ops(path) == {}
-  assert export.read_inference_settings(path) == {
+  assert inference_settings.read_inference_settings(path) == {
       "precision": "bfloat16", "jit_compile": True, "length_bucket": 16}
   # Under XLA the fused graph's kernels are bfloat16 variables (XLA would constant-fold
   # constant kernels); without XLA they are constants of the saved functions (below). Either way

@@ -22,9 +22,12 @@ from official.nlp.modeling import models as bert_models
 from official.nlp.modeling import networks
 from official.nlp.tools import export_tfhub_lib
 
-from fashionbert_tf.modeling import bert_checkpoints
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import model_builder
-from fashionbert_tf.modeling.config import ModelConfig
+from fashionbert_tf.modeling.checkpoints import assign
+from fashionbert_tf.modeling.checkpoints import canonical_table
+from fashionbert_tf.modeling.checkpoints import hf_safetensors
+from fashionbert_tf.modeling.checkpoints import tfhub
 
 VOCAB, HIDDEN, HEADS, INNER, LAYERS, POSITIONS = 100, 32, 4, 64, 2, 128
 FEATURE_DIM = 16
@@ -181,7 +184,7 @@ def test_hf_missing_variable_is_named(tmp_path):
   tensors = load_file(path)
   del tensors["bert.encoder.layer.1.attention.self.key.weight"]
   save_file(tensors, path)
-  with pytest.raises(bert_checkpoints.CheckpointMismatchError,
+  with pytest.raises(canonical_table.CheckpointMismatchError,
                      match=r"missing variable .*encoder\.layer\.1\.attention\.self\.key\.weight"):
     model_builder.build_fashionbert(model_config("hf_safetensors", tmp_path))
   # The first layer alone does not need it.
@@ -196,7 +199,7 @@ def test_hf_misshaped_variable_is_named(tmp_path):
   tensors["bert.encoder.layer.0.intermediate.dense.weight"] = np.zeros([INNER + 1, HIDDEN],
                                                                        np.float32)
   save_file(tensors, path)
-  with pytest.raises(bert_checkpoints.CheckpointMismatchError,
+  with pytest.raises(canonical_table.CheckpointMismatchError,
                      match=r"transformer/layer_0/intermediate/kernel.*encoder\.layer\.0\."
                            r"intermediate\.dense\.weight.*shape \[32, 65\]"):
     model_builder.build_fashionbert(model_config("hf_safetensors", tmp_path))
@@ -204,12 +207,12 @@ def test_hf_misshaped_variable_is_named(tmp_path):
 
 def test_failed_load_assigns_nothing(tmp_path):
   write_hf_bert(tmp_path)
-  pretrained = bert_checkpoints.read_hf_safetensors(str(tmp_path))
+  pretrained = hf_safetensors.read_hf_safetensors(str(tmp_path))
   del pretrained.weights["pooler_transform/kernel"]  # The encoder's last variable.
   model = model_builder.build_model_from_sizes(pretrained.sizes, model_config("none", ""))
   before = [v.numpy().copy() for v in model.variables]
-  with pytest.raises(bert_checkpoints.CheckpointMismatchError, match="pooler_transform/kernel"):
-    bert_checkpoints.assign_pretrained_bert(model, pretrained)
+  with pytest.raises(canonical_table.CheckpointMismatchError, match="pooler_transform/kernel"):
+    assign.assign_pretrained_bert(model, pretrained)
   for old, variable in zip(before, model.variables):
     np.testing.assert_array_equal(old, variable.numpy())
 
@@ -309,7 +312,7 @@ def test_tfhub_handle_resolves_from_the_tfhub_cache(tfhub_bert, tmp_path, monkey
   monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
   cached = cache / hashlib.sha1(handle.encode("utf-8")).hexdigest()
   shutil.copytree(export_dir, cached)
-  assert bert_checkpoints.resolve_tfhub_handle(handle) == str(cached)
+  assert tfhub.resolve_tfhub_handle(handle) == str(cached)
   assert_loads_like_the_source("tfhub", handle, source(text_inputs(), training=False))
 
 
@@ -322,7 +325,7 @@ def test_an_uncached_tfhub_handle_offline_says_how_to_predownload_it(tmp_path, m
 
 def test_tfhub_load_is_verified_against_the_saved_model(tfhub_bert):
   export_dir, _ = tfhub_bert
-  with pytest.raises(bert_checkpoints.CheckpointMismatchError, match="does not reproduce"):
+  with pytest.raises(canonical_table.CheckpointMismatchError, match="does not reproduce"):
     model_builder.build_fashionbert(model_config("tfhub", export_dir, encoder_activation="relu"))
 
 
@@ -346,6 +349,6 @@ def test_model_garden_checkpoint_missing_variable_is_named(tmp_path):
   kept = [tf.Variable(v.numpy(), name=v.name.split(":")[0]) for v in source.variables
           if "output_layer_norm/gamma" not in v.name]
   prefix = tf.train.Checkpoint(variables=kept).save(str(tmp_path / "ckpt"))
-  with pytest.raises(bert_checkpoints.CheckpointMismatchError,
+  with pytest.raises(canonical_table.CheckpointMismatchError,
                      match="missing variable 'transformer/layer_0/output_layer_norm/gamma'"):
     model_builder.build_fashionbert(model_config("model_garden", prefix))

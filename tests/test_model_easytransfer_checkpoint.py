@@ -15,15 +15,16 @@ import pytest
 import tensorflow as tf
 
 import easytransfer_reference as ref
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.cli import import_checkpoint as import_checkpoint_cli
 from fashionbert_tf.data import contract
-from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.serving import export
-from fashionbert_tf.modeling import checkpoints_easytransfer as easytransfer
+from fashionbert_tf.modeling.checkpoints import easytransfer
+from fashionbert_tf.training import import_checkpoint
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.modeling import model_builder
-from fashionbert_tf.modeling.bert_checkpoints import CheckpointMismatchError
+from fashionbert_tf.modeling.checkpoints.canonical_table import CheckpointMismatchError
 
 HIDDEN, HEADS, LAYERS, VOCAB, FEATURE_DIM = 16, 2, 2, 40, 24
 STEP = 54198
@@ -53,7 +54,7 @@ def _import(tmp_path, weights, **write_kwargs):
   vocab_file = tmp_path / "vocab.txt"
   vocab_file.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
                                    [f"word{i}" for i in range(VOCAB - 5)]) + "\n")
-  result = easytransfer.import_checkpoint(prefix, str(tmp_path / "run"),
+  result = import_checkpoint.import_checkpoint(prefix, str(tmp_path / "run"),
                                           num_attention_heads=HEADS,
                                           overrides=[f"data.vocab_file={vocab_file}"])
   return prefix, result
@@ -70,7 +71,7 @@ def imported(tmp_path_factory, weights):
   tmp_path = tmp_path_factory.mktemp("easytransfer")
   prefix, result = _import(tmp_path, weights, global_step=STEP)
   config = experiment_config.load_config(os.path.join(result["output_dir"], "params.yaml"))
-  model, path, _ = restore.restore_model(config)
+  model, path, _ = pretraining_run.restore_model(config)
   return dict(prefix=prefix, result=result, config=config, model=model, path=path,
               tmp_path=tmp_path)
 
@@ -163,7 +164,7 @@ def test_mismatch_lists_missing_unexpected_and_misshaped_and_writes_nothing(tmp_
                                     global_step=7)
   output = tmp_path / "runs" / "authors"
   with pytest.raises(CheckpointMismatchError) as error:
-    easytransfer.import_checkpoint(prefix, str(output), num_attention_heads=HEADS)
+    import_checkpoint.import_checkpoint(prefix, str(output), num_attention_heads=HEADS)
   message = str(error.value)
   assert "\n" not in message
   assert "1 missing [bert/image_embeddings/ImageEmbLayerNorm/beta]" in message
@@ -181,12 +182,12 @@ def test_a_text_bert_checkpoint_is_refused_with_the_image_variables_missing(tmp_
   prefix = ref.write_tf1_checkpoint(str(tmp_path / "bert" / "bert_model.ckpt"), text_only,
                                     scope="")
   with pytest.raises(CheckpointMismatchError, match=r"6 missing \[bert/image_embeddings/"):
-    easytransfer.import_checkpoint(prefix, str(tmp_path / "run"), num_attention_heads=HEADS)
+    import_checkpoint.import_checkpoint(prefix, str(tmp_path / "run"), num_attention_heads=HEADS)
 
 
 def test_output_that_exists_is_refused(tmp_path, weights, imported):
   with pytest.raises(FileExistsError, match="not empty"):
-    easytransfer.import_checkpoint(imported["prefix"], imported["result"]["output_dir"],
+    import_checkpoint.import_checkpoint(imported["prefix"], imported["result"]["output_dir"],
                                    num_attention_heads=HEADS)
 
 
@@ -283,20 +284,20 @@ def test_search_finetuning_starts_from_an_imported_run(toy_data_config, tmp_path
   """`fashionbert finetune` takes an imported run as its pretraining checkpoint: the encoder,
   their patch embedding (all its own tables) and the TIA head become the search model's."""
   from fashionbert_tf.data import tokenization  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.data import toy_search_logs  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data.toy import search_log_generator  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.search import model_builder as search_builder  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.search import search_model_builder as search_builder  # pylint: disable=g-import-not-at-top
   vocab_size = len(tokenization.read_vocab(toy_data_config.vocab_file))
   weights = ref.their_weights(hidden=HIDDEN, layers=LAYERS, vocab=vocab_size,
                               feature_dim=FEATURE_DIM)
   prefix = ref.write_tf1_checkpoint(str(tmp_path / "released" / "model.ckpt"), weights,
                                     global_step=11)
-  run = easytransfer.import_checkpoint(prefix, str(tmp_path / "run"), num_attention_heads=HEADS,
+  run = import_checkpoint.import_checkpoint(prefix, str(tmp_path / "run"), num_attention_heads=HEADS,
                                        overrides=[f"data.vocab_file={toy_data_config.vocab_file}"])
-  products = toy_search_logs.toy_catalogue_products(24, 12, 3, "both", num_empty_descriptions=1)
-  toy_search_logs.write_toy_search_logs(
+  products = search_log_generator.toy_catalogue_products(24, 12, 3, "both", num_empty_descriptions=1)
+  search_log_generator.write_toy_search_logs(
       str(tmp_path / "logs"), products,
-      toy_search_logs.ToySearchLogSettings(num_sessions=40, impressions_per_query=6, seed=1))
+      search_log_generator.ToySearchLogSettings(num_sessions=40, impressions_per_query=6, seed=1))
   config = experiment_config.load_config(None, [
       f"search.pretrained_checkpoint={run['output_dir']},search.logs_dir={tmp_path / 'logs'},"
       f"search.runs_dir={tmp_path / 'runs'},model.search_variant=fashionbert,"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.modeling import patch_feature_normalization

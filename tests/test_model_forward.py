@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.modeling import patch_embedding
-from fashionbert_tf.modeling.config import ModelConfig
 
 FEATURE_DIM = 16
 VOCAB = 100

@@ -11,8 +11,8 @@ from PIL import Image
 import pytest
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_search_logs
-from fashionbert_tf.search import result_strip
+from fashionbert_tf.data.toy import search_log_generator as toy_search_logs
+from fashionbert_tf.product_search import result_strip
 
 
 @pytest.fixture(scope="module")

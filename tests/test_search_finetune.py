@@ -14,20 +14,20 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import search_log_generator as toy_search_logs
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.search import catalogue as catalogue_lib
-from fashionbert_tf.search import evaluate
+from fashionbert_tf.search import click_evaluation as evaluate
+from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model_builder as search_builder
-from fashionbert_tf.search import restore
-from fashionbert_tf.search import scoring
+from fashionbert_tf.search import search_model_builder as search_builder
+from fashionbert_tf.search import search_model_builder as restore
 from fashionbert_tf.training import pretrain
 
 FEATURE_DIM = 12

@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from fashionbert_tf.configs import toy_search_attributes
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import search_log_generator as toy_search_logs
+from fashionbert_tf.data.toy import search_relevance
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,12 @@ def test_clicks_likely_on_matching_products_rare_otherwise(products):
     assert len(session.impressions) == 10
     assert len({i.product_id for i in session.impressions}) == 10
     for impression in session.impressions:
-      match = toy_search_logs.product_matches(by_id[impression.product_id],
+      match = search_relevance.product_matches(by_id[impression.product_id],
                                               session.query_attributes)
       shown[match] += 1
       clicks[match] += impression.clicked
     # Every session shows at least one product that matches its query.
-    assert any(toy_search_logs.product_matches(by_id[i.product_id], session.query_attributes)
+    assert any(search_relevance.product_matches(by_id[i.product_id], session.query_attributes)
                for i in session.impressions)
   assert min(shown.values()) > 2000
   # Bernoulli(0.6) on matches; 0.08 / 0.02 on the others (binomial sd ~0.01 at these counts).
@@ -108,7 +110,7 @@ def test_reader_names_file_line_and_field(tmp_path, line, message):
 
 
 def test_missing_real_logs_are_an_error_missing_toy_logs_are_generated(tmp_path):
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.search import logs  # pylint: disable=g-import-not-at-top
   real = experiment_config.load_config(None, [f"search.logs_dir={tmp_path}/shop_logs"])
   with pytest.raises(FileNotFoundError, match="catalogue.jsonl"):
@@ -135,15 +137,15 @@ def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):
   toy_search_logs.write_toy_search_logs(str(tmp_path), products, _settings(num_sessions=400))
   sessions = search_logs.read_split(str(tmp_path), "train")
   catalogue = search_logs.read_catalogue(str(tmp_path / "catalogue.jsonl"))
-  scores = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+  scores = search_relevance.click_ceiling_scores(sessions, catalogue)
   examples = search_logs.impression_examples(sessions)
   by_id = {p.product_id: p for p in products}
   truth = []
   for session in sessions:
     for impression in session.impressions:
       product = by_id[impression.product_id]
-      truth.append(2 if toy_search_logs.product_matches(product, session.query_attributes) else
-                   int(toy_search_logs.garment_matches(product, session.query_attributes["garment"])))
+      truth.append(2 if search_relevance.product_matches(product, session.query_attributes) else
+                   int(search_relevance.garment_matches(product, session.query_attributes["garment"])))
   np.testing.assert_array_equal(scores["all_attributes"], truth)
   assert (scores["title_attributes"] >= scores["all_attributes"]).all()
   # Some queries name sleeve / neckline / details: the title alone over-rates some impressions.
@@ -151,7 +153,7 @@ def test_click_ceiling_scores_follow_the_generator_truth(products, tmp_path):
   clicked = examples.clicked
   assert clicked[scores["all_attributes"] == 2].mean() > 5 * clicked[scores["all_attributes"] == 0].mean()
   stripped = [search_logs.CatalogueProduct(p.product_id, p.title) for p in catalogue]
-  assert toy_search_logs.click_ceiling_scores(sessions, stripped) is None
+  assert search_relevance.click_ceiling_scores(sessions, stripped) is None
 
 
 def test_attribute_agreement_marks_where_one_attribute_decides(products, tmp_path):
@@ -162,7 +164,7 @@ def test_attribute_agreement_marks_where_one_attribute_decides(products, tmp_pat
       num_sessions=300, image_attribute_rate=1.0, title_match_partial_rate=0.75))
   sessions = search_logs.read_split(str(tmp_path), "train")
   catalogue = search_logs.read_catalogue(str(tmp_path / "catalogue.jsonl"))
-  agreement = toy_search_logs.attribute_agreement(sessions, catalogue)
+  agreement = search_relevance.attribute_agreement(sessions, catalogue)
   by_id = {p.product_id: p for p in products}
   pairs = [(session.query_attributes, by_id[impression.product_id]) for session in sessions
            for impression in session.impressions]
@@ -171,13 +173,13 @@ def test_attribute_agreement_marks_where_one_attribute_decides(products, tmp_pat
     assert deciding.shape == agrees.shape == (len(pairs),)
     for index, (asked, product) in enumerate(pairs):
       others = {k: v for k, v in asked.items() if k != name}
-      assert deciding[index] == (name in asked and toy_search_logs.product_matches(product, others))
+      assert deciding[index] == (name in asked and search_relevance.product_matches(product, others))
       if deciding[index]:
-        assert agrees[index] == toy_search_logs.product_matches(product, asked)
+        assert agrees[index] == search_relevance.product_matches(product, asked)
     # Partial impressions make both cases common where the attribute decides.
     assert 0 < agrees[deciding].sum() < deciding.sum()
   stripped = [search_logs.CatalogueProduct(p.product_id, p.title) for p in catalogue]
-  assert toy_search_logs.attribute_agreement(sessions, stripped) is None
+  assert search_relevance.attribute_agreement(sessions, stripped) is None
 
 
 def test_image_deciding_logs_name_image_attributes_and_show_title_level_partials(products):
@@ -195,16 +197,16 @@ def test_image_deciding_logs_name_image_attributes_and_show_title_level_partials
                                          max_partial_impressions=6))):
     sessions = toy_search_logs.make_sessions(products, _settings(num_sessions=1500, **overrides))
     image_queries = [s for s in sessions
-                     if any(a in s.query_attributes for a in toy_search_logs.IMAGE_ATTRIBUTES)]
+                     if any(a in s.query_attributes for a in toy_search_attributes.IMAGE_ATTRIBUTES)]
     title_level = 0
     for session in sessions:
       asked = session.query_attributes
-      in_title = {k: v for k, v in asked.items() if k in toy_search_logs.TITLE_ATTRIBUTES}
+      in_title = {k: v for k, v in asked.items() if k in toy_search_attributes.TITLE_ATTRIBUTES}
       for impression in session.impressions:
         product = by_id[impression.product_id]
-        title_level += (toy_search_logs.product_matches(product, in_title) and
-                        not toy_search_logs.product_matches(product, asked))
-    scores = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+        title_level += (search_relevance.product_matches(product, in_title) and
+                        not search_relevance.product_matches(product, asked))
+    scores = search_relevance.click_ceiling_scores(sessions, catalogue)
     clicked = search_logs.impression_examples(sessions).clicked
     gaps[name] = (metrics.roc_auc(clicked, scores["all_attributes"]) -
                   metrics.roc_auc(clicked, scores["title_attributes"]))
@@ -233,7 +235,7 @@ def test_image_attributes_choose_what_the_image_deciding_queries_name(products):
   for session in sessions:
     assert "sleeve" in session.query_attributes or session.query_attributes["garment"] in unsleeved
   assert sum("sleeve" in s.query_attributes for s in sessions) > 0.5 * len(sessions)
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['collar'\]"):
     experiment_config.load_config(None, ["search.toy_image_attributes=[sleeve,collar]"])
 
@@ -257,7 +259,7 @@ def test_colourless_titles_leave_the_colour_to_the_image(products, tmp_path):
     assert title == toy_search_logs.product_title(by_id[entry.product_id], False).lower()
   assert all("colour" in s.query_attributes for s in sessions)
   colour_only_partials = sum(
-      toy_search_logs.product_matches(by_id[i.product_id],
+      search_relevance.product_matches(by_id[i.product_id],
                                       {k: v for k, v in s.query_attributes.items()
                                        if k != "colour"}) and
       by_id[i.product_id].colour != s.query_attributes["colour"]
@@ -265,8 +267,8 @@ def test_colourless_titles_leave_the_colour_to_the_image(products, tmp_path):
   assert colour_only_partials > len(sessions)
   from fashionbert_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
   clicked = search_logs.impression_examples(sessions).clicked
-  colourless = toy_search_logs.click_ceiling_scores(sessions, catalogue, title_shows_colour=False)
-  with_colour = toy_search_logs.click_ceiling_scores(sessions, catalogue)
+  colourless = search_relevance.click_ceiling_scores(sessions, catalogue, title_shows_colour=False)
+  with_colour = search_relevance.click_ceiling_scores(sessions, catalogue)
   # Judged without the colour the query + title ceiling falls well below the full one, and below
   # the same logs judged as if titles showed it.
   np.testing.assert_array_equal(with_colour["all_attributes"], colourless["all_attributes"])
@@ -275,7 +277,7 @@ def test_colourless_titles_leave_the_colour_to_the_image(products, tmp_path):
   assert metrics.roc_auc(clicked, with_colour["title_attributes"]) - title_auc > 0.05
   with pytest.raises(ValueError, match=r"unknown \['colour'\].*titles leave it out"):
     toy_search_logs.make_sessions(products, _settings(image_attributes=("colour",)))
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"toy_image_attributes: unknown \['colour'\]"):
     experiment_config.load_config(None, ["search.toy_image_attributes=[colour]"])
   config = experiment_config.load_config(None, [

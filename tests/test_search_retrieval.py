@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.modeling import model_builder
-from fashionbert_tf import experiment_config
-from fashionbert_tf.search import ann_index
-from fashionbert_tf.search import ranking_metrics
-from fashionbert_tf.search import two_stage
-from fashionbert_tf.search import vectorizers
+from fashionbert_tf.product_search import ann_index
+from fashionbert_tf.product_search import ranking_metrics
+from fashionbert_tf.product_search import two_stage
+from fashionbert_tf.product_search import vectorizers
 
 
 def clustered_unit_vectors(count, dim, rng, num_clusters=12, noise=0.35):

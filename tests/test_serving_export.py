@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # pylint: disable=unused-import  (registers the tokenizer ops)
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring

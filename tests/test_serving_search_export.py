@@ -13,15 +13,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # pylint: disable=unused-import  (registers the tokenizer ops)
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import contract
+from fashionbert_tf.search import click_model as search_model_lib
+from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model as search_model_lib
-from fashionbert_tf.search import model_builder
-from fashionbert_tf.search import scoring
+from fashionbert_tf.search import search_model_builder as model_builder
+from fashionbert_tf.serving import export
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import search_export
-from fashionbert_tf.serving import export
 from fashionbert_tf.serving import warmup
 from fashionbert_tf.training import pretrain
 

@@ -4,9 +4,9 @@ changes nothing else (the probe's P(true) vs P(swapped) is then about that attri
 
 import pytest
 
-from fashionbert_tf.data import toy_attribute_swaps
-from fashionbert_tf.data import toy_fashiongen
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import attribute_swaps as toy_attribute_swaps
+from fashionbert_tf.data.toy import fashion_gen as toy_fashiongen
+from fashionbert_tf.data.toy import search_log_generator as toy_search_logs
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def test_fixed_loss_weights_are_used_as_given():
 @pytest.mark.parametrize("bad", [[1.0, 1.0], [0.0, 0.0, 0.0], [1.0, -1.0, 1.0],
                                  [1.0, float("nan"), 1.0]])
 def test_bad_fixed_loss_weights_name_the_option(bad):
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="train.fixed_loss_weights"):
     experiment_config.load_config(None, [{"train": {"loss_weighting": "fixed",
                                                     "fixed_loss_weights": bad}}]).train.validate()

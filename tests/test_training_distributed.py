@@ -19,7 +19,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import tf_keras
-    from fashionbert_tf import experiment_config
+    from fashionbert_tf.configs import experiment as experiment_config
     from fashionbert_tf.training import pretrain, synthetic
 
     mode, scope = sys.argv[1], sys.argv[2]
@@ -84,7 +84,7 @@ MULTI_WORKER_SCRIPT = textwrap.dedent("""
     import json, sys
     from absl import logging
     logging.set_verbosity(logging.INFO)
-    from fashionbert_tf import experiment_config
+    from fashionbert_tf.configs import experiment as experiment_config
     from fashionbert_tf.training import pretrain, synthetic
     config = experiment_config.load_config(None, [{
         "model": dict(synthetic.tiny_model_overrides(), num_layers=1),

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.data import records
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic

@@ -1,4 +1,4 @@
-"""A tiny FashionBERT learns text-image matching on held-out products (issue 8, fast check).
+"""A tiny FashionBERT learns text-image matching on held-out products (a fast check).
 
 The tiny model trains with all three losses, Eq. 6 weights and the task-gradient normalization of
 the demo, on `synthetic.attribute_matching_examples` (an attribute named in the text and shown in
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.training import optimizer as optimizer_lib
 from fashionbert_tf.training import pretrainer as pretrainer_lib

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from fashionbert_tf.training import config as train_config_lib
+from fashionbert_tf.configs import train as train_config_lib
 from fashionbert_tf.training import optimizer as optimizer_lib
 from fashionbert_tf.training import strategies
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 

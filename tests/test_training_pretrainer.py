@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.training import adaptive_loss
 from fashionbert_tf.training import optimizer as optimizer_lib

@@ -217,12 +217,13 @@ def keras_scoring_function(model, scoring):
 def bench_layers(num_layers, text_inputs, rng, export_root):
   """The rows (one per precision x jit) of one layer count, plus the peer's numbers."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import contract  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.evaluation import scoring  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import inference_precision  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.serving import export  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.utils import inference_settings  # pylint: disable=g-import-not-at-top
 
   config = experiment_config.load_config(None, [
       f"model.encoder_format=none,model.num_layers={num_layers},model.hidden_size={HIDDEN},"
@@ -267,8 +268,9 @@ def bench_layers(num_layers, text_inputs, rng, export_root):
           input_signature=scoring.text_signature() + [
               scoring.features_signature(FEATURE_DIM.value)],
           jit_compile=jit_compile, autograph=False)
-      scorer = scoring.KerasPairScorer(model_variant, FEATURE_DIM.value, jit_compile=jit_compile,
-                                       length_bucket=export.resolve_length_bucket(jit_compile))
+      scorer = scoring.KerasPairScorer(
+          model_variant, FEATURE_DIM.value, jit_compile=jit_compile,
+          length_bucket=inference_settings.resolve_length_bucket(jit_compile))
 
       def saved(inputs, score=score):
         return lambda: score(input_word_ids=inputs[0], input_mask=inputs[1],
@@ -377,7 +379,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(THREADS.value)
   tf.config.threading.set_inter_op_parallelism_threads(THREADS.value)
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import tokenization  # pylint: disable=g-import-not-at-top
   config = experiment_config.load_config(None, [])
   tokenizer = tokenization.build_tokenizer(config.data)

@@ -59,7 +59,7 @@ SIZES = {
 
 def experiment(root):
   """The benchmark's ExperimentConfig (data, model, run dir under `root`)."""
-  from fashionbert_tf import experiment_config  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   model = dict(SIZES[SIZE.value], encoder_format="none", backbone="linear", vocab_size=30522,
                patch_feature_normalization="none", max_position_embeddings=512)
   return experiment_config.load_config(None, [{
@@ -81,11 +81,11 @@ def prepare(config):
   from official.modeling.hyperparams import params_dict  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.data import records  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.data import toy_fashiongen  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.data.toy import fashion_gen  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
   data = config.data
   if not os.path.exists(data.candidates_file):
-    toy_fashiongen.make_toy_fashiongen(data.train_hdf5, data.validation_hdf5,
+    fashion_gen.make_toy_fashiongen(data.train_hdf5, data.validation_hdf5,
                                        num_train_products=8,
                                        num_validation_products=PRODUCTS.value, seed=5,
                                        num_empty_descriptions=0)
@@ -114,11 +114,11 @@ def evaluation_pairs(config, file_pattern):
   """(table, text record ids [N], image record ids [N]): the pairs `run_evaluation` scores."""
   from fashionbert_tf.data import candidates  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.evaluation import retrieval  # pylint: disable=g-import-not-at-top
+  from fashionbert_tf.evaluation import rank_at_k  # pylint: disable=g-import-not-at-top
   table = evaluate.read_record_table(file_pattern)
-  parts = [(p.text_ids, p.image_ids) for p in retrieval.plan_tia(
+  parts = [(p.text_ids, p.image_ids) for p in rank_at_k.plan_tia(
       table, config.eval.seed, config.eval.max_tia_pairs).values()]
-  parts += [(p.text_ids.reshape(-1), p.image_ids.reshape(-1)) for p in retrieval.plan_retrieval(
+  parts += [(p.text_ids.reshape(-1), p.image_ids.reshape(-1)) for p in rank_at_k.plan_retrieval(
       candidates.load_candidates(config.data.candidates_file), table,
       config.eval.max_retrieval_queries).values()]
   return (table, np.concatenate([t for t, _ in parts]), np.concatenate([i for _, i in parts]))

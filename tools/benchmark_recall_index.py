@@ -4,8 +4,8 @@
 
 Clustered unit vectors (a stand-in for an encoder's product vectors: the toy catalogue has only
 300 products, too few for an index to matter), queries drawn the same way; the approximate index
-(tree + asymmetric hashing + exact reorder, search/ann_index.py defaults unless given) against
-ScaNN's exact brute force and NumPy. Prints the settings and one line per index.
+(tree + asymmetric hashing + exact reorder, product_search/ann_index.py defaults unless given)
+against ScaNN's exact brute force and NumPy. Prints the settings and one line per index.
 """
 
 import time
@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from fashionbert_tf.search import ann_index
+from fashionbert_tf.product_search import ann_index
 
 NUM_PRODUCTS = flags.DEFINE_integer("num_products", 100000, "Index size N.")
 DIM = flags.DEFINE_integer("dim", 384, "Vector size (384 = MiniLM's hidden size).")

@@ -39,7 +39,7 @@ RUN_ONE_STEP = textwrap.dedent("""
     started = float(sys.argv[2])
     from absl import logging
     logging.set_verbosity(logging.INFO)   # the stages' times are in the captured log
-    from fashionbert_tf import experiment_config
+    from fashionbert_tf.configs import experiment as experiment_config
     from fashionbert_tf.training import pretrain, synthetic
     config = experiment_config.load_config(None, [{
         "data": {"tfrecord_dir": sys.argv[1], "features_tfrecord_dir": sys.argv[1],

@@ -62,9 +62,9 @@ def main(argv):
   output_name = None
   if config.data.source == "tfds" and not INPUT_PATTERN.value:
     # Copies of the fashion_gen TFDS shards, named {split}-NNNNN-of-NNNNN.tfrecord.
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-    input_pattern = tfds_source.feature_source_pattern(config.data)
-    output_name = tfds_source.feature_copy_name
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+    input_pattern = fashion_gen_tfds.feature_source_pattern(config.data)
+    output_name = fashion_gen_tfds.feature_copy_name
   output_dir = OUTPUT_DIR.value or tfrecord_dir + "_features"
   feature_fn = None
   if CHECKPOINT.value:

@@ -7,7 +7,7 @@ For every toy product of the split that has the attribute (the products are rege
 toy generator's seeds, as the search logs are), its clean description (lower case) is scored with
 its own image by the TIA head, then the same description with that one attribute swapped ("navy"
 -> another colour; "long sleeve" <-> "short sleeve"; "hoodie" -> another garment;
-`fashionbert_tf/data/toy_attribute_swaps.py`). A checkpoint that aligns the attribute gives
+`fashionbert_tf/data/toy/attribute_swaps.py`). A checkpoint that aligns the attribute gives
 the true description the higher P(match) for most products; 0.5 is chance. Printed per attribute:
 products, share with P(true) > P(swapped), mean P(true) - P(swapped); written as JSON with
 --output.
@@ -26,11 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.cli import common_flags
-from fashionbert_tf.data import toy_attribute_swaps
-from fashionbert_tf.data import toy_search_logs
 from fashionbert_tf.data import tokenization
+from fashionbert_tf.data.toy import attribute_swaps
+from fashionbert_tf.data.toy import search_log_generator
 from fashionbert_tf.evaluation import pair_scoring
-from fashionbert_tf.evaluation import restore as restore_lib
+from fashionbert_tf.evaluation import pretraining_run as restore_lib
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.search import catalogue as catalogue_lib
 
@@ -56,20 +56,20 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  unknown = [a for a in ATTRIBUTES.value if a not in toy_attribute_swaps.SWAPS]
+  unknown = [a for a in ATTRIBUTES.value if a not in attribute_swaps.SWAPS]
   if unknown:
     raise app.UsageError(f"--attributes: unknown {unknown}; expected any of "
-                         f"{list(toy_attribute_swaps.SWAPS)}")
+                         f"{list(attribute_swaps.SWAPS)}")
   model, path, _ = restore_lib.restore_model(config, CHECKPOINT.value)
   data = config.data
-  products = toy_search_logs.toy_catalogue_products(
+  products = search_log_generator.toy_catalogue_products(
       data.toy_num_train_products, data.toy_num_validation_products, data.toy_seed, SPLIT.value)
   catalogue = catalogue_lib.compute_catalogue_features(
       model.patch_feature_extractor, config, [p.product_id for p in products])
   tokenizer = tokenization.build_tokenizer(data)
   results = {"checkpoint": path, "split": SPLIT.value, "attributes": {}}
   for attribute in ATTRIBUTES.value:
-    pairs = [(p, toy_attribute_swaps.swapped_description(p, attribute)) for p in products]
+    pairs = [(p, attribute_swaps.swapped_description(p, attribute)) for p in products]
     pairs = [(p, texts) for p, texts in pairs if texts is not None]
     true_p, swapped_p = [], []
     for begin in range(0, len(pairs), 64):

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-from fashionbert_tf.data import fashion_gen_builder
+from fashionbert_tf.data.sources import fashion_gen_tfds_builder
 
 CONFIG = flags.DEFINE_enum("config", "toy", ["toy", "full"], "Builder config.")
 DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir; empty = a temporary folder.")
@@ -34,7 +34,7 @@ OUTPUT = flags.DEFINE_string("output", "docs/fashion_gen_toy_examples.png", "PNG
 def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as temporary:
-    builder = fashion_gen_builder.FashionGen(config=CONFIG.value,
+    builder = fashion_gen_tfds_builder.FashionGen(config=CONFIG.value,
                                              data_dir=DATA_DIR.value or temporary)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=MANUAL_DIR.value or None))

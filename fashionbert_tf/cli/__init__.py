@@ -1,1 +1,1 @@
-"""cli package of FashionBERT-TF."""
+"""The `fashionbert` command line: one absl app per command, dispatched by `main.py`."""

@@ -7,7 +7,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from fashionbert_tf import experiment_config
+from fashionbert_tf.configs import experiment as experiment_config
 
 CONFIG = flags.DEFINE_string(
     "config", "configs/toy.yaml", "YAML experiment config (see configs/).")

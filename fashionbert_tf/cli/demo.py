@@ -4,7 +4,7 @@
 
 Steps (each a small function taking the `ExperimentConfig` and the shared `state` dict, run in
 order by `main`; later stages append theirs to `STEPS`):
-  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashiongen.py does the same;
+  1. generate_toy_data   the toy HDF5 files, if missing (tools/make_toy_fashion_gen.py does the same;
                          with data.source=tfds the fashion_gen builder's toy config makes its own)
   2. prepare_data        HDF5 -> TFRecords (or the TFDS dataset, data.source=tfds) + retrieval
                          candidate sets (skipped when up to date)
@@ -26,6 +26,16 @@ from absl import logging
 import numpy as np
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import pipeline
+from fashionbert_tf.data import prepare
+from fashionbert_tf.data import records
+from fashionbert_tf.data.toy import fashion_gen
+from fashionbert_tf.evaluation import evaluate as evaluate_lib
+from fashionbert_tf.evaluation import gallery
+from fashionbert_tf.modeling import feature_precompute
+from fashionbert_tf.modeling import feature_statistics
+from fashionbert_tf.training import loss_weight_figure
+from fashionbert_tf.training import pretrain as pretrain_lib
 
 DEMO_BATCHES = flags.DEFINE_integer("demo_batches", 3, "Pipeline batches to summarize.")
 REPREPARE = flags.DEFINE_bool("reprepare", False, "Run prepare-data even when up to date.")
@@ -33,7 +43,6 @@ REPREPARE = flags.DEFINE_bool("reprepare", False, "Run prepare-data even when up
 
 def generate_toy_data(config, state):
   """Writes the toy HDF5 files named by data.train_hdf5 / data.validation_hdf5 when missing."""
-  from fashionbert_tf.data import toy_fashiongen  # pylint: disable=g-import-not-at-top
   data = config.data
   if data.source == "tfds" and data.tfds_config == "toy":
     logging.info("data.source=tfds: the fashion_gen builder's toy config generates its own HDF5")
@@ -48,7 +57,7 @@ def generate_toy_data(config, state):
           f"{path} is missing and is not a toy-data path; the demo only generates toy data "
           "(see data/README.md for real Fashion-Gen)")
   start = time.time()
-  written = toy_fashiongen.make_toy_fashiongen(
+  written = fashion_gen.make_toy_fashiongen(
       data.train_hdf5, data.validation_hdf5, num_train_products=data.toy_num_train_products,
       num_validation_products=data.toy_num_validation_products, seed=data.toy_seed,
       num_empty_descriptions=data.toy_num_empty_descriptions)
@@ -59,25 +68,27 @@ def generate_toy_data(config, state):
 
 def prepare_data(config, state):
   """Runs prepare-data unless its output is newer than both HDF5 files."""
-  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
   data = config.data
   info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
   if data.source == "tfds":
     # TFDS versions its output; prepare-data's summary is current when it names this build.
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+    # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+    # -X importtime); only data.source=tfds needs it.
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     info = prepare.load_dataset_info(data.tfrecord_dir) or {}
-    builder = tfds_source.get_builder(data)
+    builder = fashion_gen_tfds.get_builder(data)
     up_to_date = (not REPREPARE.value and builder.is_prepared() and
                   info.get("source") == "tfds" and
                   info.get("tfds_config") == builder.builder_config.name and
-                  info.get("tfds_data_dir") == tfds_source.data_dir(data))
+                  info.get("tfds_data_dir") == fashion_gen_tfds.data_dir(data))
   else:
     up_to_date = (os.path.exists(info_path) and not REPREPARE.value and
                   all(os.path.getmtime(info_path) > os.path.getmtime(p)
                       for p in (data.train_hdf5, data.validation_hdf5)))
   if up_to_date:
-    logging.info("prepared data up to date (%s; use --reprepare to rebuild)",
-                 data.tfrecord_dir if data.source == "tfrecords" else tfds_source.data_dir(data))
+    where = (data.tfrecord_dir if data.source == "tfrecords" else
+             fashion_gen_tfds.data_dir(data))
+    logging.info("prepared data up to date (%s; use --reprepare to rebuild)", where)
     state["dataset_info"] = prepare.load_dataset_info(data.tfrecord_dir)
     return
   state["dataset_info"] = prepare.prepare_dataset(data)
@@ -85,19 +96,16 @@ def prepare_data(config, state):
 
 def precompute_features(config, state):
   """Shard copies with precomputed patch features (when configured) and the feature statistics."""
-  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.data import prepare  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.data import records  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import feature_precompute  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
   data = config.data
   if config.model.use_precomputed_features:
     source_pattern = os.path.join(data.tfrecord_dir, "*.tfrecord")
     output_name = None
     if data.source == "tfds":   # copies of TFDS's shards, named as feature mode reads them
-      from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-      source_pattern = tfds_source.feature_source_pattern(data)
-      output_name = tfds_source.feature_copy_name
+      # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+      # -X importtime); only data.source=tfds needs it.
+      from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+      source_pattern = fashion_gen_tfds.feature_source_pattern(data)
+      output_name = fashion_gen_tfds.feature_copy_name
     output_dir = pipeline.features_dir(data, "train")
     if output_dir == data.tfrecord_dir:
       output_dir = data.tfrecord_dir.rstrip("/") + "_features"
@@ -118,7 +126,6 @@ def precompute_features(config, state):
 
 def summarize_batches(config, state):
   """Prints shapes and masking / pairing counts of a few training batches."""
-  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   dataset = pipeline.build_pretraining_dataset(
       config.data, "train", config.train.global_batch_size,
       image_mode=not config.model.use_precomputed_features)
@@ -153,7 +160,6 @@ def summarize_batches(config, state):
 
 def pretrain(config, state):
   """Pre-trains (or resumes) in train.model_dir; a complete run is not trained again."""
-  from fashionbert_tf.training import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
   summary = pretrain_lib.run_pretraining(config)
   pretrain_lib.exit_if_interrupted(summary, "fashionbert demo")
   logs = summary["train_logs"]
@@ -166,14 +172,11 @@ def pretrain(config, state):
 
 def evaluate(config, state):
   """Scores TIA accuracy and Rank@K both directions on the latest checkpoint; prints the table."""
-  from fashionbert_tf.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   state["evaluation"] = evaluate_lib.run_evaluation(config)
 
 
 def write_figures(config, state):
   """Figure 4 (loss weights w_i and TIA accuracy over steps) and the retrieval gallery, as PNGs."""
-  from fashionbert_tf.evaluation import gallery  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.training import loss_weight_figure  # pylint: disable=g-import-not-at-top
   state["figures"] = [loss_weight_figure.write_loss_weight_figure(config.train.model_dir),
                       gallery.write_evaluation_gallery(config)]
   for path in state["figures"]:

@@ -18,6 +18,8 @@ from absl import logging
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.cli import inference_flags
+from fashionbert_tf.data import easytransfer_files
+from fashionbert_tf.evaluation import easytransfer_eval
 from fashionbert_tf.evaluation import evaluate
 
 # Shared by `evaluate` and `export` (both may be imported in one process, e.g. by tests).
@@ -48,8 +50,6 @@ AUTHORS_SCHEMA = flags.DEFINE_string(
 
 def _authors_files_main():
   """`--authors_img2txt` / `--authors_txt2img`: scores the authors' files (one-line errors)."""
-  from fashionbert_tf.data import easytransfer_files  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.evaluation import easytransfer_eval  # pylint: disable=g-import-not-at-top
   if SAVED_MODEL.value:
     raise app.UsageError("score the authors' files from a checkpoint (--checkpoint or the run's "
                          "latest): their ranking needs the raw TIA logits, an export gives "

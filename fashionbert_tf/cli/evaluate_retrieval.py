@@ -14,14 +14,14 @@ output dir (`retrieval.output_dir`, default <search.runs_dir>/retrieval).
 from absl import app
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.product_search import search_setup
 
 
 def main(argv):
   config = common_flags.start_command(argv)
-  from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
   with common_flags.missing_files_as_usage_error():   # missing logs, images or checkpoints
-    report = retrieval_setup.evaluate_from_config(config)
-  print(retrieval_setup.format_report(report), flush=True)
+    report = search_setup.evaluate_from_config(config)
+  print(search_setup.format_report(report), flush=True)
 
 
 if __name__ == "__main__":

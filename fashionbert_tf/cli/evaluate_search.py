@@ -14,6 +14,8 @@ from absl import app
 from absl import flags
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.configs import search as search_config
+from fashionbert_tf.search import click_evaluation
 
 VARIANTS = flags.DEFINE_list(
     "variants", None, "Search variants (oribert, bert_img, fashionbert); default "
@@ -23,8 +25,6 @@ LAYERS = flags.DEFINE_list("layers", None, "Layer counts; default search.evaluat
 
 def main(argv):
   config = common_flags.start_command(argv)
-  from fashionbert_tf.search import config as search_config  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.search import evaluate  # pylint: disable=g-import-not-at-top
   variants = VARIANTS.value
   for variant in variants or ():
     if variant not in search_config.SEARCH_VARIANTS:
@@ -35,7 +35,7 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f"--layers must be integers, got {LAYERS.value}") from None
   with common_flags.missing_files_as_usage_error():
-    evaluate.run_search_evaluation(config, variants, layers)
+    click_evaluation.run_search_evaluation(config, variants, layers)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from absl import logging
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.cli import inference_flags
 from fashionbert_tf.serving import export
+from fashionbert_tf.serving import search_export
 
 # Shared by `evaluate` and `export` (both may be imported in one process, e.g. by tests).
 if "checkpoint" not in flags.FLAGS:
@@ -59,7 +60,6 @@ def main(argv):
     if precision != "float32" or jit_compile:
       raise app.UsageError("--search_run exports float32 without XLA: drop --precision / "
                            "--jit_compile")
-    from fashionbert_tf.serving import search_export  # pylint: disable=g-import-not-at-top
     path = search_export.export_search_model(SEARCH_RUN.value, EXPORT_DIR.value,
                                              version=VERSION.value)
     model_name = search_export.MODEL_NAME

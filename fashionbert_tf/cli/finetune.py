@@ -15,11 +15,11 @@ search logs are generated first when missing. See fashionbert_tf/search/finetune
 from absl import app
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.search import finetune
 
 
 def main(argv):
   config = common_flags.start_command(argv)
-  from fashionbert_tf.search import finetune  # pylint: disable=g-import-not-at-top
   # Missing logs, images or pretraining checkpoint: one line.
   with common_flags.missing_files_as_usage_error():
     summary = finetune.run_finetuning(config)

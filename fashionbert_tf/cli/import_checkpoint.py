@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.training import import_checkpoint
 
 FORMATS = ("easytransfer",)
 
@@ -40,9 +41,8 @@ def main(argv):
   if NUM_ATTENTION_HEADS.value < 0:
     raise app.UsageError("--num_attention_heads must be >= 0")
   logging.set_verbosity(logging.INFO)
-  from fashionbert_tf.modeling import checkpoints_easytransfer  # pylint: disable=g-import-not-at-top
   try:
-    result = checkpoints_easytransfer.import_checkpoint(
+    result = import_checkpoint.import_checkpoint(
         flags.FLAGS.checkpoint, OUTPUT.value, config_file=common_flags.CONFIG.value,
         overrides=common_flags.PARAMS_OVERRIDE.value,
         num_attention_heads=NUM_ATTENTION_HEADS.value)

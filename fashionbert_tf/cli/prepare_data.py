@@ -7,9 +7,10 @@ Reads data.train_hdf5 and data.validation_hdf5, writes data.tfrecord_dir and
 data.candidates_file (see fashionbert_tf/data/prepare.py).
 
 With `--params_override data.source=tfds` it is a thin wrapper over the `fashion_gen` TensorFlow
-Datasets builder (fashionbert_tf/data/fashion_gen_builder.py, config `data.tfds_config`): the
-dataset is built into data.tfds_data_dir (reused when already prepared), then the candidate sets,
-negatives index and dataset_info.json are written as above (data/tfds_source.py).
+Datasets builder (fashionbert_tf/data/sources/fashion_gen_tfds_builder.py, config
+`data.tfds_config`): the dataset is built into data.tfds_data_dir (reused when already prepared),
+then the candidate sets, negatives index and dataset_info.json are written as above
+(data/sources/fashion_gen_tfds.py).
 """
 
 from absl import logging

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import easytransfer_files
 from fashionbert_tf.training import pretrain
 
 AUTHORS_TRAIN_FILES = flags.DEFINE_string(
@@ -35,7 +36,6 @@ AUTHORS_TRAIN_SCHEMA = flags.DEFINE_string(
 
 def _authors_datasets(config):
   """(train, validation) dataset functions over the authors' files (or raises UsageError)."""
-  from fashionbert_tf.data import easytransfer_files  # pylint: disable=g-import-not-at-top
   schema = AUTHORS_TRAIN_SCHEMA.value or easytransfer_files.TRAIN_SCHEMA
   try:
     feature_dim = easytransfer_files.check_schema(

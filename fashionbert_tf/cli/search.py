@@ -17,6 +17,8 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.product_search import result_strip
+from fashionbert_tf.product_search import search_setup
 
 QUERY = flags.DEFINE_multi_string("query", None, "Query text; may be given several times.")
 STRIP_PNG = flags.DEFINE_string(
@@ -33,11 +35,9 @@ def main(argv):
   if STRIP_PNG.value and len(queries) > 1:
     raise app.UsageError("--strip_png names one PNG: give one --query with it")
   logging.set_verbosity(logging.INFO)
-  from fashionbert_tf.search import result_strip  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.search import retrieval_setup  # pylint: disable=g-import-not-at-top
   config = common_flags.config_from_flags()
   with common_flags.missing_files_as_usage_error():   # missing logs, images or checkpoints
-    setup = retrieval_setup.build_search_from_config(config)
+    setup = search_setup.build_search_from_config(config)
   for result in setup.search.search(queries, top_n=config.retrieval.top_n):
     print(f"query: {result.query!r}  (recall: {setup.vectorizer_name}, "
           f"{config.retrieval.index_mode} ScaNN index, top {setup.search.recall_k}; re-rank: "
@@ -47,7 +47,7 @@ def main(argv):
         result.product_ids, result.titles, result.click_probability, result.recall_scores), 1):
       shown = f"{probability:8.4f}" if probability == probability else f"{'-':>8}"
       print(f"  {rank:>4}  {product_id:>10}  {shown}  {similarity:10.4f}  {title}")
-    path = STRIP_PNG.value or os.path.join(retrieval_setup.output_dir(config),
+    path = STRIP_PNG.value or os.path.join(search_setup.output_dir(config),
                                         result_strip.strip_file_name(result.query))
     result_strip.write_strip(result, setup.images_by_id, path,
                              title=f"search: {result.query!r} (recall {setup.vectorizer_name}, "

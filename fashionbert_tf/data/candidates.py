@@ -1,4 +1,4 @@
-"""The fixed retrieval candidate sets of the evaluation (paper 3.1; BRIEF contract 4).
+"""The fixed retrieval candidate sets of the evaluation (paper 3.1).
 
 Paper 3.1: 1,000 image queries and 1,000 text queries from the test split; each query's candidate
 set is its ground truth plus 100 items of other products. JSON layout:

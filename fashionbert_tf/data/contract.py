@@ -29,13 +29,15 @@ The model sees the sequence `[CLS] text [SEP] p_1 ... p_64` (at most 448 + 64 = 
 
 import tensorflow as tf
 
+from fashionbert_tf.configs import sequence_layout
+
 # Paper, section 3.1: 512 positions = 448 text (special tokens included) + 64 patches (8x8 grid).
-MAX_SEQUENCE_LENGTH = 512
-GRID_SIZE = 8
-NUM_PATCHES = GRID_SIZE * GRID_SIZE
-MAX_TEXT_LENGTH = MAX_SEQUENCE_LENGTH - NUM_PATCHES
-IMAGE_SIZE = 256
-PAPER_FEATURE_DIM = 2048
+MAX_SEQUENCE_LENGTH = sequence_layout.MAX_SEQUENCE_LENGTH
+GRID_SIZE = sequence_layout.GRID_SIZE
+NUM_PATCHES = sequence_layout.NUM_PATCHES
+MAX_TEXT_LENGTH = sequence_layout.MAX_TEXT_LENGTH
+IMAGE_SIZE = sequence_layout.IMAGE_SIZE
+PAPER_FEATURE_DIM = sequence_layout.PAPER_FEATURE_DIM
 
 TEXT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 MLM_KEYS = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")

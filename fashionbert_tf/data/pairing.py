@@ -21,7 +21,7 @@ image-to-text ranking would favour many-pose products. Drawn by record, in a gro
 product with n_j records gets, per epoch at ratio 1, n_j * (S - n_j / (G - n_j)) negatives in
 expectation with S = sum_o n_o / (G - n_o) ~ 1, i.e. as many as its positives up to O(n_j / G):
 P(match | text) ~ 1/2 whatever the pose count (exactly 1/2 is impossible in small groups, as a
-negative may never be the own product). Evaluation's TIA negatives (evaluation/retrieval.py) are
+negative may never be the own product). Evaluation's TIA negatives (evaluation/rank_at_k.py) are
 drawn by the same rule.
 
 Negatives are drawn with stateless ops seeded by (data.seed, chunk index), and the chunk index
@@ -44,7 +44,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf.data import config as data_config_lib
+from fashionbert_tf.configs import data as data_config_lib
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
 

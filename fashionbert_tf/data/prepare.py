@@ -1,16 +1,16 @@
 """prepare-data: Fashion-Gen HDF5 (train + validation) -> sharded TFRecords + candidate sets.
 
 For each split, rows are streamed from the HDF5 file in chunks (`data.hdf5_chunk_size`), their text
-cleaned (`fashiongen_hdf5.clean_text`), their image encoded (`data.image_format`) and written to
+cleaned (`fashion_gen_hdf5.clean_text`), their image encoded (`data.image_format`) and written to
 `<data.tfrecord_dir>/{split}-NNNNN-of-NNNNN.tfrecord` (`data.num_shards` shards, consecutive rows
 per shard; schema in `records.py`). Rows with an empty description are skipped and counted
-(`data.on_bad_description`, see `fashiongen_hdf5.py`); the counts are logged at the end and stored in
-`<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
+(`data.on_bad_description`, see `sources/fashion_gen_hdf5.py`); the counts are logged at the end and
+stored in `<data.tfrecord_dir>/dataset_info.json`. Then the fixed retrieval candidate sets are built from the
 validation split and saved to `data.candidates_file` (`candidates.py`).
 
 With `data.source: tfds` prepare-data is a thin wrapper over the `fashion_gen` TensorFlow Datasets
-builder (`fashion_gen_builder.py`, `tfds_source.py`): the builder streams the same HDF5 rows
-with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
+builder (`sources/fashion_gen_tfds_builder.py`, `sources/fashion_gen_tfds.py`): the builder streams
+the same HDF5 rows with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
 same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
 index and retrieval candidate sets from TFDS's validation shards.
 """
@@ -25,9 +25,9 @@ import time
 from absl import logging
 
 from fashionbert_tf.data import candidates as candidates_lib
-from fashionbert_tf.data import fashiongen_hdf5
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import fashion_gen_hdf5
 
 import tensorflow as tf
 
@@ -60,10 +60,10 @@ def convert_split(hdf5_path, directory, split, num_shards, image_format="png", j
   """Writes one split's shards. Returns (ReadReport, list of metadata dicts of written rows)."""
   if num_shards < 1:
     raise ValueError(f"data.num_shards must be >= 1, got {num_shards}")
-  num_rows = fashiongen_hdf5.count_rows(hdf5_path)   # validates the schema before any writing
+  num_rows = fashion_gen_hdf5.count_rows(hdf5_path)   # validates the schema before any writing
   os.makedirs(directory, exist_ok=True)
   _remove_old_shards(directory, split)
-  report = fashiongen_hdf5.ReadReport(hdf5_path)
+  report = fashion_gen_hdf5.ReadReport(hdf5_path)
   progress = _Progress(f"{split} ({os.path.basename(hdf5_path)})", num_rows)
   metadata = []
   bounds = [num_rows * i // num_shards for i in range(num_shards + 1)]
@@ -71,7 +71,7 @@ def convert_split(hdf5_path, directory, split, num_shards, image_format="png", j
   with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
     for shard in range(num_shards):
       path = records.shard_path(directory, split, shard, num_shards)
-      rows = fashiongen_hdf5.iterate_rows(hdf5_path, chunk_size, on_bad_description, report,
+      rows = fashion_gen_hdf5.iterate_rows(hdf5_path, chunk_size, on_bad_description, report,
                                           start=bounds[shard], stop=bounds[shard + 1])
       with tf.io.TFRecordWriter(path + ".tmp") as writer:
         while True:
@@ -171,13 +171,15 @@ def prepare_with_tfds(data_config):
   `data.on_bad_description: error` -> `FashionGenFormatError` after the build when the builder
   skipped rows (the builder itself always skips and counts them in its metadata).
   """
-  from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+  # -X importtime); only data.source=tfds needs it.
+  from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
   start = time.time()
-  builder = tfds_source.download_and_prepare(data_config)
+  builder = fashion_gen_tfds.download_and_prepare(data_config)
   metadata = builder.info.metadata
   logging.info("TFDS fashion_gen/%s %s in %s (%.1f s)", builder.builder_config.name,
                builder.version, builder.data_dir, time.time() - start)
-  info = {"source": "tfds", "tfds_data_dir": tfds_source.data_dir(data_config),
+  info = {"source": "tfds", "tfds_data_dir": fashion_gen_tfds.data_dir(data_config),
           "tfds_config": builder.builder_config.name, "tfds_version": str(builder.version),
           "image_format": "png", "num_shards": data_config.num_shards, "splits": {}}
   validation_metadata = None
@@ -186,10 +188,10 @@ def prepare_with_tfds(data_config):
     first_skipped = list(metadata["first_skipped_rows"][split])
     source = metadata["source_files"][split]
     if skipped and data_config.on_bad_description == "error":
-      raise fashiongen_hdf5.FashionGenFormatError(
+      raise fashion_gen_hdf5.FashionGenFormatError(
           f"{source}: {skipped} row(s) have an empty description after decoding and cleaning "
           f"(first rows {first_skipped}); data.on_bad_description=error")
-    pattern = tfds_source.split_file_pattern(data_config, split)
+    pattern = fashion_gen_tfds.split_file_pattern(data_config, split)
     # Written beside TFDS's shards (reused when current); one entry per distinct product.
     index, _ = negatives_index.load_or_build(pattern)
     info["splits"][split] = {

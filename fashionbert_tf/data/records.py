@@ -1,4 +1,4 @@
-"""The TFRecord schema of prepared Fashion-Gen (BRIEF contract 2): write, parse, read, verify.
+"""The TFRecord schema of prepared Fashion-Gen: write, parse, read, verify.
 
 One `tf.train.Example` per Fashion-Gen row:
 

@@ -1,4 +1,4 @@
-"""WordPiece tokenization shared by training, evaluation and serving (BRIEF contract 3).
+"""WordPiece tokenization shared by training, evaluation and serving.
 
 Paper 2.2 ("Text Representation"): the text is WordPiece-tokenized with the BERT vocabulary and
 processed the standard BERT way, `[CLS] text [SEP]`. The tokenizer is the classic
@@ -17,8 +17,8 @@ middle. `count_truncated` counts how many texts the rule shortens (the pipeline 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from fashionbert_tf import default_assets
 from fashionbert_tf.data import contract
+from fashionbert_tf.utils import default_assets
 
 CLS_TOKEN = "[CLS]"
 SEP_TOKEN = "[SEP]"

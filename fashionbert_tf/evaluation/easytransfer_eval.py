@@ -37,6 +37,9 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import easytransfer_files
+from fashionbert_tf.evaluation import evaluate
+from fashionbert_tf.evaluation import pretraining_run
+from fashionbert_tf.modeling import inference_precision
 
 DIRECTIONS = ("image_to_text", "text_to_image")
 DIRECTION_TITLES = {"image_to_text": "Image-to-Text", "text_to_image": "Text-to-Image"}
@@ -296,17 +299,14 @@ def run_evaluation(config, files_by_direction, checkpoint=None, rank_by="match_l
   Raises:
     ValueError: the model's patch feature size is not the files' D, or an unknown rank_by.
   """
-  from fashionbert_tf.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.evaluation import restore  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import inference_precision  # pylint: disable=g-import-not-at-top
   check_rank_by(rank_by)
   schema = schema or easytransfer_files.EVAL_SCHEMA
   feature_dim = easytransfer_files.eval_feature_dim(schema)
   precision = inference_precision.check_precision(config.eval.mixed_precision,
                                                   "eval.mixed_precision")
-  model, path, model_config = restore.restore_model(config, checkpoint)
-  if restore.feature_dim_of(model) != feature_dim:
-    raise ValueError(f"the model reads {restore.feature_dim_of(model)}-d patch features; the "
+  model, path, model_config = pretraining_run.restore_model(config, checkpoint)
+  if pretraining_run.feature_dim_of(model) != feature_dim:
+    raise ValueError(f"the model reads {pretraining_run.feature_dim_of(model)}-d patch features; the "
                      f"authors' files hold {feature_dim}-d ones (schema image_feature)")
   num_layers = int(model.encoder.get_config()["num_layers"])
   model = inference_precision.inference_model(model, model_config, precision)

@@ -2,7 +2,7 @@
 
 1. The model: the run's latest checkpoint (rebuilt from `<model_dir>/params.yaml`, restored with
    `tf.train.Checkpoint(model=...)`), a given checkpoint, or an exported SavedModel.
-2. The pairs (`retrieval.py`): TIA pairs of both directions over the validation records, and the
+2. The pairs (`rank_at_k.py`): TIA pairs of both directions over the validation records, and the
    saved Rank@K candidate sets (image-to-text: an image against 101 texts; text-to-image: a text
    against 101 images).
 3. Scoring (`pair_scoring.py`): all pairs in one pass over the validation TFRecords, each image's
@@ -30,11 +30,11 @@ from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.evaluation import pair_scoring
-from fashionbert_tf.evaluation import restore
-from fashionbert_tf.evaluation import retrieval
+from fashionbert_tf.evaluation import pretraining_run
+from fashionbert_tf.evaluation import rank_at_k
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
-from fashionbert_tf.serving import export
+from fashionbert_tf.utils import inference_settings
 
 RESULTS_FILE = "results.json"
 RETRIEVAL_SCORES_FILE = "retrieval_scores.npz"
@@ -46,10 +46,10 @@ def output_dir(config):
 
 
 def read_record_table(file_pattern, dataset=None):
-  """`retrieval.RecordTable` of the validation records (text fields only; images not decoded).
+  """`rank_at_k.RecordTable` of the validation records (text fields only; images not decoded).
 
   dataset: optional dataset of record dicts read instead of `file_pattern`
-  (`tfds_source.read_records`, `data.source: tfds`).
+  (`fashion_gen_tfds.read_records`, `data.source: tfds`).
   """
   columns = {"record_id": [], "product_id": [], "description": [], "group": []}
   if dataset is not None:
@@ -62,7 +62,7 @@ def read_record_table(file_pattern, dataset=None):
     columns["description"].extend(d.decode("utf-8") for d in batch["description"])
     columns["group"].extend(zip((c.decode("utf-8") for c in batch["category"]),
                                 (s.decode("utf-8") for s in batch["subcategory"])))
-  return retrieval.RecordTable(record_id=np.array(columns["record_id"], np.int64),
+  return rank_at_k.RecordTable(record_id=np.array(columns["record_id"], np.int64),
                                product_id=np.array(columns["product_id"], np.int64),
                                description=columns["description"], group=columns["group"])
 
@@ -85,17 +85,17 @@ def build_scorer(config, checkpoint=None, saved_model=None):
     scorer = scoring.SavedModelPairScorer(saved_model)
     source = {"saved_model": saved_model}
     precomputed = config.model.use_precomputed_features
-    source.update(export.read_inference_settings(saved_model))
+    source.update(inference_settings.read_inference_settings(saved_model))
   else:
     precision = inference_precision.check_precision(config.eval.mixed_precision,
                                                     "eval.mixed_precision")
-    length_bucket = export.resolve_length_bucket(config.eval.jit_compile,
-                                                 config.eval.length_bucket)
-    model, path, model_config = restore.restore_model(config, checkpoint)
+    length_bucket = inference_settings.resolve_length_bucket(config.eval.jit_compile,
+                                                             config.eval.length_bucket)
+    model, path, model_config = pretraining_run.restore_model(config, checkpoint)
     num_layers = int(model.encoder.get_config()["num_layers"])
     model = inference_precision.inference_model(model, model_config, precision,
                                                 jit_compile=config.eval.jit_compile)
-    scorer = scoring.KerasPairScorer(model, restore.feature_dim_of(model),
+    scorer = scoring.KerasPairScorer(model, pretraining_run.feature_dim_of(model),
                                      jit_compile=config.eval.jit_compile,
                                      length_bucket=length_bucket,
                                      max_text_length=config.data.max_text_length)
@@ -116,7 +116,7 @@ def format_table(results, ks):
   """The results laid out like the paper's Table 1 (percentages)."""
   header = ["Evaluation", "Approach", "Accuracy"] + [f"Rank@{k}" for k in ks]
   rows = []
-  for direction in retrieval.DIRECTIONS:
+  for direction in rank_at_k.DIRECTIONS:
     numbers = results[direction]
     rows.append([DIRECTION_TITLES[direction], approach_name(results),
                  f"{100 * numbers['accuracy']:.2f}%"]
@@ -130,7 +130,7 @@ def format_table(results, ks):
 def format_markdown_table(results, ks):
   header = ["Evaluation", "Approach", "Accuracy"] + [f"Rank@{k}" for k in ks]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for direction in retrieval.DIRECTIONS:
+  for direction in rank_at_k.DIRECTIONS:
     numbers = results[direction]
     cells = [DIRECTION_TITLES[direction], approach_name(results),
              f"{100 * numbers['accuracy']:.2f}%"]
@@ -148,7 +148,7 @@ def write_outputs(results, table_markdown, directory, step):
   writer = tf.summary.create_file_writer(directory)
   with writer.as_default():
     tf.summary.text("evaluation/table", table_markdown, step=step)
-    for direction in retrieval.DIRECTIONS:
+    for direction in rank_at_k.DIRECTIONS:
       for name, value in results[direction].items():
         if isinstance(value, float):
           tf.summary.scalar(f"evaluation/{direction}/{name}", value, step=step)
@@ -162,7 +162,7 @@ def write_retrieval_scores(arrays, directory, step):
   """Saves the scored retrieval grids as `<directory>/retrieval_scores.npz`; returns its path.
 
   Args:
-    arrays: per direction d in `retrieval.DIRECTIONS`: `{d}_text_ids`, `{d}_image_ids` int64 [Q, C]
+    arrays: per direction d in `rank_at_k.DIRECTIONS`: `{d}_text_ids`, `{d}_image_ids` int64 [Q, C]
       (record ids of each pair), `{d}_scores` float [Q, C] (P(match)), `{d}_ground_truth`
       int64 [Q] (the ground truth's column).
     directory: the evaluation output folder.
@@ -199,15 +199,17 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                                              image_mode=not precomputed)
   records_dataset = None
   if config.data.source == "tfds" and not precomputed:   # through builder.as_dataset
-    from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-    records_dataset = lambda: tfds_source.read_records(config.data, "validation")
+    # Lazy: importing tensorflow_datasets adds ~10% to TensorFlow's own import time (python
+    # -X importtime); only data.source=tfds needs it.
+    from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
+    records_dataset = lambda: fashion_gen_tfds.read_records(config.data, "validation")
   table = read_record_table(file_pattern,
                             records_dataset() if records_dataset is not None else None)
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
-  tia_plans = retrieval.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
+  tia_plans = rank_at_k.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
                                 config.data.negative_sampling)
   candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
-  retrieval_plans = retrieval.plan_retrieval(candidate_sets, table,
+  retrieval_plans = rank_at_k.plan_retrieval(candidate_sets, table,
                                              config.eval.max_retrieval_queries)
 
   # One list of pairs for everything: TIA of both directions, then both retrieval grids.

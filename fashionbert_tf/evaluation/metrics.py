@@ -4,7 +4,7 @@ Plain NumPy and exact: no sampling, no approximation, no framework state.
 
 Rank@K (paper 3.1): "the percentage of ground-truth matchings appearing in the top-K ranked list".
 Every query has one ground-truth candidate among C; candidates are ranked by their matching score
-(P(match), higher = better). Ties count against the ground truth (DESIGN.md, evaluation protocol):
+(P(match), higher = better). Ties count against the ground truth (the evaluation protocol):
 its rank is 1 + the number of *other* candidates whose score is >= its own, so a model that scores
 every candidate the same gets rank C, never rank 1.
 """

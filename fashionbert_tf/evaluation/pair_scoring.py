@@ -1,6 +1,6 @@
 """Scores many (text record, image record) pairs, each image's patch features computed once.
 
-Work reuse (the issue: "an image's patch features are computed once per query, not 101 times"):
+Work reuse (an image's patch features are computed once, not once per query it is a candidate of):
   - every distinct description is tokenized once (Fashion-Gen repeats a product's description on
     each of its poses, so texts are keyed by their string);
   - the pairs of all tasks are merged and deduplicated by content (description string, image
@@ -13,7 +13,6 @@ Work reuse (the issue: "an image's patch features are computed once per query, n
 Memory: the tokenized texts plus one step's images and features.
 """
 
-import time
 
 from absl import logging
 import numpy as np
@@ -22,35 +21,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import records
 from fashionbert_tf.data import tokenization
-
-
-class Progress:
-  """Logs `done / total <unit>` with the rate and ETA at most every `interval` seconds (one log
-  line each time, never a progress bar: long jobs log to files)."""
-
-  def __init__(self, total, interval=10.0, label="scored", unit="pairs"):
-    self.total, self.interval, self.label, self.unit = total, interval, label, unit
-    self.done = 0
-    self.start = self.last = time.time()
-
-  def update(self, count):
-    self.done += count
-    now = time.time()
-    if now - self.last >= self.interval or self.done >= self.total:
-      self.last = now
-      rate = self.pairs_per_second
-      logging.info("%s %d / %d %s (%.0f%%), %.1f %s/s, ETA %.0f s", self.label, self.done,
-                   self.total, self.unit, 100.0 * self.done / max(self.total, 1), rate, self.unit,
-                   (self.total - self.done) / max(rate, 1e-9))
-
-  @property
-  def seconds(self):
-    return time.time() - self.start
-
-  @property
-  def pairs_per_second(self):
-    """Items (pairs, or whatever `unit` counts) per second so far."""
-    return self.done / max(self.seconds, 1e-9)
+from fashionbert_tf.utils import progress as progress_lib
 
 
 def tokenize_texts(tokenizer, texts, max_text_length, batch_size=256):
@@ -143,7 +114,7 @@ def score_pairs(scorer, table, tokenizer, text_ids, image_ids, file_pattern, *,
   pairs_of_image = {int(rid): order[s:e] for rid, s, e in zip(needed, starts, ends)}
 
   scores = np.full([len(pairs)], np.nan, np.float32)
-  progress = Progress(len(pairs), progress_interval)
+  progress = progress_lib.Progress(len(pairs), progress_interval)
   feature_dim = scorer.feature_dim if precomputed else None
   logging.info("scoring %d pairs (%d distinct) over %d images and %d distinct texts",
                len(text_ids), len(pairs), len(needed), len(token_ids))

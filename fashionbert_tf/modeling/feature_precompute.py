@@ -2,15 +2,17 @@
 
 Each input shard is copied record for record, in order, into a shard of the same file name in the
 output folder; every record keeps all its features and gains `patch_features` =
-`tf.io.serialize_tensor(float32 [64, D])` (BRIEF contract 2), the output of the same
-`PatchFeatureExtractor` the model runs online (uint8 image -> 8x8 grid -> backbone), so both modes
-give the same features for the same image (up to float rounding of a different batch size).
+`tf.io.serialize_tensor(float32 [64, D])` (the record schema of `data/records.py`), the output of
+the same `PatchFeatureExtractor` the model runs online (uint8 image -> 8x8 grid -> backbone), so
+both modes give the same features for the same image (up to float rounding of a different batch
+size).
 A record that already has `patch_features` gets them replaced (the count is reported).
 
 Shards are written to `<name>.tmp` and renamed when complete, so an interrupted run never leaves a
 half-written shard under the final name.
 """
 
+import dataclasses
 import os
 import time
 
@@ -19,9 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
-from fashionbert_tf.evaluation import pair_scoring
+from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.modeling import patch_features as patch_features_lib
+from fashionbert_tf.utils import progress as progress_lib
 
 
 def add_patch_features(serialized_example, features):
@@ -134,14 +138,6 @@ def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_b
   return summary
 
 
-def inference_feature_fn(extractor):
-  """A compiled uint8 [b, 256, 256, 3] -> float32 [b, 64, D] function, backbone in inference mode."""
-  @tf.function(reduce_retracing=True)
-  def compute(images):
-    return extractor(images, training=False)
-  return lambda images: compute(images).numpy()
-
-
 def precompute_patch_features(model_config, input_pattern, output_dir, batch_size=32,
                               feature_fn=None, verbose=True, progress_interval=10.0,
                               output_name=None):
@@ -174,10 +170,10 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
                        f"shards are copies and must go to another folder")
   if feature_fn is None:
     extractor = patch_features_lib.build_patch_feature_extractor(model_config)
-    feature_fn = inference_feature_fn(extractor)
+    feature_fn = patch_features_lib.inference_feature_fn(extractor)
 
   total = sum(count_records(path) for path in input_files)
-  progress = pair_scoring.Progress(total, progress_interval, label="patch features:",
+  progress = progress_lib.Progress(total, progress_interval, label="patch features:",
                                    unit="records")
   done = [0]
 
@@ -189,7 +185,6 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
   start = time.time()
   output_files = [os.path.join(output_dir, output_name(path)) for path in input_files]
   summary = precompute_shards(feature_fn, input_files, output_files, batch_size, on_batch)
-  from fashionbert_tf.data import negatives_index  # pylint: disable=g-import-not-at-top
   negatives_index.write_for_copies(input_files, output_files)
   for path, output_path in zip(input_files, output_files):
     logging.info("%s: %d records -> %s (%d had patch_features, replaced)", path,
@@ -214,8 +209,6 @@ def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32,
   Returns:
     (summary of `precompute_patch_features`, `FeatureStatistics` or None).
   """
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import feature_statistics  # pylint: disable=g-import-not-at-top
   summary = precompute_patch_features(config.model, input_pattern, output_dir, batch_size,
                                      output_name=output_name)
   if config.model.patch_feature_normalization != "standardize":

@@ -33,7 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
+from fashionbert_tf.modeling import patch_features
 
 STATISTICS_DIR = "patch_feature_statistics"
 STD_FLOOR_FRACTION = 0.01
@@ -169,7 +171,6 @@ def load_statistics(path, expected_fingerprint=None):
 
 def _feature_batches_from_records(config, max_images, batch_size):
   """Patch-feature batches of the first `max_images` training records (file order)."""
-  from fashionbert_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   model_config = config.model
   precomputed = model_config.use_precomputed_features
   pattern = pipeline.split_file_pattern(config.data, "train", image_mode=not precomputed)
@@ -181,9 +182,7 @@ def _feature_batches_from_records(config, max_images, batch_size):
   dataset = dataset.map(lambda record: record[key]).batch(batch_size)
   if precomputed:
     return pattern, (batch.numpy() for batch in dataset)
-  from fashionbert_tf.modeling import feature_precompute  # pylint: disable=g-import-not-at-top
-  from fashionbert_tf.modeling import patch_features  # pylint: disable=g-import-not-at-top
-  feature_fn = feature_precompute.inference_feature_fn(
+  feature_fn = patch_features.inference_feature_fn(
       patch_features.build_patch_feature_extractor(model_config))
   return pattern, (feature_fn(images) for images in dataset)
 

@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import encoder as encoder_lib
-from fashionbert_tf.modeling import untracked
+from fashionbert_tf.utils import untracked
 
 PRECISIONS = ("float32", "bfloat16")
 # Added to the attention scores of padding positions before the softmax, as Keras' masked softmax

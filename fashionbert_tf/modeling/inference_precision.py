@@ -28,6 +28,7 @@ import tensorflow as tf
 import tf_keras
 
 from fashionbert_tf.modeling import fused_inference
+from fashionbert_tf.modeling import model_builder
 
 PRECISIONS = fused_inference.PRECISIONS
 _ALIASES = {"mixed_bfloat16": "bfloat16"}
@@ -166,7 +167,6 @@ def float32_inference_copy(model, model_config):
 
   Same weights, same function (see the module docstring); `model` is not changed.
   """
-  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
   copy = model_builder.build_fashionbert(model_config, load_pretrained_weights=False)
   _copy_weights(model, copy)
   if not einsum_dense_as_matmul(copy.encoder, batched=False):

@@ -2,7 +2,7 @@
 
 `build_fashionbert(model_config)`:
 1. reads the pre-trained encoder named by `model.encoder_format` / `model.encoder_checkpoint`
-   (`bert_checkpoints.py`: Hugging Face safetensors, TF-Hub SavedModel, Model Garden checkpoint;
+   (`checkpoints/`: Hugging Face safetensors, TF-Hub SavedModel, Model Garden checkpoint;
    empty path + hf_safetensors = the offline MiniLM default) and takes the encoder sizes from it;
    `none` = random init with the sizes in the config;
 2. builds the patch feature extractor (`patch_features.build_patch_feature_extractor`), the
@@ -24,10 +24,13 @@ import tf_keras
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import easytransfer_embedding
 from fashionbert_tf.modeling import encoder as encoder_lib
+from fashionbert_tf.modeling import encoder_sizes
 from fashionbert_tf.modeling import heads
 from fashionbert_tf.modeling import patch_embedding as patch_embedding_lib
 from fashionbert_tf.modeling import patch_feature_normalization
 from fashionbert_tf.modeling import patch_features
+from fashionbert_tf.modeling.checkpoints import assign
+from fashionbert_tf.modeling.checkpoints import readers
 from fashionbert_tf.modeling.fashionbert_model import FashionBertModel
 
 ENCODER_FORMATS = ("hf_safetensors", "tfhub", "model_garden", "none")
@@ -45,37 +48,6 @@ def check_layout(model_config):
   if model_config.mpm_head not in MPM_HEADS:
     raise ValueError(f"model.mpm_head = {model_config.mpm_head!r}; expected one of "
                      f"{', '.join(MPM_HEADS)}")
-
-
-@dataclasses.dataclass
-class EncoderSizes:
-  """The shape of a BERT encoder (read from a checkpoint, or from the config for `none`)."""
-  vocab_size: int
-  hidden_size: int
-  num_layers: int
-  num_attention_heads: int
-  intermediate_size: int
-  max_position_embeddings: int
-  type_vocab_size: int
-  embedding_width: int
-  activation: str
-
-
-def sizes_from_config(model_config):
-  """`EncoderSizes` of a randomly initialized encoder (`model.encoder_format: none`)."""
-  if model_config.num_layers <= 0:
-    raise ValueError("model.num_layers must be > 0 when model.encoder_format is 'none' (there is "
-                     "no checkpoint to take the layer count from)")
-  return EncoderSizes(
-      vocab_size=model_config.vocab_size,
-      hidden_size=model_config.hidden_size,
-      num_layers=model_config.num_layers,
-      num_attention_heads=model_config.num_attention_heads,
-      intermediate_size=model_config.intermediate_size,
-      max_position_embeddings=model_config.max_position_embeddings,
-      type_vocab_size=model_config.type_vocab_size,
-      embedding_width=model_config.hidden_size,
-      activation=model_config.encoder_activation or "gelu_approximate")
 
 
 def build_encoder(sizes, model_config):
@@ -198,10 +170,9 @@ def build_fashionbert(model_config, load_pretrained_weights=True):
     raise ValueError(f"model.encoder_format: unknown format {encoder_format!r}; expected one of "
                      f"{', '.join(ENCODER_FORMATS)}")
   if encoder_format == "none":
-    return build_model_from_sizes(sizes_from_config(model_config), model_config)
+    return build_model_from_sizes(encoder_sizes.sizes_from_config(model_config), model_config)
 
-  from fashionbert_tf.modeling import bert_checkpoints  # pylint: disable=g-import-not-at-top
-  pretrained = bert_checkpoints.read_pretrained_bert(
+  pretrained = readers.read_pretrained_bert(
       encoder_format, model_config.encoder_checkpoint, activation=model_config.encoder_activation)
   sizes = dataclasses.replace(pretrained.sizes)
   if model_config.num_layers:
@@ -215,6 +186,6 @@ def build_fashionbert(model_config, load_pretrained_weights=True):
   model = build_model_from_sizes(sizes, model_config)
   if not load_pretrained_weights:
     return model
-  bert_checkpoints.assign_pretrained_bert(
+  assign.assign_pretrained_bert(
       model, pretrained, load_heads=model_config.load_pretrained_heads)
   return model

@@ -130,3 +130,11 @@ def build_patch_feature_extractor(model_config, load_weights=True):
       normalization=backbones.resolve_normalization(model_config),
       trainable=model_config.backbone_trainable,
       name="patch_feature_extractor")
+
+
+def inference_feature_fn(extractor):
+  """A compiled uint8 [b, 256, 256, 3] -> float32 [b, 64, D] function, backbone in inference mode."""
+  @tf.function(reduce_retracing=True)
+  def compute(images):
+    return extractor(images, training=False)
+  return lambda images: compute(images).numpy()

@@ -37,9 +37,9 @@ from fashionbert_tf.data import contract
 from fashionbert_tf.data import search_logs
 from fashionbert_tf.evaluation import metrics
 from fashionbert_tf.search import catalogue as catalogue_lib
+from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.search import logs as logs_lib
-from fashionbert_tf.search import model_builder
-from fashionbert_tf.search import scoring
+from fashionbert_tf.search import search_model_builder as model_builder
 from fashionbert_tf.training import callbacks as callbacks_lib
 from fashionbert_tf.training import optimizer as optimizer_lib
 from fashionbert_tf.training import pretrain as pretrain_lib

@@ -13,13 +13,13 @@ import time
 from absl import logging
 
 from fashionbert_tf.data import search_logs
-from fashionbert_tf.data import toy_search_logs
+from fashionbert_tf.data.toy import search_log_generator
 
 
 def toy_settings(search_config):
   """`ToySearchLogSettings` from the `search.toy_*` options."""
   return dataclasses.replace(
-      toy_search_logs.ToySearchLogSettings(),
+      search_log_generator.ToySearchLogSettings(),
       num_sessions=search_config.toy_num_sessions,
       impressions_per_query=search_config.toy_impressions_per_query,
       click_rate_match=search_config.toy_click_rate_match,
@@ -37,11 +37,11 @@ def toy_settings(search_config):
 def write_toy_logs(config):
   """Writes the toy search logs for the toy products named by the `data` section; returns info."""
   data = config.data
-  products = toy_search_logs.toy_catalogue_products(
+  products = search_log_generator.toy_catalogue_products(
       data.toy_num_train_products, data.toy_num_validation_products, data.toy_seed,
       config.search.toy_catalogue_split)
   start = time.time()
-  info = toy_search_logs.write_toy_search_logs(config.search.logs_dir, products,
+  info = search_log_generator.write_toy_search_logs(config.search.logs_dir, products,
                                                toy_settings(config.search))
   logging.info("toy search logs written to %s in %.1f s: %s", config.search.logs_dir,
                time.time() - start, info["splits"])
@@ -52,7 +52,7 @@ def _check_toy_settings(logs_dir, search_config):
   """Raises ValueError when `logs_dir` holds toy logs drawn with other settings than the config's
   `search.toy_*` (a stale folder would otherwise be read silently); real logs pass."""
   info = search_logs.read_info(logs_dir)
-  if info.get("generator") != toy_search_logs.GENERATOR:
+  if info.get("generator") != search_log_generator.GENERATOR:
     return
   # Through JSON, as info.json holds them (tuples become lists).
   wanted = json.loads(json.dumps(dataclasses.asdict(toy_settings(search_config))))

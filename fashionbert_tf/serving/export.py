@@ -30,43 +30,17 @@ import tensorflow as tf
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
-from fashionbert_tf.evaluation import restore
+from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import serving_module
 from fashionbert_tf.serving import warmup
+from fashionbert_tf.utils import inference_settings
 
 WARMUP_TEXT = ("long sleeve cotton shirt in navy blue. spread collar. button closure at front. "
                "patch pocket at chest. tonal stitching.")
 PARAMS_COPY = os.path.join("assets.extra", "fashionbert_params.yaml")
-INFERENCE_SETTINGS = os.path.join("assets.extra", "fashionbert_inference.json")
-# Text-length bucket under XLA when none is given: multiples of 16 positions (448 / 16 = 28 shapes).
-DEFAULT_JIT_LENGTH_BUCKET = 16
-
-
-def resolve_length_bucket(jit_compile, length_bucket=None):
-  """The text-length bucket to use: `length_bucket` if >= 0, else (None or -1) 16 under XLA and
-  0 (exact VSL) without.
-
-  Raises:
-    ValueError: a bucket below -1.
-  """
-  if length_bucket is None or int(length_bucket) == -1:
-    return DEFAULT_JIT_LENGTH_BUCKET if jit_compile else 0
-  if int(length_bucket) < 0:
-    raise ValueError(f"length_bucket must be >= 0 (0 = no bucketing) or -1 (automatic), got "
-                     f"{length_bucket}")
-  return int(length_bucket)
-
-
-def read_inference_settings(export_path):
-  """{"precision", "jit_compile", "length_bucket"} of an export (float32 defaults when absent)."""
-  path = os.path.join(export_path, INFERENCE_SETTINGS)
-  if not tf.io.gfile.exists(path):
-    return {"precision": "float32", "jit_compile": False, "length_bucket": 0}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 def warmup_image_png(size=contract.IMAGE_SIZE):
@@ -84,7 +58,7 @@ def build_serving_module(model, data_config, feature_dim=None, jit_compile=False
   return serving_module.FashionBertServingModule(
       model=model,
       tokenizer=tokenizer,
-      feature_dim=feature_dim or restore.feature_dim_of(model),
+      feature_dim=feature_dim or pretraining_run.feature_dim_of(model),
       vocab_size=tokenizer.vocab_size,
       max_text_length=data_config.max_text_length,
       jit_compile=jit_compile,
@@ -169,7 +143,8 @@ def save_module(module, export_dir, version=None, params_yaml=None, model_name="
     if requests is None:
       requests = warmup_requests(module)
     warmup.write_warmup_requests(temp_path, requests, model_name=model_name)
-    with tf.io.gfile.GFile(os.path.join(temp_path, INFERENCE_SETTINGS), "w") as f:
+    settings_path = os.path.join(temp_path, inference_settings.INFERENCE_SETTINGS)
+    with tf.io.gfile.GFile(settings_path, "w") as f:
       json.dump({"precision": precision, "jit_compile": getattr(module, "jit_compile", False),
                  "length_bucket": getattr(module, "length_bucket", None)}, f, indent=1)
     if params_yaml and tf.io.gfile.exists(params_yaml):
@@ -204,13 +179,13 @@ def export_saved_model(config, export_dir, checkpoint=None, version=None, model=
     ValueError: unknown precision or negative bucket.
   """
   precision = inference_precision.check_precision(precision, "--precision")
-  length_bucket = resolve_length_bucket(jit_compile, length_bucket)
+  length_bucket = inference_settings.resolve_length_bucket(jit_compile, length_bucket)
   params_yaml = None
   model_config = config.model
   if model is None:
-    model, checkpoint_path, model_config = restore.restore_model(config, checkpoint)
+    model, checkpoint_path, model_config = pretraining_run.restore_model(config, checkpoint)
     logging.info("exporting %s", checkpoint_path)
-    params_yaml = os.path.join(config.train.model_dir, restore.PARAMS_FILE)
+    params_yaml = os.path.join(config.train.model_dir, pretraining_run.PARAMS_FILE)
   model = inference_precision.inference_model(model, model_config, precision,
                                               jit_compile=jit_compile)
   logging.info("export: precision %s, jit_compile %s, length bucket %d", precision, jit_compile,

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
-from fashionbert_tf.evaluation import restore as restore_lib
-from fashionbert_tf.search import scoring
+from fashionbert_tf.evaluation import pretraining_run as restore_lib
+from fashionbert_tf.search import click_scoring
+from fashionbert_tf.search import search_model_builder
 from fashionbert_tf.serving import export
 from fashionbert_tf.serving import search_serving_module
 
@@ -27,7 +28,7 @@ WARMUP_TITLE = "Studio Numpy Navy Pinstripe Shirt"
 
 def build_search_serving_module(model, run_config):
   """A `SearchServingModule` around a restored `SearchModel` with the run's text layout."""
-  text_encoder = scoring.query_title_encoder(run_config, model.variant)
+  text_encoder = click_scoring.query_title_encoder(run_config, model.variant)
   feature_dim = (int(model.patch_feature_extractor.feature_dim) if model.uses_image else None)
   return search_serving_module.SearchServingModule(model, text_encoder, feature_dim)
 
@@ -62,8 +63,7 @@ def export_search_model(search_run, export_dir, version=None, model=None, run_co
   """
   params_yaml = None
   if model is None:
-    from fashionbert_tf.search import restore as search_restore  # pylint: disable=g-import-not-at-top
-    model, run_config, path = search_restore.restore_search_model(search_run)
+    model, run_config, path = search_model_builder.restore_search_model(search_run)
     logging.info("exporting search model %s from %s", model.variant, path)
     params_yaml = os.path.join(os.path.dirname(path), restore_lib.PARAMS_FILE)
   module = build_search_serving_module(model, run_config)

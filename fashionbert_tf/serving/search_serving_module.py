@@ -28,10 +28,10 @@ real token, a text longer than 448 positions, non-finite patch features.
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
-from fashionbert_tf.modeling import untracked
+from fashionbert_tf.search import click_model as search_model_lib
 from fashionbert_tf.search import layout
-from fashionbert_tf.search import model as search_model_lib
 from fashionbert_tf.serving import serving_module
+from fashionbert_tf.utils import untracked
 
 OUTPUT_KEY = "click_probability"
 

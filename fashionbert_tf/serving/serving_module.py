@@ -40,7 +40,7 @@ import tensorflow as tf
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import tokenization
 from fashionbert_tf.evaluation import scoring
-from fashionbert_tf.modeling import untracked
+from fashionbert_tf.utils import untracked
 
 OUTPUT_KEY = "match_probability"
 

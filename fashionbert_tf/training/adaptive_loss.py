@@ -23,7 +23,9 @@ weights that sum to 1 for any input, including zero, huge (inf) and NaN gradient
 
 import tensorflow as tf
 
-TASKS = ("mlm", "mpm", "tia")
+from fashionbert_tf.configs import train as train_config_lib
+
+TASKS = train_config_lib.TASKS
 
 
 def loss_weights(g):
@@ -54,19 +56,6 @@ def loss_weights(g):
 def fixed_weights(num_tasks=len(TASKS)):
   """The paper's ablation without adaptive loss (section 3.4): w_i = 1 / L. float32 [L]."""
   return tf.fill([num_tasks], 1.0 / num_tasks)
-
-
-def fixed_loss_weights_checked(weights, num_tasks=len(TASKS)):
-  """`train.fixed_loss_weights` as a list of L floats; raises ValueError naming the option.
-
-  Non-negative, not all zero, and not required to sum to 1 (e.g. [0, 0, 1] trains TIA alone, a
-  diagnostic; [1, 1, 1] is 3x the paper's 1/3 each, which Adam makes nearly equivalent).
-  """
-  weights = [float(w) for w in weights]
-  if len(weights) != num_tasks or any(not w >= 0 for w in weights) or not any(weights):
-    raise ValueError(f"train.fixed_loss_weights = {weights}: expected {num_tasks} non-negative "
-                     f"weights ({', '.join(TASKS)}), not all zero")
-  return weights
 
 
 def loss_softmax_weights(losses):
@@ -154,7 +143,7 @@ def weights_for_mode(mode, losses=None, squared_norms=None, normalization="sum",
   """
   if mode == "fixed":
     if fixed:
-      return tf.constant(fixed_loss_weights_checked(fixed), tf.float32)
+      return tf.constant(train_config_lib.fixed_loss_weights_checked(fixed), tf.float32)
     return fixed_weights()
   if mode == "loss_softmax":
     if losses is None:

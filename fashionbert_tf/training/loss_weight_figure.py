@@ -25,7 +25,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from fashionbert_tf import tensorboard_images
+from fashionbert_tf.utils import tensorboard_images
 
 FIGURE_FILE = "figure4_loss_weights.png"
 FIGURES_LOG_DIR = "figures"

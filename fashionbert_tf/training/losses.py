@@ -58,7 +58,7 @@ def masked_patch_loss(mpm_logits, mpm_targets, weights, normalizer=None):
   """l_MPM, paper Eq. 2: KL(softmax(original feature) || softmax(predicted)) per masked patch.
 
   The distributions are over the D feature dimensions of a patch. The paper writes Eq. 2 as
-  KL(Distr.(p_i | p_\\i) | Distr.(p_i)); we follow the issue and the usual distillation direction,
+  KL(Distr.(p_i | p_\\i) | Distr.(p_i)); we use the usual distillation direction,
   KL(target || prediction) = sum_d p_d (log p_d - log q_d), whose gradient is softmax(pred) - p.
 
   Args:

@@ -16,6 +16,9 @@ ResNeXt-101) as the backbone of the patch network"; section 3.1 uses ResNeXt-101
 
 import dataclasses
 
+from fashionbert_tf.modeling.backbones import inception_v3
+from fashionbert_tf.modeling.backbones import linear
+from fashionbert_tf.modeling.backbones import resnext
 from fashionbert_tf.modeling.backbones import weights_io
 
 
@@ -95,11 +98,9 @@ def build_backbone(model_config, load_weights=True):
   backbone_spec(name)  # Fails first, with the list of known names.
   input_size = resolve_input_size(model_config)
   if name == "linear":
-    from fashionbert_tf.modeling.backbones import linear  # pylint: disable=g-import-not-at-top
     backbone = linear.build_linear_backbone(
         input_size, model_config.feature_dim, seed=model_config.backbone_seed)
   elif name == "resnext101":
-    from fashionbert_tf.modeling.backbones import resnext  # pylint: disable=g-import-not-at-top
     backbone = resnext.build_resnext(
         input_size=input_size,
         blocks_per_stage=list(model_config.resnext_blocks_per_stage),
@@ -108,7 +109,6 @@ def build_backbone(model_config, load_weights=True):
         base_width=model_config.resnext_base_width,
         seed=model_config.backbone_seed)
   else:  # inception_v3
-    from fashionbert_tf.modeling.backbones import inception_v3  # pylint: disable=g-import-not-at-top
     backbone = inception_v3.build_inception_v3(input_size)
 
   output_dim = backbone.output_shape[-1]

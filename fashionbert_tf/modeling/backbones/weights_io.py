@@ -9,6 +9,8 @@
 
 import os
 
+from fashionbert_tf.modeling.backbones import resnext_weights
+
 
 def load_backbone_weights(backbone, backbone_name, path):
   """Loads `path` into `backbone` (a built `tf_keras.Model`).
@@ -25,7 +27,6 @@ def load_backbone_weights(backbone, backbone_name, path):
       raise ValueError(
           f"model.backbone_weights={path}: .safetensors state dicts are only supported for "
           f"backbone 'resnext101', not {backbone_name!r}; use a tf_keras .h5 / .weights.h5 file")
-    from fashionbert_tf.modeling.backbones import resnext_weights  # pylint: disable=g-import-not-at-top
     resnext_weights.load_resnext_state_dict(backbone, path)
     return
   if path.endswith(".h5"):
