@@ -28,7 +28,7 @@ from fashionbert_tf.search import layout
 from fashionbert_tf.search import model_builder as search_builder
 from fashionbert_tf.search import restore
 from fashionbert_tf.search import scoring
-from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import trainer
 
 FEATURE_DIM = 12
 
@@ -56,7 +56,7 @@ def setup(toy_data_config, tmp_path_factory):
       num_patches=640, fingerprint="test"))
   tf.train.CheckpointManager(tf.train.Checkpoint(model=model), pretrain_dir, 2,
                              checkpoint_name="ckpt").save(5)
-  pretrain.save_params(config, pretrain_dir)
+  trainer.save_params(config, pretrain_dir)
   products = toy_search_logs.toy_catalogue_products(24, 12, 3, "both", num_empty_descriptions=1)
   logs_dir = os.path.join(root, "logs")
   toy_search_logs.write_toy_search_logs(logs_dir, products, toy_search_logs.ToySearchLogSettings(

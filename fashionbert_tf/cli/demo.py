@@ -153,9 +153,10 @@ def summarize_batches(config, state):
 
 def pretrain(config, state):
   """Pre-trains (or resumes) in train.model_dir; a complete run is not trained again."""
+  from fashionbert_tf.training import preemption  # pylint: disable=g-import-not-at-top
   from fashionbert_tf.training import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
   summary = pretrain_lib.run_pretraining(config)
-  pretrain_lib.exit_if_interrupted(summary, "fashionbert demo")
+  preemption.exit_if_interrupted(summary, "fashionbert demo")
   logs = summary["train_logs"]
   print(f"pretraining: steps {summary['first_step']} -> {summary['final_step']} in "
         f"{summary['elapsed_seconds']:.0f} s ({summary['examples_per_second']:.1f} examples/s); "
