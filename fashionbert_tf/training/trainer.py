@@ -161,6 +161,14 @@ class Trainer:
     self.task = task
     self.extra_callbacks = list(extra_callbacks)
     self.train_config = task.config.train
+    # The run's state, set by `run`.
+    self.chief = True                 # this worker writes params, summaries and the summary file
+    self.write_dir = None             # where this worker saves checkpoints
+    self.step = None                  # the global step variable (`task.optimizer.iterations`)
+    self.manager = None               # the CheckpointManager
+    self.early_stopping = None        # callbacks.EarlyStopping, for tasks that stop early
+    self.callbacks = None             # callbacks.StepCallbacks
+    self.summary = None               # what `run` returns
 
   def run(self):
     """Trains (or resumes) the task; writes and returns the summary.
@@ -193,7 +201,6 @@ class Trainer:
     task.build(strategy)
     self.step = task.optimizer.iterations
     objects = dict(model=task.model, optimizer=task.optimizer, step=self.step)
-    self.early_stopping = None
     if task.uses_early_stopping:
       self.early_stopping = callbacks_lib.EarlyStopping(train_config.early_stopping_patience,
                                                         train_config.early_stopping_min_delta)
@@ -227,12 +234,13 @@ class Trainer:
 
     task.prepare_training(strategy, first_step)
     self.summary = summary
-    self._train(first_step)
-    self._finish(first_step)
+    start, final_step = self._train(first_step)
+    self._finish(start, first_step, final_step)
     return summary
 
   def _train(self, first_step):
-    """Steps from `first_step` to `train.train_steps`, or until an early stop or a signal."""
+    """Steps from `first_step` to `train.train_steps`, or until an early stop or a signal;
+    returns (the time training started, the last step run)."""
     task, train_config, summary = self.task, self.train_config, self.summary
     total_steps = train_config.train_steps
     self.callbacks = callbacks_lib.StepCallbacks(
@@ -245,7 +253,7 @@ class Trainer:
     validate = task.has_validation
     if validate and task.validates_at_start and first_step == 0:
       self._validate(0)
-    self.start = window_start = time.time()
+    start = window_start = time.time()
     window_steps = 0
     current = first_step
     stopped_early = False
@@ -291,10 +299,10 @@ class Trainer:
         if stopped_early:
           break
     self.callbacks.on_train_end()
-    self.current = current
     summary["skipped_batches"] = skipped_batches
     if self.early_stopping is not None:
       summary["stopped_early"] = stopped_early
+    return start, current
 
   def _validate(self, step):
     """Validates at `step`: TensorBoard, the summary, early stopping; True to stop early."""
@@ -309,13 +317,13 @@ class Trainer:
                  float(self.early_stopping.best_loss.numpy()))
     return True
 
-  def _finish(self, first_step):
+  def _finish(self, start, first_step, final_step):
     """Completes the summary, writes it (chief) and logs the run's totals."""
     summary, task = self.summary, self.task
-    elapsed = time.time() - self.start
+    elapsed = time.time() - start
     summary.update(final_step=int(self.step.numpy()), **task.summary_fields(),
                    elapsed_seconds=elapsed,
-                   examples_per_second=(self.current - first_step) *
+                   examples_per_second=(final_step - first_step) *
                    self.train_config.global_batch_size / max(elapsed, 1e-9))
     if self.chief:
       with tf.io.gfile.GFile(os.path.join(task.model_dir, task.summary_file), "w") as handle:
