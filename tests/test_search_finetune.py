@@ -39,14 +39,14 @@ def _model_override(vocab_size):
           f"model.feature_dim={FEATURE_DIM},model.vocab_size={vocab_size}")
 
 
-@pytest.fixture(scope="module")
-def setup(toy_data_config, tmp_path_factory):
-  """A tiny pretraining run (checkpoint + params.yaml, statistics set) and tiny search logs."""
-  root = str(tmp_path_factory.mktemp("search"))
+def make_setup(toy_data_config, root, *model_overrides):
+  """A tiny pretraining run in `root` (checkpoint + params.yaml, statistics set) and tiny search
+  logs; `model_overrides` (override strings) change the pretrained model's config."""
   vocab_size = len(tokenization.read_vocab(toy_data_config.vocab_file))
   pretrain_dir = os.path.join(root, "pretrain")
   config = experiment_config.load_config(None, [_model_override(vocab_size),
-                                                f"train.model_dir={pretrain_dir}"])
+                                                f"train.model_dir={pretrain_dir}",
+                                                *model_overrides])
   config.data = copy.deepcopy(toy_data_config)
   tf.random.set_seed(0)
   model = model_builder.build_fashionbert(config.model)
@@ -63,6 +63,12 @@ def setup(toy_data_config, tmp_path_factory):
       num_sessions=60, impressions_per_query=6, seed=1))
   return {"root": root, "pretrain_dir": pretrain_dir, "pretrained": model,
           "vocab_size": vocab_size, "data": toy_data_config, "logs_dir": logs_dir}
+
+
+@pytest.fixture(scope="module")
+def setup(toy_data_config, tmp_path_factory):
+  """A tiny pretraining run (checkpoint + params.yaml, statistics set) and tiny search logs."""
+  return make_setup(toy_data_config, str(tmp_path_factory.mktemp("search")))
 
 
 def search_config(setup, variant, *overrides, steps=2):
