@@ -28,7 +28,7 @@ from fashionbert_tf.search import finetune
 from fashionbert_tf.search import layout
 from fashionbert_tf.search import search_model_builder as search_builder
 from fashionbert_tf.search import search_model_builder as restore
-from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import trainer
 
 FEATURE_DIM = 12
 
@@ -39,14 +39,14 @@ def _model_override(vocab_size):
           f"model.feature_dim={FEATURE_DIM},model.vocab_size={vocab_size}")
 
 
-@pytest.fixture(scope="module")
-def setup(toy_data_config, tmp_path_factory):
-  """A tiny pretraining run (checkpoint + params.yaml, statistics set) and tiny search logs."""
-  root = str(tmp_path_factory.mktemp("search"))
+def make_setup(toy_data_config, root, *model_overrides):
+  """A tiny pretraining run in `root` (checkpoint + params.yaml, statistics set) and tiny search
+  logs; `model_overrides` (override strings) change the pretrained model's config."""
   vocab_size = len(tokenization.read_vocab(toy_data_config.vocab_file))
   pretrain_dir = os.path.join(root, "pretrain")
   config = experiment_config.load_config(None, [_model_override(vocab_size),
-                                                f"train.model_dir={pretrain_dir}"])
+                                                f"train.model_dir={pretrain_dir}",
+                                                *model_overrides])
   config.data = copy.deepcopy(toy_data_config)
   tf.random.set_seed(0)
   model = model_builder.build_fashionbert(config.model)
@@ -56,13 +56,19 @@ def setup(toy_data_config, tmp_path_factory):
       num_patches=640, fingerprint="test"))
   tf.train.CheckpointManager(tf.train.Checkpoint(model=model), pretrain_dir, 2,
                              checkpoint_name="ckpt").save(5)
-  pretrain.save_params(config, pretrain_dir)
+  trainer.save_params(config, pretrain_dir)
   products = toy_search_logs.toy_catalogue_products(24, 12, 3, "both", num_empty_descriptions=1)
   logs_dir = os.path.join(root, "logs")
   toy_search_logs.write_toy_search_logs(logs_dir, products, toy_search_logs.ToySearchLogSettings(
       num_sessions=60, impressions_per_query=6, seed=1))
   return {"root": root, "pretrain_dir": pretrain_dir, "pretrained": model,
           "vocab_size": vocab_size, "data": toy_data_config, "logs_dir": logs_dir}
+
+
+@pytest.fixture(scope="module")
+def setup(toy_data_config, tmp_path_factory):
+  """A tiny pretraining run (checkpoint + params.yaml, statistics set) and tiny search logs."""
+  return make_setup(toy_data_config, str(tmp_path_factory.mktemp("search")))
 
 
 def search_config(setup, variant, *overrides, steps=2):

@@ -23,7 +23,7 @@ from fashionbert_tf.serving import export
 from fashionbert_tf.serving import op_allowlist
 from fashionbert_tf.serving import search_export
 from fashionbert_tf.serving import warmup
-from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import trainer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "black", "white",
          "navy", "striped", "pinstripe", "shirt", "dress", "coat", "long", "short", "sleeve",
@@ -71,7 +71,7 @@ def exported(tmp_path_factory, run_cli):
   config = tiny_search_config(tmp_dir, "fashionbert")
   model, _ = model_builder.build_search_architecture(config.model, config.search)
   run_dir = os.path.join(tmp_dir, "run")
-  pretrain.save_params(config, run_dir)
+  trainer.save_params(config, run_dir)
   tf.train.Checkpoint(model=model).save(os.path.join(run_dir, "ckpt"))
   export_dir = os.path.join(tmp_dir, "exports")
   run_cli(export_cli, ["fashionbert export", f"--search_run={run_dir}",

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.training import nonfinite
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 
@@ -43,7 +44,7 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   model_dir = str(tmp_path / "run")
   config = tiny_config(model_dir, train_steps=12, checkpoint_every_steps=2, validation_steps=0,
                        on_nonfinite="stop")
-  with pytest.raises(pretrain.NonFiniteLossError, match=f"step {NAN_STEP}:.*loss nan"):
+  with pytest.raises(nonfinite.NonFiniteLossError, match=f"step {NAN_STEP}:.*loss nan"):
     pretrain.run_pretraining(config, nan_dataset())
   latest = tf.train.latest_checkpoint(model_dir)
   assert latest.endswith(f"ckpt-{NAN_STEP - 1}")

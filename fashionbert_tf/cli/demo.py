@@ -35,6 +35,7 @@ from fashionbert_tf.evaluation import gallery
 from fashionbert_tf.modeling import feature_precompute
 from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.training import loss_weight_figure
+from fashionbert_tf.training import preemption
 from fashionbert_tf.training import pretrain as pretrain_lib
 
 DEMO_BATCHES = flags.DEFINE_integer("demo_batches", 3, "Pipeline batches to summarize.")
@@ -161,7 +162,7 @@ def summarize_batches(config, state):
 def pretrain(config, state):
   """Pre-trains (or resumes) in train.model_dir; a complete run is not trained again."""
   summary = pretrain_lib.run_pretraining(config)
-  pretrain_lib.exit_if_interrupted(summary, "fashionbert demo")
+  preemption.exit_if_interrupted(summary, "fashionbert demo")
   logs = summary["train_logs"]
   print(f"pretraining: steps {summary['first_step']} -> {summary['final_step']} in "
         f"{summary['elapsed_seconds']:.0f} s ({summary['examples_per_second']:.1f} examples/s); "

@@ -9,13 +9,15 @@
 Starts from the pretraining checkpoint `search.pretrained_checkpoint` (or, for oribert / bert_img,
 the original BERT: `search.baseline_init`), trains `train.train_steps` steps in
 `<search.runs_dir>/<variant>-L<layers>` (or `train.model_dir`), resumes a run found there. The toy
-search logs are generated first when missing. See fashionbert_tf/search/finetune.py.
+search logs are generated first when missing. SIGTERM / SIGINT save a checkpoint after the current
+step and exit with status 128 + the signal number (143 / 130). See fashionbert_tf/search/finetune.py.
 """
 
 from absl import app
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.search import finetune
+from fashionbert_tf.training import preemption
 
 
 def main(argv):
@@ -29,6 +31,7 @@ def main(argv):
         f"({summary['examples_per_second']:.1f} examples/s); run {summary['model_dir']}"
         + ("; validation " + ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
            if validation else ""))
+  preemption.exit_if_interrupted(summary, "fashionbert finetune")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from absl import logging
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.data import easytransfer_files
+from fashionbert_tf.training import preemption
 from fashionbert_tf.training import pretrain
 
 AUTHORS_TRAIN_FILES = flags.DEFINE_string(
@@ -80,4 +81,4 @@ def main(argv):
       "model_dir", "first_step", "final_step", "stopped_early", "elapsed_seconds",
       "examples_per_second", "train_logs", "validation_logs", "checkpoint", "skipped_batches",
       "interrupted_by")}, indent=2))
-  pretrain.exit_if_interrupted(summary, "fashionbert pretrain")
+  preemption.exit_if_interrupted(summary, "fashionbert pretrain")

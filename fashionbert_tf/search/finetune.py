@@ -1,22 +1,28 @@
-"""`run_finetuning(config)`: click-prediction fine-tuning on search logs (paper 3.4), resumable.
+"""`run_finetuning(config)`: click-prediction fine-tuning on search logs (paper 3.4), a task on
+`training/trainer.py`'s `Trainer`.
 
 Examples are the impressions of the train split's sessions: (query, title, product image) with
 label 1 = clicked, 0 = shown but not clicked; loss = softmax cross-entropy of the click head
 (`model.search_variant`, `search/model.py`), averaged over the global batch. A slice of the train
 split's queries (`search.validation_query_fraction`, split by query like train / test) is held out
-for validation: loss, accuracy and AUC in TensorBoard.
+for validation: loss, accuracy and AUC, at step 0 of a fresh run (where fine-tuning starts: a
+TIA-initialized FashionBERT head ranks already) and every `train.validation_every_steps`.
 
-Same machinery as pretraining: the optimizer is `training/optimizer.py`'s AdamW with linear warm-up
-and decay (`train.learning_rate`, `warmup_steps`, `train_steps`, weight decay, betas; the new
-layers' multiplier applies to the click head and bert_img's projection), the gradient is
-all-reduced then clipped to `train.gradient_clip_norm`, strategies and precision policies from
-`training/strategies.py`.
+The trainer runs it as it runs pre-training: the run folder, checkpoints and resume, SIGTERM /
+SIGINT (checkpoint and stop), `train.on_nonfinite` (a NaN / Inf step applies no update; stop or
+skip the batch), the logging / validation / checkpoint cadence and TensorBoard. The optimizer is
+`training/optimizer.py`'s AdamW with linear warm-up and decay (`train.learning_rate`,
+`warmup_steps`, `train_steps`, weight decay, betas; the new layers' multiplier applies to the click
+head and bert_img's projection), the gradient is all-reduced then clipped to
+`train.gradient_clip_norm`, strategies and precision policies from `training/strategies.py`. No
+early stopping.
 
 Run folder (`finetune_dir(config)`: train.model_dir, or <search.runs_dir>/<variant>-L<layers> when
 train.model_dir is left at its default):
   params.yaml            the config, its `model` section the search model's own (restore.py);
   ckpt-N                 tf.train.CheckpointManager over Checkpoint(model, optimizer, step);
-  train/, validation/    TensorBoard scalars: loss, accuracy, learning_rate, examples/s; val AUC;
+  train/, validation/    TensorBoard scalars: loss, accuracy, skipped_batches, learning_rate,
+                         examples/s; val loss, accuracy, AUC;
   finetune_summary.json  what `run_finetuning` returns.
 A run started on a folder with checkpoints resumes from the latest: the input is a seeded shuffle
 of the impressions, and the resumed input skips the batches already consumed, so it continues
@@ -24,14 +30,11 @@ exactly where the checkpointed run was.
 """
 
 import copy
-import json
 import os
-import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
-import tf_keras
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.data import search_logs
@@ -40,10 +43,10 @@ from fashionbert_tf.search import catalogue as catalogue_lib
 from fashionbert_tf.search import click_scoring as scoring
 from fashionbert_tf.search import logs as logs_lib
 from fashionbert_tf.search import search_model_builder as model_builder
-from fashionbert_tf.training import callbacks as callbacks_lib
+from fashionbert_tf.training import nonfinite
 from fashionbert_tf.training import optimizer as optimizer_lib
-from fashionbert_tf.training import pretrain as pretrain_lib
 from fashionbert_tf.training import strategies
+from fashionbert_tf.training import trainer as trainer_lib
 
 DEFAULT_MODEL_DIR = "runs/default"   # TrainConfig's default: then the run goes under runs_dir
 
@@ -97,7 +100,7 @@ def save_run_params(config, model_config, model_dir):
   run_config = copy.deepcopy(config)
   run_config.model = model_config
   run_config.train.model_dir = model_dir
-  return pretrain_lib.save_params(run_config, model_dir)
+  return trainer_lib.save_params(run_config, model_dir)
 
 
 class ClickTrainer:
@@ -126,20 +129,30 @@ class ClickTrainer:
     gradients = tape.gradient(loss, variables)
     context = tf.distribute.get_replica_context()
     gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+    # Global values, equal on every replica: all replicas apply the update or none does.
+    gradient_norm = tf.linalg.global_norm(gradients)
+    finite = tf.logical_and(
+        tf.math.is_finite(context.all_reduce(tf.distribute.ReduceOp.SUM, loss)),
+        tf.math.is_finite(gradient_norm))
     if self.clip_norm > 0:
-      gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-    self.optimizer.apply_gradients(zip(gradients, variables),
-                                   experimental_aggregate_gradients=False)
+      gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm, use_norm=gradient_norm)
+    nonfinite.apply_gradients_if_finite(self.optimizer, gradients, variables, finite)
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                              batch["label"]), tf.float32))
-    return loss, correct
+    return loss, correct, tf.cast(finite, tf.float32), gradient_norm
 
   @tf.function
   def train_step(self, iterator):
-    loss, correct = self.strategy.run(self._replica_step, args=(next(iterator),))
+    """One step on the next global batch: this step's loss, accuracy, finite (1. or 0.: the
+    update was applied) and gradient norm (before clipping)."""
+    loss, correct, finite, gradient_norm = self.strategy.run(self._replica_step,
+                                                             args=(next(iterator),))
     loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
     correct = self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
-    return loss, correct / self.global_batch_size
+    # Equal on every replica: any replica's copy.
+    finite = self.strategy.experimental_local_results(finite)[0]
+    gradient_norm = self.strategy.experimental_local_results(gradient_norm)[0]
+    return loss, correct / self.global_batch_size, finite, gradient_norm
 
   def probabilities(self, arrays, batch_size=128):
     """P(click) float32 [N] of encoded examples (inference mode, one device)."""
@@ -168,132 +181,131 @@ def _limit(arrays, count):
   return {key: value[:count] for key, value in arrays.items()} if count else arrays
 
 
-def run_finetuning(config):
+class FinetuningTask(trainer_lib.Task):
+  """Search fine-tuning as a `trainer.Task` (module docstring)."""
+
+  name = "search fine-tuning"
+  summary_file = "finetune_summary.json"
+  step_value_names = ("loss", "gradient_norm")
+  validates_at_start = True
+
+  def __init__(self, config):
+    super().__init__(config, finetune_dir(config))
+    if config.train.mixed_precision == "mixed_float16":
+      raise ValueError("fine-tuning supports train.mixed_precision float32 or mixed_bfloat16 (no "
+                       "loss scaling here), not mixed_float16")
+    self.model_config = model_builder.search_model_config(config)
+    self.parts = None
+    self.initialization = None
+    self.train_examples = self.validation_examples = None
+    # Set by prepare_training.
+    self.train_arrays = self.validation_arrays = None
+    self.feature_table = None
+    self.click_trainer = None
+    self._iterator = None
+    self._window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}
+
+  @property
+  def has_validation(self):
+    return self.validation_arrays is not None
+
+  def write_params(self, model_dir):
+    save_run_params(self.config, self.model_config, model_dir)
+
+  def build(self, strategy):
+    train_config = self.config.train
+    self.train_examples, self.validation_examples = split_examples(self.config)
+    with strategy.scope():
+      self.model, self.parts = model_builder.build_search_architecture(self.model_config,
+                                                                       self.config.search)
+      optimizer = strategies.maybe_wrap_for_loss_scaling(
+          optimizer_lib.build_optimizer(train_config, self.model.new_layer_variables),
+          train_config)
+      # Slots created now, so the train step's tf.function creates no variables and traces once.
+      optimizer._create_all_weights(self.model.trainable_variables)  # pylint: disable=protected-access
+    self.optimizer = optimizer
+
+  def initialize(self, restored_from):
+    if restored_from:
+      self.initialization = f"resumed from {restored_from}"
+    else:
+      self.initialization = model_builder.initialize_search_model(
+          self.model, self.parts, self.model_config, self.config.search)
+
+  def summary_fields(self):
+    return dict(variant=self.model_config.search_variant,
+                num_layers=int(self.model.encoder.num_layers),
+                initialization=self.initialization, train_examples=len(self.train_examples),
+                validation_examples=(len(self.validation_examples) if self.validation_examples
+                                     else 0))
+
+  def prepare_training(self, strategy, first_step):
+    config, model = self.config, self.model
+    train_examples, validation_examples = self.train_examples, self.validation_examples
+    text_encoder = scoring.query_title_encoder(config, self.model_config.search_variant)
+    catalogue = None
+    if model.uses_image:
+      product_ids = set(train_examples.product_id.tolist())
+      if validation_examples is not None:
+        product_ids |= set(validation_examples.product_id.tolist())
+      catalogue = catalogue_lib.compute_catalogue_features(model.patch_feature_extractor, config,
+                                                           product_ids)
+      with strategy.scope():
+        self.feature_table = tf.Variable(catalogue.features, trainable=False,
+                                         name="catalogue_features")
+    self.train_arrays = encode_examples(text_encoder, train_examples, catalogue)
+    if validation_examples is not None:
+      self.validation_arrays = _limit(encode_examples(text_encoder, validation_examples, catalogue),
+                                      config.search.validation_max_examples)
+    logging.info("fine-tuning %s (%d layers) on %d impressions (%.1f%% clicked), %d validation; "
+                 "text length %d", self.model_config.search_variant, model.encoder.num_layers,
+                 len(train_examples), 100.0 * train_examples.clicked.mean(),
+                 len(validation_examples) if validation_examples else 0,
+                 self.train_arrays["input_word_ids"].shape[1])
+    dataset = training_dataset(self.train_arrays, config.train.global_batch_size,
+                               config.train.seed, skip_batches=first_step)
+    self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    self.click_trainer = ClickTrainer(model, self.optimizer, strategy, config.train,
+                                      self.feature_table)
+
+  def train_step(self, step):
+    loss, accuracy, finite, gradient_norm = self.click_trainer.train_step(self._iterator)
+    loss = float(loss)
+    if float(finite):   # the train logs average the steps that updated the weights
+      self._window["steps"] += 1
+      self._window["loss"] += loss
+      self._window["accuracy"] += float(accuracy)
+    return {"step_finite": finite, "step_loss": loss, "step_gradient_norm": gradient_norm}
+
+  def train_logs(self):
+    window = self._window
+    steps = max(window["steps"], 1)   # 0 when every step of the window was skipped
+    self._window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}
+    return {"loss": window["loss"] / steps, "accuracy": window["accuracy"] / steps}
+
+  def validate(self, step):
+    logs = validation_logs(self.click_trainer, self.validation_arrays)
+    logging.info("step %d validation: %s", step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+    return logs
+
+
+def run_finetuning(config, extra_callbacks=()):
   """Fine-tunes (or resumes) the search model of `config`; returns a summary dict.
 
+  Args:
+    config: `ExperimentConfig` (sections data, model, train, search).
+    extra_callbacks: more Keras callbacks driven by the loop (see `training/callbacks.py`).
+
   Returns:
-    dict: model_dir, variant, num_layers, first_step, final_step, elapsed_seconds,
-    examples_per_second, train_logs (last), validation_logs (last), validation_history,
-    checkpoint, initialization (what the weights started from).
+    `Trainer.run`'s summary (also in `<run folder>/finetune_summary.json`): model_dir,
+    first_step, final_step, elapsed_seconds, examples_per_second, train_logs (last),
+    validation_logs (last), validation_history, checkpoint, skipped_batches, variant, num_layers,
+    initialization (what the weights started from), train_examples, validation_examples,
+    interrupted_by.
+
+  Raises:
+    nonfinite.NonFiniteLossError: a step's loss or gradient was NaN / Inf and
+      `train.on_nonfinite` is "stop".
   """
-  train_config = config.train
-  model_dir = finetune_dir(config)
-  strategies.set_precision_policy(train_config)
-  strategy = strategies.build_strategy(train_config)
-  if train_config.mixed_precision == "mixed_float16":
-    raise ValueError("fine-tuning supports train.mixed_precision float32 or mixed_bfloat16 (no "
-                     "loss scaling here), not mixed_float16")
-  tf_keras.utils.set_random_seed(train_config.seed)
-  train_examples, validation_examples = split_examples(config)
-  with strategy.scope():
-    model_config = model_builder.search_model_config(config)
-    model, parts = model_builder.build_search_architecture(model_config, config.search)
-    optimizer = strategies.maybe_wrap_for_loss_scaling(
-        optimizer_lib.build_optimizer(train_config, model.new_layer_variables), train_config)
-    # Slots created now, so the train step's tf.function creates no variables and traces once.
-    optimizer._create_all_weights(model.trainable_variables)  # pylint: disable=protected-access
-    step = optimizer.iterations
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-  manager = tf.train.CheckpointManager(checkpoint, model_dir,
-                                       max_to_keep=train_config.max_checkpoints_to_keep,
-                                       checkpoint_name="ckpt")
-  latest = pretrain_lib.restore_latest_readable(checkpoint, model_dir)
-  if latest:
-    initialization = f"resumed from {latest}"
-    logging.info("resumed fine-tuning from %s at step %d", latest, int(step.numpy()))
-  else:
-    initialization = model_builder.initialize_search_model(model, parts, model_config,
-                                                           config.search)
-  save_run_params(config, model_config, model_dir)
-  first_step = int(step.numpy())
-  total_steps = train_config.train_steps
-  summary = dict(model_dir=model_dir, variant=model_config.search_variant,
-                 num_layers=int(model.encoder.num_layers), first_step=first_step,
-                 final_step=first_step, elapsed_seconds=0.0, examples_per_second=0.0,
-                 train_logs={}, validation_logs={}, validation_history=[], checkpoint=latest,
-                 initialization=initialization, train_examples=len(train_examples),
-                 validation_examples=len(validation_examples) if validation_examples else 0)
-  if first_step >= total_steps:
-    logging.info("the fine-tuning run in %s is complete (step %d of %d)", model_dir, first_step,
-                 total_steps)
-    return summary
-
-  text_encoder = scoring.query_title_encoder(config, model_config.search_variant)
-  catalogue = None
-  feature_table = None
-  if model.uses_image:
-    product_ids = set(train_examples.product_id.tolist())
-    if validation_examples is not None:
-      product_ids |= set(validation_examples.product_id.tolist())
-    catalogue = catalogue_lib.compute_catalogue_features(model.patch_feature_extractor, config,
-                                                         product_ids)
-    with strategy.scope():
-      feature_table = tf.Variable(catalogue.features, trainable=False, name="catalogue_features")
-  train_arrays = encode_examples(text_encoder, train_examples, catalogue)
-  validation_arrays = (_limit(encode_examples(text_encoder, validation_examples, catalogue),
-                              config.search.validation_max_examples)
-                       if validation_examples is not None else None)
-  logging.info("fine-tuning %s (%d layers) on %d impressions (%.1f%% clicked), %d validation; "
-               "text length %d", model_config.search_variant, model.encoder.num_layers,
-               len(train_examples), 100.0 * train_examples.clicked.mean(),
-               summary["validation_examples"], train_arrays["input_word_ids"].shape[1])
-  dataset = training_dataset(train_arrays, train_config.global_batch_size, train_config.seed,
-                             skip_batches=first_step)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  trainer = ClickTrainer(model, optimizer, strategy, train_config, feature_table)
-  reporters = callbacks_lib.StepCallbacks(
-      [callbacks_lib.ScalarSummaries(model_dir, train_config.log_every_steps),
-       callbacks_lib.ProgressLogger(total_steps, train_config.log_every_steps, first_step,
-                                    label="search fine-tuning")], model)
-  reporters.on_train_begin()
-
-  def validate(at_step):
-    logs = validation_logs(trainer, validation_arrays)
-    reporters.on_epoch_end(at_step, {f"val_{k}": v for k, v in logs.items()})
-    summary["validation_logs"] = logs
-    summary["validation_history"].append(dict(step=at_step, **logs))
-    logging.info("step %d validation: %s", at_step,
-                 ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-
-  if validation_arrays is not None and first_step == 0:
-    validate(0)   # where fine-tuning starts (a TIA-initialized FashionBERT head ranks already)
-  start = window_start = time.time()
-  window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}
-  current = first_step
-  while current < total_steps:
-    loss, accuracy = trainer.train_step(iterator)
-    loss = float(loss)
-    if not np.isfinite(loss):
-      raise pretrain_lib.NonFiniteLossError(
-          f"fine-tuning step {current + 1}: loss is {loss}; no checkpoint written for it")
-    current += 1
-    window["steps"] += 1
-    window["loss"] += loss
-    window["accuracy"] += float(accuracy)
-    last = current == total_steps
-    if current % train_config.log_every_steps == 0 or last:
-      logs = {"loss": window["loss"] / window["steps"],
-              "accuracy": window["accuracy"] / window["steps"],
-              "learning_rate": pretrain_lib.current_learning_rate(optimizer, current),
-              "examples_per_second": window["steps"] * train_config.global_batch_size /
-                                     max(time.time() - window_start, 1e-9)}
-      reporters.on_train_batch_end(current, logs)
-      summary["train_logs"] = logs
-      window = {"steps": 0, "loss": 0.0, "accuracy": 0.0}
-      window_start = time.time()
-    if validation_arrays is not None and (current % train_config.validation_every_steps == 0
-                                          or last):
-      validate(current)
-      window_start = time.time()
-    if current % train_config.checkpoint_every_steps == 0 or last:
-      summary["checkpoint"] = manager.save(checkpoint_number=current)
-  reporters.on_train_end()
-  elapsed = time.time() - start
-  summary.update(final_step=int(step.numpy()), elapsed_seconds=elapsed,
-                 examples_per_second=(current - first_step) * train_config.global_batch_size /
-                 max(elapsed, 1e-9))
-  with tf.io.gfile.GFile(os.path.join(model_dir, "finetune_summary.json"), "w") as handle:
-    json.dump(summary, handle, indent=2)
-  logging.info("fine-tuning done: step %d, %.1f s, %.1f examples/s", summary["final_step"],
-               elapsed, summary["examples_per_second"])
-  return summary
+  return trainer_lib.Trainer(FinetuningTask(config), extra_callbacks).run()

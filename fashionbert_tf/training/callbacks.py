@@ -1,4 +1,4 @@
-"""Reporting and early stopping for the pre-training loop (`pretrain.run_pretraining`).
+"""Reporting and early stopping for the training loop (`trainer.Trainer`).
 
 The loop calls Keras callback hooks itself (`on_train_begin`, `on_train_batch_end(step, logs)`
 after every step, `on_epoch_end(step, logs)` after every validation with `val_`-prefixed logs,

@@ -20,6 +20,7 @@ from fashionbert_tf.configs import experiment as experiment_config
 from fashionbert_tf.modeling.checkpoints import easytransfer
 from fashionbert_tf.training import callbacks as callbacks_lib
 from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import trainer
 
 
 def import_checkpoint(checkpoint_path, output_dir, config_file=None, overrides=(),
@@ -62,7 +63,7 @@ def import_checkpoint(checkpoint_path, output_dir, config_file=None, overrides=(
   tf.io.gfile.makedirs(parent)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.importing-", dir=parent)
   try:
-    pretrain.save_params(config, staging)
+    trainer.save_params(config, staging)
     manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                             early_stopping=early_stopping),

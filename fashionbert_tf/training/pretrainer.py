@@ -37,10 +37,9 @@ replicas' squared norms (three scalars all-reduced). Clipping (`train.gradient_c
 the all-reduced gradient.
 
 Non-finite steps: when any global loss or the all-reduced gradient's norm is NaN / Inf, the
-update is not applied (only the step count moves on; the cond runs in cross-replica context, as in
-Keras' LossScaleOptimizer, because `apply_gradients` calls `merge_call`) and the Means are not
-updated. Every step also returns its own values, not averaged: `step_finite` (1 or 0),
-`step_mlm_loss`, `step_mpm_loss`, `step_tia_loss` and `step_gradient_norm`; the pre-training loop
+update is not applied (only the step count moves on: `nonfinite.apply_gradients_if_finite`) and
+the Means are not updated. Every step also returns its own values, not averaged: `step_finite`
+(1 or 0), `step_mlm_loss`, `step_mpm_loss`, `step_tia_loss` and `step_gradient_norm`; the trainer
 acts on them (`train.on_nonfinite`).
 
 Metrics (Keras `Mean`s, reset by the caller): loss (the weighted total), mlm_loss, mpm_loss,
@@ -56,6 +55,7 @@ import tf_keras
 
 from fashionbert_tf.training import adaptive_loss
 from fashionbert_tf.training import losses as losses_lib
+from fashionbert_tf.training import nonfinite
 
 TASKS = adaptive_loss.TASKS  # ("mlm", "mpm", "tia"): the order of every [3] vector here.
 
@@ -321,7 +321,7 @@ class FashionBertPretrainer(tf_keras.Model):
     if self.gradient_clip_norm > 0:
       gradients, _ = tf.clip_by_global_norm(gradients, self.gradient_clip_norm,
                                             use_norm=gradient_norm)
-    self._apply_if(finite, gradients, variables)
+    nonfinite.apply_gradients_if_finite(self.optimizer, gradients, variables, finite)
 
     def update_metrics():
       self._update_metrics(global_losses, weights, statistics)
@@ -343,31 +343,6 @@ class FashionBertPretrainer(tf_keras.Model):
       tracker.update_state(value)
       logs[name] = tracker.result()
     return logs
-
-  def _apply_if(self, finite, gradients, variables):
-    """`optimizer.apply_gradients` when `finite` (a scalar bool, equal on every replica); else
-    only the step count moves on. The cond is taken in cross-replica context, as Keras'
-    LossScaleOptimizer does: `apply_gradients` calls `merge_call`, which a replica-context cond
-    may not contain."""
-    optimizer = self.optimizer
-
-    def skip():
-      return optimizer.iterations.assign_add(1, read_value=False)
-
-    def apply_in_replica(replica_gradients):
-      # The gradients are already summed over replicas: no second aggregation.
-      return optimizer.apply_gradients(zip(replica_gradients, variables),
-                                       experimental_aggregate_gradients=False)
-
-    def in_cross_replica(distribution, replica_gradients, replica_finite):
-      should_apply = distribution.experimental_local_results(replica_finite)[0]
-      return tf.__internal__.smart_cond.smart_cond(
-          should_apply,
-          lambda: distribution.extended.call_for_each_replica(apply_in_replica,
-                                                             args=(replica_gradients,)),
-          skip)
-
-    tf.distribute.get_replica_context().merge_call(in_cross_replica, args=(gradients, finite))
 
   def test_step(self, data):
     batch = data
