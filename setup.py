@@ -37,7 +37,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest", "scann~=1.4.2"],
-        # ScaNN: the nearest-neighbour index of the two-stage search (fashionbert_tf/search/ann_index.py).
+        # ScaNN: the nearest-neighbour index of the two-stage search (fashionbert_tf/product_search/ann_index.py).
         # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
         "search": ["scann~=1.4.2"],
         # Building the fashion_gen TFDS dataset with Apache Beam (`tfds build ...

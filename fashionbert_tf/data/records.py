@@ -4,7 +4,7 @@ One `tf.train.Example` per Fashion-Gen row:
 
   record_id       int64   row index in the source HDF5 file
   image           bytes   the 256x256x3 image, encoded (PNG or JPEG, `data.image_format`)
-  description     bytes   UTF-8, cleaned (see `fashiongen_hdf5.clean_text`)
+  description     bytes   UTF-8, cleaned (see `fashion_gen_hdf5.clean_text`)
   name            bytes   UTF-8, cleaned
   product_id      int64
   category        bytes   UTF-8
@@ -74,7 +74,7 @@ def make_example(record, image_bytes, patch_features=None):
 
   Args:
     record: dict with record_id, product_id (ints) and description, name, category, subcategory,
-      pose (str), as yielded by `fashiongen_hdf5.iterate_rows`.
+      pose (str), as yielded by `fashion_gen_hdf5.iterate_rows`.
     image_bytes: the encoded image.
     patch_features: optional float32 [64, D] numpy array.
   """
