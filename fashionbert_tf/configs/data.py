@@ -48,7 +48,7 @@ class DataConfig(base_config.Config):
   # pretraining pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig`
   # (data/sources/fashion_gen_tfds.py). Either way prepare-data writes dataset_info.json, the candidate sets and patch-feature statistics
   # under `tfrecord_dir`, and precomputed patch features are TFRecord copies (features dir).
-  # The shipped configs (configs/*.yaml) say "tfds": the demo's timed run (README) used it. The
+  # The shipped configs (configs/*.yaml) say "tfds": the demo's timed run (docs/experiments/demo.md) used it. The
   # dataclass default stays "tfrecords", the writer the tests' tiny configs use (faster to build).
   source: str = "tfrecords"
   # The builder config with source "tfds": "toy" (the toy generator with the toy_* numbers

@@ -18,7 +18,7 @@ class EvalConfig(base_config.Config):
   # A SavedModel (--saved_model) is scored in the precision it was exported with.
   mixed_precision: str = "float32"
   # Compile the scoring function with XLA (checkpoint scoring; an export carries its own setting).
-  # Measured slower than without on 2-core Xeon CPUs (README, Speed); kept for other machines.
+  # Measured slower than without on 2-core Xeon CPUs (docs/benchmarks/README.md); kept for other machines.
   jit_compile: bool = False
   # Text lengths padded up to multiples of this many positions before scoring (XLA compiles one
   # shape per bucket): -1 = 16 under jit_compile, exact VSL otherwise; 0 = never.

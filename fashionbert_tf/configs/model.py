@@ -88,7 +88,7 @@ class ModelConfig(base_config.Config):
   # gradient p_j * h in nearly one direction, which Adam normalizes into a full-size step; on a
   # corpus that uses a few hundred of the 30k words (the toy data) the unused rows drift together
   # (runs/toy: a common offset of norm 0.08 on rows of norm 1.1) and fine-tuning from the checkpoint
-  # then learns query / title matching slowly (README, "Search (paper 3.4)").
+  # then learns query / title matching slowly (docs/experiments/table4_investigation.md).
   mlm_output_trains_word_embeddings: bool = True
   # Fine-tuning for search (paper 3.4, Table 4; fashionbert_tf/search/): "fashionbert" (query, title
   # and image patches in one cross-attention encoder, segments Q / T / I), "oribert" (query + title

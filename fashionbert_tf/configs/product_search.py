@@ -24,7 +24,7 @@ class RetrievalConfig(base_config.Config):
   # How queries and products become vectors (product_search/vectorizers.py): "tfidf" (WordPiece
   # TF-IDF over the titles) or "encoder" (one shared FashionBERT encoder as both towers: query tower over
   # the query text, product tower over the title (+ image patches)). Default tfidf: on the toy
-  # logs it recalls far more than any encoder readout measured (README, "Two-stage retrieval"):
+  # logs it recalls far more than any encoder readout measured (docs/experiments/two_stage_retrieval.md):
   # the encoders were trained as cross-encoders (TIA, click), never for query-product similarity.
   vectorizer: str = "tfidf"
   # Which encoder vectorizes: "pretrained" (the pretraining checkpoint,
@@ -32,7 +32,7 @@ class RetrievalConfig(base_config.Config):
   # `search_run`, segments Q for the query and T for the title).
   encoder_source: str = "pretrained"
   pooling: str = "text_mean"               # "text_mean" | "cls"
-  # "title" (default: measured better, README) or "title_image" (patches in the product tower).
+  # "title" (default: measured better, docs/experiments/two_stage_retrieval.md) or "title_image" (patches in the product tower).
   product_input: str = "title"
   # Nearest-neighbour index (product_search/ann_index.py): "approximate" (ScaNN tree + AH +
   # reorder) or "exact" (ScaNN brute force); 0 = the index's defaults (sqrt(N) leaves, a quarter searched).

@@ -82,7 +82,7 @@ class SearchConfig(base_config.Config):
   # 64 patches are masked out of attention, so the impression is `[CLS] q [SEP] t [SEP]` alone;
   # BERT+IMG: the image half of the click head's input is zeroed. Inference always sees the image.
   # It makes the image variants learn the query / title comparison the image cannot replace
-  # (README, "Search (paper 3.4)").
+  # (docs/experiments/table4_investigation.md).
   image_dropout_rate: float = 0.0
   # WordPiece budget of the query and of the title (each cut to this many pieces before
   # `[CLS] q [SEP] t [SEP]`).

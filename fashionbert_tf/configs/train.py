@@ -59,7 +59,7 @@ class TrainConfig(base_config.Config):
   #     the encoder (the heads keep their own task's plain gradient). Not in the paper, which
   #     needs "normalized" gradients for Eq. 6 but does not say where. Measured on the toy demo:
   #     with "none" the MLM gradient (its head starts untrained) is 10^3-10^4 x TIA's in squared
-  #     norm, Adam's per-weight step follows MLM, and TIA stays at chance (README).
+  #     norm, Adam's per-weight step follows MLM, and TIA stays at chance (docs/experiments/what_held_learning_back.md).
   task_gradient_normalization: str = "none"
   # Which pairs MLM and MPM are computed on: "positive" (matched pairs only; predicting a masked
   # word from a mismatched image is noise) or "all". TIA always uses all pairs.

@@ -34,7 +34,7 @@ float32: evaluation runs it once per image). The Keras model itself is held untr
 SavedModel does not trace it.
 
 Measured (2-core Xeon with AMX, batch 1, BERT-base width, 38 WordPieces + 64 patches;
-tools/benchmark_inference.py, README "Speed"): the SavedModel's `score_features` in bfloat16 through
+tools/benchmark_inference.py, docs/benchmarks/README.md): the SavedModel's `score_features` in bfloat16 through
 this graph 9.0 / 24.6 / 53.4 ms at 2 / 6 / 12 layers against 23.7 / 65.3 / 134.0 ms for the
 float32 export (the Keras model) in the same run; the bfloat16 Keras copy it replaced measured
 0.66-0.69x float32. In a prototype of the graph (2 layers): Const kernels instead of variables

@@ -14,7 +14,7 @@
     tests/test_inference_precision.py); with `jit_compile` its kernels are variables
     (`constant_kernels=False`). It replaced a Keras copy of the model under a `mixed_bfloat16`
     policy with bfloat16 variables: 0.66-0.69x the float32 export's batch-1 latency against
-    0.38-0.40x for the fused graph (README, Speed).
+    0.38-0.40x for the fused graph (docs/benchmarks/README.md).
 
 Why bfloat16 and not float16: the CPUs this serves on (Xeon with AMX / AVX-512 BF16) multiply
 bfloat16 natively through oneDNN, and bfloat16 keeps float32's exponent range (no loss scaling).

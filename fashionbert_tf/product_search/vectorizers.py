@@ -4,7 +4,7 @@ The paper says only that "we vectorize the search queries and the products with 
 then perform retrieval and ranking with nearest-neighbor search"; the authors' article adds that
 the production model is "a two-tower model (parameter sharing between towers), which can
 facilitate online query vector generation and offline product vector generation". How a vector is
-read out of the encoder is not stated. The choices here (README, "Two-stage retrieval", has the
+read out of the encoder is not stated. The choices here (docs/experiments/two_stage_retrieval.md has the
 measurements):
 
   "encoder" (`EncoderVectorizer`): one FashionBERT encoder, shared by both towers.

@@ -33,7 +33,7 @@ Initialization (`initialize_search_model`), the choices where the paper is silen
                layers): its first k layers and the rest of its weights (patch embedding, click
                head, image projection, patch statistics) instead: model reduction after
                fine-tuning, the other reading of the paper's "only the first two FashionBERT
-               layers" (measured on the toy logs: it does not help the 2-layer model, README).
+               layers" (measured on the toy logs: it does not help the 2-layer model, docs/experiments/table4_investigation.md).
 
 Restore (`restore_search_model`): a fine-tuning run's params.yaml holds the full config it trained
 with, its `model` section the search model's own, so the architecture is rebuilt from it alone (the

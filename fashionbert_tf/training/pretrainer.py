@@ -25,7 +25,7 @@ Backward work per mode (`train.loss_weighting`, `train.grad_norm_scope`):
     and its heads' gradients, and one backward pass carries
     (sum_j w_j |delta_j|) * sum_i w_i delta_i / |delta_i| through the encoder
     (`_normalized_task_gradients`): every task pushes the shared encoder with the same strength
-    before weighting. Not in the paper (see the config's comment and README).
+    before weighting. Not in the paper (see the config's comment and docs/choices.md).
 
 Distribution (Mirrored / MultiWorkerMirrored): every mean's denominator is summed over all
 replicas first, so each replica's loss is its share of the *global* batch's loss. The gradients are

@@ -28,7 +28,7 @@ decides: queries name a sleeve / neckline / detail and partial impressions agree
 everything the title shows (data/README.md, "Search logs": their AUC ceilings). With
 `title_shows_colour=False` titles leave the colour out too ("Nordic Pixel Striped Hoodie"), and the
 colour becomes an image-only attribute `image_attributes` may name: the one attribute the toy
-pretraining aligns between text and image (README, "Search (paper 3.4)").
+pretraining aligns between text and image (docs/experiments/table4_investigation.md).
 """
 
 import dataclasses
