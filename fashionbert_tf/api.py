@@ -51,7 +51,7 @@ from fashionbert_tf.evaluation import scoring
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.serving import export
 from fashionbert_tf.utils import inference_settings
-from fashionbert_tf.utils import progress
+from fashionbert_tf.utils import progress as progress_lib
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _IMAGE_TYPES = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
@@ -415,7 +415,7 @@ class Matcher:
     names = [image_name if image_name == "image" else f"{image_name}[{p}]"
              for p in first_position]
     scores = np.full([len(pairs)], np.nan, np.float32)
-    progress = progress.Progress(len(pairs), label=f"Matcher.{method}")
+    progress = progress_lib.Progress(len(pairs), label=f"Matcher.{method}")
     logged = len(pairs) >= _PROGRESS_MIN_PAIRS   # long calls log progress (pairs/s, ETA)
     starts = list(range(0, len(images), self.images_per_step))
     pending = self._submit(images[:self.images_per_step], names[:self.images_per_step], method)
