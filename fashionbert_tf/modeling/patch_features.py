@@ -10,6 +10,8 @@ the position embedding of k and the segment embedding are the model's (`patch_em
 
 Per patch: uint8 pixels -> float32 -> normalization (`model.image_normalization`) -> bilinear
 resize to `model.patch_input_size` when it is not 32 -> backbone -> float32 [D].
+That is `model.patch_feature_mode` "patches"; "grid" (one backbone pass over the whole image) is
+`grid_patch_features.py`, chosen by `build_patch_feature_extractor`.
 """
 
 import tensorflow as tf
@@ -24,7 +26,7 @@ PATCH_SIZE = contract.IMAGE_SIZE // contract.GRID_SIZE  # 32
 # timm ResNeXt recipe), applied to pixels scaled to [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "unit", "symmetric")
+NORMALIZATIONS = ("imagenet", "unit", "symmetric", "efficientnet_lite")
 
 
 def cut_into_patches(images):
@@ -45,8 +47,12 @@ def normalize_pixels(pixels, normalization):
     pixels: float32 [..., 3], RGB in [0, 255].
     normalization: "imagenet" (x / 255, then (x - mean) / std with torchvision's ImageNet mean and
       std per channel: what torchvision / timm ResNeXt weights were trained on), "unit" (x / 255,
-      in [0, 1]) or "symmetric" (x / 127.5 - 1, in [-1, 1]: Keras' InceptionV3 preprocessing).
+      in [0, 1]), "symmetric" (x / 127.5 - 1, in [-1, 1]: Keras' InceptionV3 preprocessing) or
+      "efficientnet_lite" ((x - 127) / 128: MEAN_RGB 127 and STDDEV_RGB 128 of TensorFlow's
+      efficientnet_lite_builder.py, what EfficientNet-Lite was trained on).
   """
+  if normalization == "efficientnet_lite":
+    return (pixels - 127.0) / 128.0
   if normalization == "unit":
     return pixels / 255.0
   if normalization == "symmetric":
@@ -118,11 +124,15 @@ def build_patch_feature_extractor(model_config, load_weights=True):
 
   Reads `model.backbone`, `model.backbone_weights` (loaded unless `load_weights` is False),
   `model.backbone_trainable`, `model.feature_dim`, `model.patch_input_size`,
-  `model.image_normalization` and the `model.resnext_*` shape knobs.
+  `model.patch_feature_mode`, `model.image_normalization` and the `model.resnext_*` shape knobs.
 
   Returns:
-    A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D].
+    A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D]; a
+    `PatchFeatureExtractor` ("patches" mode) or a `grid_patch_features.GridFeatureExtractor`.
   """
+  if backbones.resolve_patch_feature_mode(model_config) == "grid":
+    from fashionbert_tf.modeling import grid_patch_features  # pylint: disable=g-import-not-at-top
+    return grid_patch_features.build_grid_feature_extractor(model_config, load_weights)
   backbone = backbones.build_backbone(model_config, load_weights=load_weights)
   return PatchFeatureExtractor(
       backbone,
