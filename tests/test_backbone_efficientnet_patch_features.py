@@ -119,3 +119,20 @@ def test_bad_mode_settings_are_named():
     backbones.build_backbone(ModelConfig(
         backbone="linear", feature_dim=8,
         backbone_weights=efficientnet_lite_weights.default_weights_path()))
+
+
+def test_fashionbert_model_with_grid_features_scores_images_as_their_precomputed_features():
+  from fashionbert_tf.modeling import model_builder  # pylint: disable=g-import-not-at-top
+  from test_model_forward import text_batch, tiny_config  # pylint: disable=g-import-not-at-top
+  model = model_builder.build_fashionbert(tiny_config(
+      backbone="efficientnet_lite0", feature_dim=1280, patch_feature_mode="grid",
+      patch_feature_normalization="none"))
+  images = tf.constant(toy_images(count=2, seed=3))
+  precomputed = model.compute_patch_features(images)
+  assert precomputed.shape.as_list() == [2, 64, 1280]
+  text = text_batch([6, 8])
+  online = model({**text, "image": images}, training=False)
+  offline = model({**text, "patch_features": precomputed}, training=False)
+  np.testing.assert_allclose(online["tia_logits"], offline["tia_logits"], atol=1e-5)
+  backbone_variables = {id(v) for v in model.patch_feature_extractor.backbone.variables}
+  assert not [v for v in model.trainable_variables if id(v) in backbone_variables]  # frozen
