@@ -40,7 +40,8 @@ def imagenet_feature_map_model():
 
 def test_grid_mode_is_the_stride_32_feature_map_cell_by_cell(imagenet_feature_map_model):
   images = toy_images()
-  extractor = patch_features.build_patch_feature_extractor(lite_config(patch_feature_mode="grid"))
+  extractor = patch_features.build_patch_feature_extractor(
+      lite_config(patch_feature_mode="grid", patch_input_size=32))
   assert isinstance(extractor, grid_patch_features.GridFeatureExtractor)
   features = extractor(images, training=False).numpy()
   assert features.shape == (2, 64, 1280) and features.dtype == np.float32
@@ -68,8 +69,9 @@ def test_grid_mode_at_64_pixel_patches_pools_2x2_cells_of_the_upsampled_image():
 
 def test_patches_mode_runs_each_crop_alone():
   images = toy_images(count=1)
-  extractor = patch_features.build_patch_feature_extractor(lite_config(patch_input_size=64))
+  extractor = patch_features.build_patch_feature_extractor(lite_config())
   assert isinstance(extractor, patch_features.PatchFeatureExtractor)
+  assert extractor.input_size == 64  # efficientnet_lite0's default patch side
   features = extractor(images, training=False).numpy()
   k = 27
   row, col = divmod(k, 8)
@@ -77,11 +79,12 @@ def test_patches_mode_runs_each_crop_alone():
   crop = tf.image.resize(crop, [64, 64], method="bilinear")
   np.testing.assert_allclose(features[:, k], extractor.backbone(crop, training=False).numpy(),
                              rtol=1e-5, atol=1e-5)
+  assert np.abs(features[0, k] - features[0, 0]).max() > 0.5  # garment centre vs corner background
 
 
 @pytest.mark.parametrize("mode", ["patches", "grid"])
 def test_precomputed_features_equal_online_features(tmp_path, mode):
-  config = lite_config(patch_feature_mode=mode)
+  config = lite_config(patch_feature_mode=mode, patch_input_size=32)
   source_dir, output_dir = str(tmp_path / "records"), str(tmp_path / "features")
   images = write_shards(source_dir, num_records=3)
   feature_precompute.precompute_patch_features(
@@ -126,7 +129,7 @@ def test_fashionbert_model_with_grid_features_scores_images_as_their_precomputed
   from test_model_forward import text_batch, tiny_config  # pylint: disable=g-import-not-at-top
   model = model_builder.build_fashionbert(tiny_config(
       backbone="efficientnet_lite0", feature_dim=1280, patch_feature_mode="grid",
-      patch_feature_normalization="none"))
+      patch_input_size=32, patch_feature_normalization="none"))
   images = tf.constant(toy_images(count=2, seed=3))
   precomputed = model.compute_patch_features(images)
   assert precomputed.shape.as_list() == [2, 64, 1280]

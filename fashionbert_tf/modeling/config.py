@@ -47,7 +47,8 @@ class ModelConfig(base_config.Config):
   dropout_rate: float = 0.1
   # --- Patch backbone details (backbone engineer) ---
   # Side length each 32x32 patch is resized to (bilinear) before the backbone; 0 = the backbone's
-  # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum).
+  # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum),
+  # 64 for efficientnet_lite0. In patch_feature_mode "grid" the image is resized to 8x this size.
   patch_input_size: int = 0
   # How patch features are computed (modeling/backbones/__init__.py): "patches" (the paper: each
   # of the 64 patches runs through the backbone alone, resized to patch_input_size) or "grid" (one
