@@ -4,7 +4,7 @@
       --num_images 256 --timing_images 32 --batch_size 8 --threads 2 --output bench.json
 
 For each patch side S in --sizes (`model.patch_input_size`) and each mode:
-  - cost: ms per 256x256 image (and images/s), the backbone in inference mode under one
+  - cost: wall and CPU ms per 256x256 image (and images/s), the backbone in inference mode under one
     `tf.function`, batches of --batch_size images (in "patches" mode 64 x batch_size patches of
     S x S per backbone call; in "grid" mode batch_size images of 8S x 8S), after one warm-up
     batch, on --timing_images images, with TensorFlow's intra-op threads set to --threads;
@@ -75,13 +75,18 @@ def run_batches(fn, images, batch_size):
 
 
 def time_mode(fn, images, batch_size):
-  """(ms per image, seconds of the first (tracing) batch)."""
+  """(wall ms per image, CPU ms per image, seconds of the first (tracing) batch).
+
+  CPU time is the process's (all threads); on a machine shared with other jobs it moves less than
+  wall time, which counts the time the process waits for a core.
+  """
   start = time.time()
   fn(images[:batch_size])
   first = time.time() - start
-  start = time.time()
+  start, cpu_start = time.time(), time.process_time()
   run_batches(fn, images, batch_size)
-  return 1000.0 * (time.time() - start) / len(images), first
+  wall, cpu = time.time() - start, time.process_time() - cpu_start
+  return 1000.0 * wall / len(images), 1000.0 * cpu / len(images), first
 
 
 def _unit(x):
@@ -150,12 +155,13 @@ def main(argv):
       backbones.resolve_patch_feature_mode(config)
       fn = feature_fn(config)
       load_before = os.getloadavg()[0]
-      ms, first = time_mode(fn, images[:TIMING_IMAGES.value], BATCH_SIZE.value)
-      entry[mode] = {"ms_per_image": ms, "images_per_second": 1000.0 / ms,
-                     "first_batch_seconds": first,
+      ms, cpu_ms, first = time_mode(fn, images[:TIMING_IMAGES.value], BATCH_SIZE.value)
+      entry[mode] = {"ms_per_image": ms, "cpu_ms_per_image": cpu_ms,
+                     "images_per_second": 1000.0 / ms, "first_batch_seconds": first,
                      "load_average": [load_before, os.getloadavg()[0]]}
-      print(f"  S={size:4d} {mode:8s}: {ms:8.1f} ms/image ({1000.0 / ms:6.1f} images/s; first "
-            f"batch {first:.1f} s; load {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+      print(f"  S={size:4d} {mode:8s}: {ms:8.1f} ms/image wall ({1000.0 / ms:6.1f} images/s), "
+            f"{cpu_ms:8.1f} CPU ms/image; first batch {first:.1f} s; load {load_before:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}", flush=True)
       if size <= AGREEMENT_MAX_SIZE.value:
         features[mode] = run_batches(fn, images[:NUM_IMAGES.value], BATCH_SIZE.value)
     if len(features) == 2:
