@@ -146,6 +146,7 @@ def main(argv):
   print(f"{BACKBONE.value}: batch {BATCH_SIZE.value} images, {THREADS.value} intra-op threads, "
         f"{os.cpu_count()} CPUs; {NUM_IMAGES.value} toy images, {uniform.mean():.1%} of their "
         f"patches uniform")
+  reference_grid = None  # (size, grid features) of the first size with agreement
   for size in [int(s) for s in SIZES.value]:
     entry = {}
     features = {}
@@ -164,6 +165,17 @@ def main(argv):
             f"{os.getloadavg()[0]:.1f}", flush=True)
       if size <= AGREEMENT_MAX_SIZE.value:
         features[mode] = run_batches(fn, images[:NUM_IMAGES.value], BATCH_SIZE.value)
+    if "grid" in features and reference_grid is None:
+      reference_grid = (size, features["grid"])
+    if "patches" in features and reference_grid is not None:
+      # The cheapest grid (the first size) against the per-patch features at this size.
+      entry["agreement_with_grid_at_first_size"] = agreement(
+          features["patches"], reference_grid[1], uniform, SEED.value)
+      a = entry["agreement_with_grid_at_first_size"]["non_uniform"]
+      print(f"    patches S={size} vs grid S={reference_grid[0]} (non_uniform): cosine mean "
+            f"{a['cosine']['mean']:.3f} median {a['cosine']['median']:.3f}; centered mean "
+            f"{a['cosine_centered']['mean']:.3f}; own patch nearest "
+            f"{a['own_patch_nearest']:.1%}", flush=True)
     if len(features) == 2:
       entry["agreement"] = agreement(features["patches"], features["grid"], uniform, SEED.value)
       for name in ("all", "non_uniform"):
