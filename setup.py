@@ -36,7 +36,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["fashionbert_tf", "fashionbert_tf.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest", "scann~=1.4.2"],
+        # scikit-image: its bundled sample photos for the ImageNet check of the EfficientNet-Lite0
+        # backbone (tests/test_backbone_efficientnet_lite.py).
+        "test": ["pytest", "scann~=1.4.2", "scikit-image"],
         # ScaNN: the nearest-neighbour index of the two-stage search (fashionbert_tf/product_search/ann_index.py).
         # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
         "search": ["scann~=1.4.2"],

@@ -8,6 +8,7 @@ import tf_keras
 from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import backbones
 from fashionbert_tf.modeling import patch_features
+from fashionbert_tf.modeling import pixel_normalization
 
 
 def random_images(batch=2, seed=0):
@@ -56,7 +57,7 @@ def test_symmetric_scaling_and_resize_reach_the_backbone():
 
 def test_imagenet_normalization_uses_torchvision_mean_and_std():
   pixels = tf.constant([[0.0, 127.5, 255.0]])
-  out = patch_features.normalize_pixels(pixels, "imagenet").numpy()
+  out = pixel_normalization.normalize_pixels(pixels, "imagenet").numpy()
   expected = (np.array([0.0, 0.5, 1.0]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
   np.testing.assert_allclose(out[0], expected, rtol=1e-6)
 

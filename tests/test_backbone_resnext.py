@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 
 from fashionbert_tf.configs.model import ModelConfig
 from fashionbert_tf.modeling import patch_features
+from fashionbert_tf.modeling import pixel_normalization
 from fashionbert_tf.modeling.backbones import resnext
 from fashionbert_tf.modeling.backbones import resnext_weights
 
@@ -217,7 +218,7 @@ def test_extractor_loads_safetensors_from_config_and_freezes_batchnorm(tiny_stat
   assert not extractor.trainable_variables
   # Patch 9 (row 1, column 1), ImageNet-normalized, through the NumPy reference.
   crop = image[0, 32:64, 32:64].astype(np.float64) / 255.0
-  crop = (crop - patch_features.IMAGENET_MEAN) / patch_features.IMAGENET_STD
+  crop = (crop - pixel_normalization.IMAGENET_MEAN) / pixel_normalization.IMAGENET_STD
   ref = np_resnext_forward(crop[None], tiny_state, TINY["blocks_per_stage"], TINY["groups"])
   np.testing.assert_allclose(features[0, 9], ref[0], rtol=1e-3, atol=1e-3)
 

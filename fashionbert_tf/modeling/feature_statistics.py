@@ -60,6 +60,8 @@ def backbone_fingerprint(model_config):
   """A JSON string of the settings that determine the patch features (plus the weights file size)."""
   values = {key: getattr(model_config, key) for key in _FINGERPRINT_KEYS}
   values["resnext_blocks_per_stage"] = list(values["resnext_blocks_per_stage"])
+  if model_config.patch_feature_mode != "patches":  # Fingerprints of "patches" stay as they were.
+    values["patch_feature_mode"] = model_config.patch_feature_mode
   weights = model_config.backbone_weights
   values["backbone_weights_bytes"] = os.path.getsize(weights) if weights and os.path.exists(
       weights) else 0

@@ -10,6 +10,8 @@ the position embedding of k and the segment embedding are the model's (`patch_em
 
 Per patch: uint8 pixels -> float32 -> normalization (`model.image_normalization`) -> bilinear
 resize to `model.patch_input_size` when it is not 32 -> backbone -> float32 [D].
+That is `model.patch_feature_mode` "patches"; "grid" (one backbone pass over the whole image) is
+`grid_patch_features.py`, chosen by `build_patch_feature_extractor`.
 """
 
 import tensorflow as tf
@@ -17,14 +19,10 @@ import tf_keras
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import backbones
+from fashionbert_tf.modeling import grid_patch_features
+from fashionbert_tf.modeling import pixel_normalization
 
 PATCH_SIZE = contract.IMAGE_SIZE // contract.GRID_SIZE  # 32
-
-# torchvision's ImageNet statistics (`torchvision.transforms.Normalize` in every torchvision /
-# timm ResNeXt recipe), applied to pixels scaled to [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "unit", "symmetric")
 
 
 def cut_into_patches(images):
@@ -36,28 +34,6 @@ def cut_into_patches(images):
   rows = tf.reshape(images, [batch, grid, size, grid, size, channels])
   patches = tf.transpose(rows, [0, 1, 3, 2, 4, 5])
   return tf.reshape(patches, [batch, grid * grid, size, size, channels])
-
-
-def normalize_pixels(pixels, normalization):
-  """Scales float32 pixel values in [0, 255] for a backbone.
-
-  Args:
-    pixels: float32 [..., 3], RGB in [0, 255].
-    normalization: "imagenet" (x / 255, then (x - mean) / std with torchvision's ImageNet mean and
-      std per channel: what torchvision / timm ResNeXt weights were trained on), "unit" (x / 255,
-      in [0, 1]) or "symmetric" (x / 127.5 - 1, in [-1, 1]: Keras' InceptionV3 preprocessing).
-  """
-  if normalization == "unit":
-    return pixels / 255.0
-  if normalization == "symmetric":
-    return pixels / 127.5 - 1.0
-  if normalization == "imagenet":
-    mean = tf.constant(IMAGENET_MEAN, pixels.dtype)
-    std = tf.constant(IMAGENET_STD, pixels.dtype)
-    return (pixels / 255.0 - mean) / std
-  raise ValueError(
-      f"model.image_normalization: unknown normalization {normalization!r}; expected one of "
-      f"{', '.join(NORMALIZATIONS)} (or empty for the backbone's default)")
 
 
 class PatchFeatureExtractor(tf_keras.layers.Layer):
@@ -73,12 +49,12 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     """Args:
       backbone: a `tf_keras.Model` mapping float32 [N, S, S, 3] -> [N, D].
       input_size: S; patches are bilinearly resized from 32 to S when S != 32.
-      normalization: pixel scaling name, see `normalize_pixels`.
+      normalization: pixel scaling name, see `pixel_normalization.normalize_pixels`.
       trainable: whether the backbone is fine-tuned.
     """
     super().__init__(trainable=trainable, **kwargs)
-    if normalization not in NORMALIZATIONS:
-      normalize_pixels(tf.zeros([3]), normalization)  # Raises the naming error.
+    if normalization not in pixel_normalization.NORMALIZATIONS:
+      pixel_normalization.normalize_pixels(tf.zeros([3]), normalization)  # Raises the naming error.
     self.backbone = backbone
     self.input_size = int(input_size)
     self.normalization = normalization
@@ -96,7 +72,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
           f"patch features: `image` must have shape [B, 256, 256, 3], got {images.shape}")
     patches = cut_into_patches(images)
     patches = tf.reshape(patches, [-1, PATCH_SIZE, PATCH_SIZE, 3])
-    patches = normalize_pixels(tf.cast(patches, tf.float32), self.normalization)
+    patches = pixel_normalization.normalize_pixels(tf.cast(patches, tf.float32), self.normalization)
     if self.input_size != PATCH_SIZE:
       patches = tf.image.resize(patches, [self.input_size, self.input_size], method="bilinear")
     return patches
@@ -118,11 +94,14 @@ def build_patch_feature_extractor(model_config, load_weights=True):
 
   Reads `model.backbone`, `model.backbone_weights` (loaded unless `load_weights` is False),
   `model.backbone_trainable`, `model.feature_dim`, `model.patch_input_size`,
-  `model.image_normalization` and the `model.resnext_*` shape knobs.
+  `model.patch_feature_mode`, `model.image_normalization` and the `model.resnext_*` shape knobs.
 
   Returns:
-    A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D].
+    A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D]; a
+    `PatchFeatureExtractor` ("patches" mode) or a `grid_patch_features.GridFeatureExtractor`.
   """
+  if backbones.resolve_patch_feature_mode(model_config) == "grid":
+    return grid_patch_features.build_grid_feature_extractor(model_config, load_weights)
   backbone = backbones.build_backbone(model_config, load_weights=load_weights)
   return PatchFeatureExtractor(
       backbone,

