@@ -10,11 +10,17 @@ With `--params_override data.source=tfds` it is a thin wrapper over the `fashion
 Datasets builder (fashionbert_tf/data/fashion_gen_builder.py, config `data.tfds_config`): the
 dataset is built into data.tfds_data_dir (reused when already prepared), then the candidate sets,
 negatives index and dataset_info.json are written as above (data/tfds_source.py).
+
+With `data.source: catalogue` it reads a retailer's CSV / JSON Lines of photos and texts
+(`data.catalogue_file`; docs/catalogue.md); a malformed catalogue or a bad row with
+`data.on_bad_row: fail` is one line naming the file and line.
 """
 
+from absl import app
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import catalogue_source
 from fashionbert_tf.data import prepare
 
 
@@ -23,4 +29,11 @@ def main(argv):
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
-  prepare.prepare_dataset(config.data)
+  try:
+    prepare.prepare_dataset(config.data)
+  except (catalogue_source.CatalogueFormatError, catalogue_source.BadRowError) as error:
+    raise app.UsageError(str(error)) from None
+  except FileNotFoundError as error:
+    if config.data.source != "catalogue":
+      raise
+    raise app.UsageError(str(error)) from None

@@ -13,6 +13,10 @@ builder (`fashion_gen_builder.py`, `tfds_source.py`): the builder streams the sa
 with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
 same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
 index and retrieval candidate sets from TFDS's validation shards.
+
+With `data.source: catalogue` the rows come from a retailer's CSV / JSON Lines table of photos and
+texts (`data.catalogue_file`; `catalogue_prepare.py`) and end in the same records, negatives index,
+candidate sets and dataset_info.json.
 """
 
 import concurrent.futures
@@ -98,6 +102,13 @@ def prepare_dataset(data_config):
   """
   if data_config.source == "tfds":
     return prepare_with_tfds(data_config)
+  if data_config.source == "catalogue":
+    from fashionbert_tf.data import catalogue_prepare  # pylint: disable=g-import-not-at-top
+    info, validation_metadata = catalogue_prepare.convert_catalogue(data_config)
+    for split in records.SPLITS:
+      info["splits"][split]["negatives_index"] = negatives_index.write_for(
+          info["splits"][split]["file_pattern"])
+    return _finish(data_config, info, validation_metadata)
   directory = data_config.tfrecord_dir
   info = {"image_format": data_config.image_format, "num_shards": data_config.num_shards,
           "splits": {}}
@@ -126,16 +137,26 @@ def _finish(data_config, info, validation_metadata):
   """Candidate sets from the validation rows' metadata, then dataset_info.json and the log."""
   directory = data_config.tfrecord_dir
   os.makedirs(directory, exist_ok=True)
+  for split_info in info["splits"].values():
+    # Products with no other product in their (category, subcategory): same-subcategory
+    # negatives fall back to any product for them (data/pairing.py).
+    alone = negatives_index.products_alone_in_group(split_info.get("negatives_index"))
+    if alone is not None:
+      split_info["products_alone_in_subcategory"] = alone
   try:
     candidate_sets = candidates_lib.build_candidates(
         validation_metadata, data_config.num_image_queries, data_config.num_text_queries,
-        data_config.num_candidates, data_config.seed)
+        data_config.num_candidates, data_config.seed, fallback=data_config.candidate_fallback)
     candidates_lib.save_candidates(candidate_sets, data_config.candidates_file)
     info["candidates_file"] = data_config.candidates_file
+    info["candidates_beyond_subcategory"] = candidate_sets["queries_beyond_subcategory"]
     logging.info("retrieval candidate sets -> %s: %d image queries, %d text queries, %d "
                  "candidates each + ground truth; pools %s", data_config.candidates_file,
                  len(candidate_sets["image_to_text"]), len(candidate_sets["text_to_image"]),
                  data_config.num_candidates, candidate_sets["pool_counts"])
+    logging.info("candidate sets: %s queries needed candidates beyond their subcategory "
+                 "(data.candidate_fallback=%s)", candidate_sets["queries_beyond_subcategory"],
+                 data_config.candidate_fallback)
   except candidates_lib.NotEnoughProductsError as error:
     info["candidates_file"] = None
     info["candidates_error"] = str(error)
@@ -150,6 +171,18 @@ def _finish(data_config, info, validation_metadata):
                  split_info["num_rows"],
                  f"; {skipped} rows SKIPPED (empty description), first rows "
                  f"{split_info['first_skipped_rows']}" if skipped else "")
+    if split_info.get("products_alone_in_subcategory"):
+      logging.info("%s: %d of %d products are alone in their subcategory (their negatives come "
+                   "from any other product)", split, split_info["products_alone_in_subcategory"],
+                   split_info["num_products"])
+  if "catalogue" in info:
+    skipped = info["catalogue"]["skipped_rows"]
+    logging.info("catalogue %s: %d rows -> %s records; %d rows skipped %s%s",
+                 info["catalogue"]["file"], info["catalogue"]["num_rows"],
+                 {split: s["num_records"] for split, s in info["splits"].items()},
+                 skipped["total"], skipped["by_reason"],
+                 "; first: " + "; ".join(row for rows in skipped.get("first_rows", {}).values()
+                                         for row in rows[:2]) if skipped["total"] else "")
   return info
 
 
