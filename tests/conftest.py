@@ -16,6 +16,9 @@ import pytest
 from fashionbert_tf.data import config as data_config_lib
 from fashionbert_tf.data import toy_fashiongen
 
+# The Apache Beam tests need the `beam` extra's own venv (tests/beam/conftest.py; `.ci/run`).
+collect_ignore = ["beam"]
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Whole words in the tiny vocab; every other word is split into single-character WordPieces, so
 # tests see both one-piece and many-piece words.

@@ -2,6 +2,7 @@
 candidate sets, pretraining and evaluation; every bad row counted by its reason."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -337,3 +338,36 @@ def test_on_bad_row_fail_stops_at_the_first_bad_row(catalogue, tmp_path, tiny_vo
   line = [r["image"] for r in catalogue["rows"]].index("img/never_saved.jpg") + 1
   # The scan (text and paths) fails first: the missing file, before any image is decoded.
   assert f"{catalogue['jsonl']}:{line}: image file not found" in str(error.value)
+
+
+def _record_set(pattern):
+  return sorted((row["record_id"], row["product_id"], row["description"], row["pose"],
+                 row["image"]) for row in _records_of(pattern))
+
+
+def _records_of(pattern):
+  rows = []
+  for _, _, batch in records.iterate_parsed_batches(pattern, records.FEATURE_SPEC):
+    images = batch.pop("image")
+    rows += [records.to_python(batch, i) | {"image": images[i]} for i in range(len(images))]
+  return rows
+
+
+def test_the_tfds_catalogue_config_writes_the_same_records(catalogue, prepared, tmp_path):
+  from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(
+      prepared["config"], source="tfds", tfds_config="catalogue",
+      tfrecord_dir=str(tmp_path / "records"), tfds_data_dir=str(tmp_path / "tfds"),
+      candidates_file=str(tmp_path / "records" / "candidates.json"))
+  info = prepare.prepare_dataset(config)
+  ours = prepared["info"]["catalogue"]["skipped_rows"]["by_reason"]
+  scan_reasons = {r: n for r, n in ours.items() if r in ("empty_text", "duplicate",
+                                                        "missing_file")}
+  image_failures = sum(n for r, n in ours.items() if r not in scan_reasons)
+  assert info["catalogue"]["skipped_rows"]["by_reason"] == dict(
+      scan_reasons, image_failed=image_failures)
+  for split in records.SPLITS:
+    assert _record_set(tfds_source.split_file_pattern(config, split)) == _record_set(
+        records.split_file_pattern(prepared["config"].tfrecord_dir, split))
+  with open(prepared["config"].candidates_file) as a, open(config.candidates_file) as b:
+    assert json.load(a) == json.load(b)

@@ -373,12 +373,14 @@ class ScanResult:
   # Indices of the rows the scan skipped (empty text, duplicate, missing file).
   skipped: set = dataclasses.field(default_factory=set)
   report: SkipReport = None
-  # (byte offset, row index, line) of rows 0, ROWS_PER_TASK, 2 * ROWS_PER_TASK, ...
+  # (byte offset, row index, line) of rows 0, rows_per_task, 2 * rows_per_task, ...
   task_starts: list = dataclasses.field(default_factory=list)
+  rows_per_task: int = ROWS_PER_TASK
 
   def task_ranges(self):
-    """[(start, num_rows)]: the row ranges of the Beam tasks, each `ROWS_PER_TASK` rows."""
-    return [(start, min(ROWS_PER_TASK, self.num_rows - start[1])) for start in self.task_starts]
+    """[(start, num_rows)]: the row ranges of the Beam tasks, `rows_per_task` rows each."""
+    return [(start, min(self.rows_per_task, self.num_rows - start[1]))
+            for start in self.task_starts]
 
 
 def scan_catalogue(path, seed=42, validation_fraction=0.1, on_bad_row="skip",
@@ -393,7 +395,7 @@ def scan_catalogue(path, seed=42, validation_fraction=0.1, on_bad_row="skip",
   if not 0.0 <= validation_fraction <= 1.0:
     raise ValueError(f"data.validation_fraction = {validation_fraction}; expected a fraction in "
                      "[0, 1]")
-  result = ScanResult(path, report=SkipReport(path))
+  result = ScanResult(path, report=SkipReport(path), rows_per_task=rows_per_task)
   seen = set()
   position = [None]
   for raw in iterate_raw_rows(path, position=position):

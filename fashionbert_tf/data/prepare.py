@@ -212,7 +212,8 @@ def prepare_with_tfds(data_config):
                builder.version, builder.data_dir, time.time() - start)
   info = {"source": "tfds", "tfds_data_dir": tfds_source.data_dir(data_config),
           "tfds_config": builder.builder_config.name, "tfds_version": str(builder.version),
-          "image_format": "png", "num_shards": data_config.num_shards, "splits": {}}
+          "image_format": builder.builder_config.image_format,
+          "num_shards": data_config.num_shards, "splits": {}}
   validation_metadata = None
   for split in records.SPLITS:
     skipped = int(metadata["skipped_empty_description"][split])
@@ -232,9 +233,34 @@ def prepare_with_tfds(data_config):
         "skipped_empty_description": skipped, "first_skipped_rows": first_skipped,
         "file_pattern": pattern,
         "negatives_index": negatives_index.index_path(pattern)}
+    if builder.builder_config.catalogue:   # the scan's counts, and the images that failed
+      info["splits"][split]["skipped_rows"] = _add_catalogue_skips(
+          info, data_config, metadata, split, int(builder.info.splits[split].num_examples))
     if split == "validation":
       validation_metadata = _tfds_validation_metadata(pattern)
   return _finish(data_config, info, validation_metadata)
+
+
+def _add_catalogue_skips(info, data_config, metadata, split, num_examples):
+  """Adds a split to dataset_info's `catalogue` of a TFDS-built catalogue and returns the split's
+  `skipped_rows`: the
+  builder's scan counts by reason; rows whose image failed to load in a worker are `image_failed`
+  (Beam workers do not report back their reasons; `data.source: catalogue` does)."""
+  by_reason = dict(metadata["skipped_rows"][split])
+  failed = int(metadata["kept_rows"][split]) - num_examples
+  if failed:
+    by_reason["image_failed"] = failed
+  catalogue = info.setdefault("catalogue", {
+      "file": os.path.abspath(data_config.catalogue_file), "num_rows": 0,
+      "image_resize": data_config.image_resize, "skipped_rows": {
+          "total": 0, "by_reason": {},
+          "first_rows": dict(metadata["skipped_rows"].get("first_rows", {}))}})
+  catalogue["num_rows"] += int(metadata["num_rows"][split])
+  totals = catalogue["skipped_rows"]
+  for reason, count in by_reason.items():
+    totals["by_reason"][reason] = totals["by_reason"].get(reason, 0) + int(count)
+    totals["total"] += int(count)
+  return {"total": sum(by_reason.values()), "by_reason": by_reason}
 
 
 def load_dataset_info(tfrecord_dir):
