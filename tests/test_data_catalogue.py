@@ -240,7 +240,8 @@ def test_candidates_fill_from_the_category_and_count_it(prepared):
   assert prepared["info"]["splits"]["train"]["products_alone_in_subcategory"] == 1
 
 
-def test_pretrain_and_evaluate_run_on_a_prepared_catalogue(prepared, tiny_vocab_file, tmp_path):
+def test_pretrain_and_evaluate_run_on_a_prepared_catalogue(prepared, tiny_vocab_file, tmp_path,
+                                                           capsys):
   with open(tiny_vocab_file, encoding="utf-8") as handle:
     vocab_size = len(handle.read().split())
   model = dict(synthetic.tiny_model_overrides(feature_dim=8, vocab_size=vocab_size),
@@ -259,6 +260,9 @@ def test_pretrain_and_evaluate_run_on_a_prepared_catalogue(prepared, tiny_vocab_
     assert results[direction]["num_queries"] == 12
     assert results[direction]["num_candidates"] == 9
     assert 0.0 <= results[direction]["rank@1"] <= results[direction]["rank@10"] <= 1.0
+  assert results["candidates_beyond_subcategory"] == {"image_to_text": 12, "text_to_image": 12}
+  assert "12 image and 12 text queries of the candidate file have candidates from beyond" in (
+      capsys.readouterr().out)
 
 
 def test_seeded_split_keeps_a_product_together_and_follows_the_fraction():

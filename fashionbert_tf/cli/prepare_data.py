@@ -17,11 +17,18 @@ With `data.source: catalogue` it reads a retailer's CSV / JSON Lines of photos a
 """
 
 from absl import app
+from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
 from fashionbert_tf.data import catalogue_source
 from fashionbert_tf.data import prepare
+
+BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", "",
+    "With data.source=tfds: build the TFDS dataset with Apache Beam (the `beam` extra), options as "
+    "`tfds build` takes them, e.g. `runner=DirectRunner,direct_num_workers=8,"
+    "direct_running_mode=multi_processing`; empty = no Beam.")
 
 
 def main(argv):
@@ -29,8 +36,14 @@ def main(argv):
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = common_flags.config_from_flags()
+  if BEAM_PIPELINE_OPTIONS.value and config.data.source != "tfds":
+    raise app.UsageError("--beam_pipeline_options needs data.source=tfds (the fashion_gen builder)")
   try:
-    prepare.prepare_dataset(config.data)
+    beam_options = None
+    if BEAM_PIPELINE_OPTIONS.value:
+      from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+      beam_options = tfds_source.beam_pipeline_options(BEAM_PIPELINE_OPTIONS.value)
+    prepare.prepare_dataset(config.data, beam_options)
   except (catalogue_source.CatalogueFormatError, catalogue_source.BadRowError) as error:
     raise app.UsageError(str(error)) from None
   except FileNotFoundError as error:

@@ -141,8 +141,7 @@ CATALOGUE_FILES = ("catalogue.jsonl", "catalogue.csv")
 
 
 def catalogue_config(catalogue_file, image_resize="pad", validation_fraction=0.1, seed=42,
-                     image_format="jpeg", jpeg_quality=95, on_bad_row="skip",
-                     rows_per_task=catalogue_source.ROWS_PER_TASK):
+                     image_format="jpeg", jpeg_quality=95, on_bad_row="skip", rows_per_task=None):
   """A catalogue config reading `catalogue_file` (module docstring), named `catalogue_<file
   stem>` (TFDS's own `catalogue` config reads the manual dir): its data folder is
   `<data_dir>/fashion_gen/catalogue_<stem>/`."""
@@ -151,7 +150,7 @@ def catalogue_config(catalogue_file, image_resize="pad", validation_fraction=0.1
       name="catalogue_" + (re.sub(r"[^A-Za-z0-9_]", "_", stem) or "file"), catalogue=True, catalogue_file=os.path.abspath(catalogue_file),
       image_resize=image_resize, validation_fraction=validation_fraction, seed=seed,
       image_format=image_format, jpeg_quality=jpeg_quality, on_bad_row=on_bad_row,
-      rows_per_task=rows_per_task, description=f"The catalogue {catalogue_file}.")
+      rows_per_task=rows_per_task or catalogue_source.ROWS_PER_TASK, description=f"The catalogue {catalogue_file}.")
 
 
 def catalogue_fingerprint(config, path):

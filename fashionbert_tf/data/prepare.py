@@ -94,14 +94,17 @@ def convert_split(hdf5_path, directory, split, num_shards, image_format="png", j
   return report, metadata
 
 
-def prepare_dataset(data_config):
+def prepare_dataset(data_config, beam_options=None):
   """Runs prepare-data for `data_config` (a `DataConfig`). Returns the dataset-info dict.
+
+  beam_options: with `data.source: tfds`, Beam `PipelineOptions` to build the TFDS dataset with
+  (`tfds_source.beam_pipeline_options`); None = TFDS's plain generator.
 
   Raises:
     FileNotFoundError / FashionGenFormatError: a missing or malformed HDF5 file (named).
   """
   if data_config.source == "tfds":
-    return prepare_with_tfds(data_config)
+    return prepare_with_tfds(data_config, beam_options)
   if data_config.source == "catalogue":
     from fashionbert_tf.data import catalogue_prepare  # pylint: disable=g-import-not-at-top
     info, validation_metadata = catalogue_prepare.convert_catalogue(data_config)
@@ -197,7 +200,7 @@ def _tfds_validation_metadata(file_pattern):
   return metadata
 
 
-def prepare_with_tfds(data_config):
+def prepare_with_tfds(data_config, beam_options=None):
   """prepare-data with `data.source: tfds`: build `fashion_gen` (TFDS reuses a prepared one), then
   the negatives index, candidate sets and dataset_info.json as with the TFRecord writer.
 
@@ -206,7 +209,7 @@ def prepare_with_tfds(data_config):
   """
   from fashionbert_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
   start = time.time()
-  builder = tfds_source.download_and_prepare(data_config)
+  builder = tfds_source.download_and_prepare(data_config, beam_options=beam_options)
   metadata = builder.info.metadata
   logging.info("TFDS fashion_gen/%s %s in %s (%.1f s)", builder.builder_config.name,
                builder.version, builder.data_dir, time.time() - start)

@@ -77,8 +77,12 @@ def manual_dir(data_config):
   return os.path.dirname(os.path.abspath(data_config.train_hdf5))
 
 
-def download_and_prepare(data_config, beam_runner=None):
-  """Builds the dataset (TFDS reuses an already prepared one). Returns the builder."""
+def download_and_prepare(data_config, beam_runner=None, beam_options=None):
+  """Builds the dataset (TFDS reuses an already prepared one). Returns the builder.
+
+  beam_runner / beam_options: build with Apache Beam (the `beam` extra), e.g.
+  `beam_pipeline_options("runner=DirectRunner,direct_num_workers=8")`.
+  """
   builder = get_builder(data_config)
   config = builder.builder_config
   if config.catalogue and builder.is_prepared():
@@ -101,9 +105,19 @@ def download_and_prepare(data_config, beam_runner=None):
             "see data/README.md for where to get them)")
   download_config = tfds.download.DownloadConfig(
       num_shards=data_config.num_shards, manual_dir=manual_dir(data_config),
-      beam_runner=beam_runner)
+      beam_runner=beam_runner, beam_options=beam_options)
   builder.download_and_prepare(download_config=download_config)
   return builder
+
+
+def beam_pipeline_options(text):
+  """"key=value,key=value" (as `tfds build --beam_pipeline_options` takes them) -> Beam's
+  `PipelineOptions`; empty -> None."""
+  if not text:
+    return None
+  beam = tfds.core.lazy_imports.apache_beam
+  return beam.options.pipeline_options.PipelineOptions(
+      flags=[f"--{option.strip()}" for option in text.split(",") if option.strip()])
 
 
 def prepared_builder(data_config):

@@ -1,18 +1,18 @@
 """The `fashion_gen` catalogue config built with Apache Beam (DirectRunner, several tasks) writes
 the records `data.source: catalogue` writes, and counts the skipped rows."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 from PIL import Image
-import tensorflow_datasets as tfds
 
 from fashionbert_tf.data import catalogue_source
 from fashionbert_tf.data import config as data_config_lib
-from fashionbert_tf.data import fashion_gen_builder
 from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
+from fashionbert_tf.data import tfds_source
 
 
 def _write_catalogue(root):
@@ -49,34 +49,33 @@ def _record_set(pattern):
   return sorted(rows)
 
 
-def test_beam_build_matches_prepare_data(tmp_path):
+def test_beam_build_matches_prepare_data(tmp_path, monkeypatch):
   path = _write_catalogue(str(tmp_path))
   data_config = data_config_lib.DataConfig(
       source="catalogue", catalogue_file=path, tfrecord_dir=str(tmp_path / "records"),
       candidates_file=str(tmp_path / "records" / "candidates.json"), num_shards=2,
-      validation_fraction=0.3, image_format="jpeg", prepare_workers=2)
+      validation_fraction=0.5, image_format="jpeg", prepare_workers=2, num_candidates=3,
+      num_text_queries=4, num_image_queries=4, candidate_fallback="fill")
   info = prepare.prepare_dataset(data_config)
   assert info["catalogue"]["skipped_rows"]["by_reason"] == {
       "duplicate": 1, "empty_text": 1, "missing_file": 1, "undecodable": 1}
 
-  config = fashion_gen_builder.catalogue_config(
-      path, validation_fraction=0.3, seed=data_config.seed, image_format="jpeg",
-      rows_per_task=5)   # 22 rows: 5 Beam tasks
-  builder = fashion_gen_builder.FashionGen(config=config, data_dir=str(tmp_path / "tfds"))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      num_shards=2, beam_options=tfds.core.lazy_imports.apache_beam.options.pipeline_options
-      .PipelineOptions(runner="DirectRunner")))
-  metadata = builder.info.metadata
-  skipped = {reason: metadata["skipped_rows"]["train"].get(reason, 0) +
-             metadata["skipped_rows"]["validation"].get(reason, 0)
-             for reason in ("duplicate", "empty_text", "missing_file")}
-  assert skipped == {"duplicate": 1, "empty_text": 1, "missing_file": 1}
-  # The undecodable image is the one row the scan kept but no worker wrote.
-  assert sum(metadata["kept_rows"].values()) - sum(
-      builder.info.splits[split].num_examples for split in records.SPLITS) == 1
+  monkeypatch.setattr(catalogue_source, "ROWS_PER_TASK", 5)   # 22 rows: 5 Beam tasks
+  tfds_config = dataclasses.replace(
+      data_config, source="tfds", tfds_config="catalogue",
+      tfds_data_dir=str(tmp_path / "tfds"), tfrecord_dir=str(tmp_path / "beam_records"),
+      candidates_file=str(tmp_path / "beam_records" / "candidates.json"))
+  beam_info = prepare.prepare_dataset(
+      tfds_config, beam_options=tfds_source.beam_pipeline_options("runner=DirectRunner"))
+  builder = tfds_source.prepared_builder(tfds_config)
+  assert builder.builder_config.rows_per_task == 5
+  # Text and path reasons as prepare-data counts them; the undecodable image as image_failed.
+  assert beam_info["catalogue"]["skipped_rows"]["by_reason"] == {
+      "duplicate": 1, "empty_text": 1, "missing_file": 1, "image_failed": 1}
   for split in records.SPLITS:
-    pattern = os.path.join(os.fspath(builder.data_dir),
-                           f"{fashion_gen_builder.NAME}-{split}.tfrecord-?????-of-?????")
-    assert _record_set(pattern) == _record_set(
+    assert _record_set(tfds_source.split_file_pattern(tfds_config, split)) == _record_set(
         records.split_file_pattern(data_config.tfrecord_dir, split)), split
+    assert beam_info["splits"][split]["num_records"] == info["splits"][split]["num_records"]
+  with open(data_config.candidates_file) as ours, open(tfds_config.candidates_file) as beams:
+    assert json.load(ours) == json.load(beams)
   assert len(catalogue_source.scan_catalogue(path, rows_per_task=5).task_ranges()) == 5
