@@ -4,6 +4,7 @@ candidate sets, pretraining and evaluation; every bad row counted by its reason.
 import csv
 import dataclasses
 import json
+import logging
 import os
 
 import numpy as np
@@ -300,6 +301,18 @@ def test_rows_without_split_or_product_id(tmp_path, tiny_vocab_file):
 
 
 def _prepare_cli(run_cli, config):
+  """prepare-data from the command line. Parsing and then resetting absl's flags sets absl's
+  logger to the `--verbosity` default (WARNING): its level is restored after, so later tests'
+  caplog sees INFO records again."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  try:
+    _run_prepare_cli(run_cli, config)
+  finally:
+    absl_logger.setLevel(level)
+
+
+def _run_prepare_cli(run_cli, config):
   overrides = ",".join(f"data.{k}={v}" for k, v in (
       ("source", "catalogue"), ("catalogue_file", config.catalogue_file),
       ("tfrecord_dir", config.tfrecord_dir), ("candidates_file", config.candidates_file),
