@@ -20,6 +20,7 @@ from fashionbert_tf.data import catalogue_source
 from fashionbert_tf.data import prepare
 from fashionbert_tf.data import records
 from fashionbert_tf.evaluation import evaluate
+from fashionbert_tf.modeling import feature_precompute
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 
@@ -241,18 +242,25 @@ def test_candidates_fill_from_the_category_and_count_it(prepared):
   assert prepared["info"]["splits"]["train"]["products_alone_in_subcategory"] == 1
 
 
-def test_pretrain_and_evaluate_run_on_a_prepared_catalogue(prepared, tiny_vocab_file, tmp_path,
-                                                           capsys):
+def test_precompute_pretrain_and_evaluate_run_on_a_prepared_catalogue(
+    prepared, tiny_vocab_file, tmp_path, capsys):
+  """configs/catalogue.yaml's flow: precompute (a bfloat16 store), pretrain, evaluate."""
   with open(tiny_vocab_file, encoding="utf-8") as handle:
     vocab_size = len(handle.read().split())
   model = dict(synthetic.tiny_model_overrides(feature_dim=8, vocab_size=vocab_size),
-               num_layers=1, use_precomputed_features=False)
+               num_layers=1, use_precomputed_features=True)
   train = dict(train_steps=3, global_batch_size=4, warmup_steps=1, learning_rate=1e-3,
                checkpoint_every_steps=100, validation_steps=1, validation_every_steps=3,
                log_every_steps=1, loss_weighting="fixed", model_dir=str(tmp_path / "run"))
+  data = dict(prepared["config"].as_dict(), patch_feature_dtype="bfloat16",
+              features_tfrecord_dir=str(tmp_path / "features"))
   config = experiment_config.load_config(None, [
-      {"data": prepared["config"].as_dict(), "model": model, "train": train,
+      {"data": data, "model": model, "train": train,
        "eval": {"batch_size": 16, "images_per_step": 8}}])
+  summary, _ = feature_precompute.precompute_with_statistics(
+      config, os.path.join(config.data.tfrecord_dir, "*.tfrecord"), config.data.features_tfrecord_dir)
+  assert sum(s["records"] for s in summary.values()) == sum(
+      prepared["info"]["splits"][split]["num_records"] for split in records.SPLITS)
   summary = pretrain.run_pretraining(config)
   assert summary["final_step"] == 3
   assert np.isfinite(summary["train_logs"]["loss"])
@@ -388,3 +396,25 @@ def test_the_tfds_catalogue_config_writes_the_same_records(catalogue, prepared, 
         records.split_file_pattern(prepared["config"].tfrecord_dir, split))
   with open(prepared["config"].candidates_file) as a, open(config.candidates_file) as b:
     assert json.load(a) == json.load(b)
+
+
+def test_a_tfds_catalogue_is_rebuilt_when_its_file_changes(tmp_path, tiny_vocab_file):
+  os.makedirs(tmp_path / "img")
+  rows = []
+  for i in range(6):
+    _halves(48, 64).save(tmp_path / "img" / f"{i}.png")
+    rows.append({"image": f"img/{i}.png", "text": f"shirt {i}", "product_id": str(i),
+                 "split": "train" if i < 3 else "validation"})
+  path = _write_csv(str(tmp_path / "shop.csv"), rows[:5], ("image", "text", "product_id", "split"))
+  config = _data_config(str(tmp_path / "out"), path, tiny_vocab_file, source="tfds",
+                        tfds_config="catalogue", tfds_data_dir=str(tmp_path / "tfds"),
+                        num_candidates=1, num_image_queries=2, num_text_queries=2)
+  first = prepare.prepare_dataset(config)
+  assert first["tfds_config"] == "catalogue_shop"
+  assert first["splits"]["validation"]["num_records"] == 2
+  again = prepare.prepare_dataset(config)   # unchanged: TFDS reuses the build
+  assert again["splits"]["validation"]["num_records"] == 2
+  _write_csv(path, rows, ("image", "text", "product_id", "split"))
+  os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+  rebuilt = prepare.prepare_dataset(config)
+  assert rebuilt["splits"]["validation"]["num_records"] == 3

@@ -22,7 +22,8 @@ are ignored. CSV (`.csv`; `.tsv` tab-separated): a header row naming the columns
 
 What becomes of a row (the record schema of `records.py`):
   record_id    the row's index among the file's data rows (0-based; unique over both splits)
-  product_id   the product_id when it is a decimal integer in int64 range, else a stable 63-bit
+  product_id   the product_id when it is a decimal integer in int64 range (leading zeros dropped),
+               else a stable 63-bit
                hash of it (BLAKE2b); without a product_id, a hash of the image path
   description  the cleaned text; category, subcategory, pose, name: cleaned the same way
   image        `image_loading.load_image(path, data.image_resize)`: 256 x 256 RGB (EXIF orientation,
@@ -53,6 +54,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import time
+
+from absl import logging
 
 from fashionbert_tf.data import fashiongen_hdf5
 from fashionbert_tf.data import image_loading
@@ -70,6 +75,7 @@ ROWS_PER_TASK = 1024
 # Rows named (file:line) per skip reason.
 NUM_NAMED_SKIPS = 5
 _INT64_MAX = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]+")
 _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _CSV_SUFFIXES = (".csv", ".tsv")
 
@@ -113,7 +119,7 @@ def stable_hash(text):
 def product_id_number(product_key):
   """The int64 record product_id of a catalogue product_id string (module docstring)."""
   text = product_key.strip()
-  if text.lstrip("-").isdigit() and text.isascii():
+  if _INTEGER.fullmatch(text):
     number = int(text)
     if -_INT64_MAX - 1 <= number <= _INT64_MAX:
       return number
@@ -398,7 +404,12 @@ def scan_catalogue(path, seed=42, validation_fraction=0.1, on_bad_row="skip",
   result = ScanResult(path, report=SkipReport(path), rows_per_task=rows_per_task)
   seen = set()
   position = [None]
+  start = last_log = time.time()
   for raw in iterate_raw_rows(path, position=position):
+    if time.time() - last_log >= 5.0:
+      last_log = time.time()
+      logging.info("catalogue %s: scanned %d rows (%.0f rows/s)", path, raw.index,
+                   raw.index / max(last_log - start, 1e-9))
     if raw.index % rows_per_task == 0:
       result.task_starts.append(position[0])
     result.num_rows += 1

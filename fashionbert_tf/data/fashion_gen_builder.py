@@ -289,6 +289,12 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     path = self._catalogue_file(dl_manager)
     scan = catalogue_source.scan_catalogue(path, config.seed, config.validation_fraction,
                                            config.on_bad_row, rows_per_task=config.rows_per_task)
+    empty = [split for split in catalogue_source.SPLITS if not scan.split_rows[split]]
+    if empty:   # TFDS refuses an empty split; say why in the catalogue's terms
+      raise catalogue_source.CatalogueFormatError(
+          f"{path}: no usable row in the {' and '.join(empty)} split (rows: {scan.num_rows}, "
+          f"{scan.report.summary()}); give rows a split column or raise the validation fraction "
+          f"(now {config.validation_fraction})")
     metadata = self.info.metadata
     metadata["catalogue_fingerprint"] = catalogue_fingerprint(config, path)
     for key in ("source_files", "num_rows", "skipped_empty_description", "first_skipped_rows",
