@@ -23,8 +23,8 @@ are ignored. CSV (`.csv`; `.tsv` tab-separated): a header row naming the columns
 What becomes of a row (the record schema of `records.py`):
   record_id    the row's index among the file's data rows (0-based; unique over both splits)
   product_id   the product_id when it is a decimal integer in int64 range (leading zeros dropped),
-               else a stable 63-bit
-               hash of it (BLAKE2b); without a product_id, a hash of the image path
+               else a stable 63-bit hash of it (BLAKE2b); without a product_id, a hash of the
+               image path
   description  the cleaned text; category, subcategory, pose, name: cleaned the same way
   image        `image_loading.load_image(path, data.image_resize)`: 256 x 256 RGB (EXIF orientation,
                alpha on white, pad | crop | stretch, LANCZOS), encoded by `records.encode_image`
@@ -340,7 +340,8 @@ class SkipReport:
     for (row_split, reason), count in self.counts.items():
       if split is None or row_split == split:
         totals[reason] += count
-    return {reason: totals[reason] for reason in SKIP_REASONS if totals[reason]}
+    order = list(SKIP_REASONS) + sorted(set(totals) - set(SKIP_REASONS))   # none is dropped
+    return {reason: totals[reason] for reason in order if totals[reason]}
 
   def total(self, split=None):
     return sum(self.by_reason(split).values())
