@@ -418,3 +418,19 @@ def test_a_tfds_catalogue_is_rebuilt_when_its_file_changes(tmp_path, tiny_vocab_
   os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
   rebuilt = prepare.prepare_dataset(config)
   assert rebuilt["splits"]["validation"]["num_records"] == 3
+
+
+def test_on_bad_row_fail_on_an_image_leaves_no_half_written_shard(catalogue, tmp_path,
+                                                                  tiny_vocab_file):
+  rows = [row for row in catalogue["rows"] if row["image"].startswith("img/p")]
+  bad = len(rows) // 2
+  rows.insert(bad, dict(rows[0], image=os.path.join(catalogue["root"], "img/truncated.jpg"),
+                        product_id="77"))
+  path = _write_jsonl(str(tmp_path / "one_bad.jsonl"), rows)
+  config = _data_config(str(tmp_path / "out"), path, tiny_vocab_file, on_bad_row="fail",
+                        num_shards=1)
+  with pytest.raises(catalogue_source.BadRowError) as error:
+    prepare.prepare_dataset(config)
+  assert error.value.reason == "truncated"
+  assert str(error.value).startswith(f"{path}:{bad + 1}: image ")
+  assert os.listdir(config.tfrecord_dir) == []

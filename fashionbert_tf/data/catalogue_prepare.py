@@ -82,6 +82,15 @@ class _SplitWriter:
       os.replace(path + ".tmp", path)
       self.writer = None
 
+  def abort(self):
+    """Closes and deletes the shard being written (a failed run leaves no half shard)."""
+    if self.writer is not None:
+      self.writer.close()
+      self.writer = None
+      path = records.shard_path(self.directory, self.split, self.shard, self.num_shards)
+      if os.path.exists(path + ".tmp"):
+        os.remove(path + ".tmp")
+
   def finish(self):
     """Closes the last shard and writes every shard no row reached (empty ones)."""
     while self.shard < self.num_shards - 1:
@@ -130,7 +139,7 @@ def convert_catalogue(data_config):
       writer.finish()
   finally:
     for writer in writers.values():
-      writer.close()
+      writer.abort()   # after `finish` nothing is open; on an error the open shard goes
   progress.log()
   elapsed = time.time() - image_start
   logging.info("catalogue images: %d records in %.1f s (%.1f rows/s, %s, resize %s, %d workers)",
