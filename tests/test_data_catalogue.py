@@ -423,7 +423,7 @@ def test_a_tfds_catalogue_is_rebuilt_when_its_file_changes(tmp_path, tiny_vocab_
 def test_on_bad_row_fail_on_an_image_leaves_no_half_written_shard(catalogue, tmp_path,
                                                                   tiny_vocab_file):
   rows = [dict(row, image=os.path.join(catalogue["root"], row["image"]))
-          for row in catalogue["rows"] if row["image"].startswith("img/p")]
+          for row in catalogue["rows"][:-1] if row["image"].startswith("img/p")]  # no duplicate
   bad = len(rows) // 2
   rows.insert(bad, dict(rows[0], image=os.path.join(catalogue["root"], "img/truncated.jpg"),
                         product_id="77"))
