@@ -45,7 +45,8 @@ setuptools.setup(
         # Building the fashion_gen TFDS dataset with Apache Beam (`tfds build ...
         # --beam_pipeline_options=...`); mlcroissant because tensorflow-datasets' `tfds` command
         # imports it. Not in "test": apache-beam pins protobuf < 7 and pillow < 13 (it resolves
-        # beside TensorFlow 2.20 but downgrades both); the Beam build is tested by hand (README).
+        # beside TensorFlow 2.20 but downgrades both); the Beam build is tested in a venv of its
+        # own (tests/beam, run by .ci/run after the main suite).
         "beam": ["apache-beam", "mlcroissant"],
         # The PyTorch peer of tools/benchmark_inference.py (Hugging Face BertModel, CPU).
         "bench": ["torch==2.13.0", "transformers"],

@@ -5,6 +5,7 @@ Everything is written under one session tmp dir by the fixtures themselves; noth
 """
 
 import json
+import logging
 import os
 import string
 import subprocess
@@ -15,6 +16,9 @@ import pytest
 
 from fashionbert_tf.configs import data as data_config_lib
 from fashionbert_tf.data.toy import fashion_gen as toy_fashiongen
+
+# The Apache Beam tests need the `beam` extra's own venv (tests/beam/conftest.py; `.ci/run`).
+collect_ignore = ["beam"]
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Whole words in the tiny vocab; every other word is split into single-character WordPieces, so
@@ -75,11 +79,16 @@ def _run_cli(module, argv):
   """Runs `module.main` (a `fashionbert_tf.cli` command) with `argv` parsed into absl flags; the
   flags are reset before and after, so one test's flags do not leak into the next."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  # Parsing and resetting --verbosity sets absl's Python logger to WARNING; its level is restored
+  # after, so later tests' caplog sees INFO records again.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
   flags.FLAGS.unparse_flags()
   try:
     module.main(flags.FLAGS(argv))
   finally:
     flags.FLAGS.unparse_flags()
+    absl_logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

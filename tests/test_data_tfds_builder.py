@@ -94,10 +94,11 @@ def test_toy_records_equal_todays_tfrecords_and_candidate_sets(toy_data_config, 
   assert os.path.exists(train_index) and os.path.exists(validation_index)
 
 
-def test_builder_is_registered_with_full_and_toy_configs(tmp_path):
+def test_builder_is_registered_with_full_toy_and_catalogue_configs(tmp_path):
   builder = tfds.builder("fashion_gen", config="full", data_dir=str(tmp_path))
   assert isinstance(builder, fashion_gen_builder.FashionGen)
-  assert {c.name for c in fashion_gen_builder.FashionGen.BUILDER_CONFIGS} == {"full", "toy"}
+  assert {c.name for c in fashion_gen_builder.FashionGen.BUILDER_CONFIGS} == {
+      "full", "toy", "catalogue"}
   assert "fashiongen_256_256_train.h5" in builder.MANUAL_DOWNLOAD_INSTRUCTIONS
   assert not builder.is_prepared()
 

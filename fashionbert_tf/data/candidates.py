@@ -7,7 +7,9 @@ set is its ground truth plus 100 items of other products. JSON layout:
    "image_to_text": [{"query": record_id, "candidates": [record_id, ...],
                       "ground_truth_index": int, "pool": "subcategory"|"category"|"any"}, ...],
    "text_to_image": [same],
-   "pool_counts": {"image_to_text": {...}, "text_to_image": {...}}}
+   "pool_counts": {"image_to_text": {...}, "text_to_image": {...}},
+   "fallback": "widen"|"fill",
+   "queries_beyond_subcategory": {"image_to_text": int, "text_to_image": int}}
 
 image_to_text: the query is the image of record `query`, the candidates are the descriptions of
 the listed records; text_to_image: the query is the description, the candidates are images.
@@ -18,8 +20,14 @@ Choices (the paper does not say):
   - Queries are distinct products (one random record of each): descriptions of a product's poses
     are identical, so two text queries of one product would be duplicates.
   - The other candidates are distinct products other than the query's, one random record (pose)
-    each, drawn from the query's subcategory when it has at least num_candidates other products,
-    else from its category when that has enough, else from the whole split ("pool" records which).
+    each, drawn from the query's subcategory when it has at least num_candidates other products.
+    When it has fewer (`fallback`, `data.candidate_fallback`):
+      "widen"  all of them from its category when that has enough, else from the whole split;
+      "fill"   every other product of the subcategory, the rest drawn from the category's other
+               products, then from any product (a retailer's small subcategories keep as many
+               same-subcategory candidates as they have).
+    "pool" records the widest pool a query needed, and `queries_beyond_subcategory` counts the
+    queries whose pool is not "subcategory".
   - Fewer products than num_candidates + 1 in the split: `NotEnoughProductsError` with a clear
     message (prepare-data logs it and writes no candidate file); fewer products than queries asked
     for: every product is a query once, and the shortfall is logged.
@@ -40,7 +48,7 @@ class NotEnoughProductsError(ValueError):
 
 
 def build_candidates(records, num_image_queries, num_text_queries, num_candidates, seed,
-                     split="validation"):
+                     split="validation", fallback="widen"):
   """Builds both directions' candidate sets.
 
   Args:
@@ -49,6 +57,7 @@ def build_candidates(records, num_image_queries, num_text_queries, num_candidate
     num_candidates: other-product candidates per query (paper: 100).
     seed: random seed; the same seed and records give the same sets.
     split: name stored in the JSON.
+    fallback: "widen" or "fill" (module docstring).
 
   Returns:
     The JSON-ready dict (module docstring).
@@ -73,7 +82,25 @@ def build_candidates(records, num_image_queries, num_text_queries, num_candidate
     category, subcategory = product_info[product]
     by_subcategory[(category, subcategory)].append(product)
     by_category[category].append(product)
+  if fallback not in ("widen", "fill"):
+    raise ValueError(f"candidate fallback {fallback!r}; expected 'widen' or 'fill'")
   rng = np.random.default_rng(seed)
+
+  def fill(product):
+    """(pool name, other products): the subcategory's, then the category's, then any."""
+    category, subcategory = product_info[product]
+    chosen = [p for p in by_subcategory[(category, subcategory)] if p != product]
+    pool_name = "subcategory"
+    for name, wider in (("category", by_category[category]), ("any", products)):
+      if len(chosen) >= num_candidates:
+        break
+      taken = set(chosen)
+      taken.add(product)
+      rest = [p for p in wider if p not in taken]
+      need = min(num_candidates - len(chosen), len(rest))
+      chosen += [rest[i] for i in rng.choice(len(rest), size=need, replace=False)]
+      pool_name = name
+    return pool_name, chosen
 
   def pool_for(product):
     category, subcategory = product_info[product]
@@ -84,7 +111,7 @@ def build_candidates(records, num_image_queries, num_text_queries, num_candidate
     return "any", products
 
   result = {"split": split, "seed": int(seed), "num_candidates": int(num_candidates),
-            "pool_counts": {}}
+            "fallback": fallback, "pool_counts": {}, "queries_beyond_subcategory": {}}
   for direction, num_queries in (("image_to_text", num_image_queries),
                                  ("text_to_image", num_text_queries)):
     if num_queries > len(products):
@@ -95,10 +122,14 @@ def build_candidates(records, num_image_queries, num_text_queries, num_candidate
     pool_counts = collections.Counter()
     for product in query_products:
       product = int(product)
-      pool_name, pool = pool_for(product)
+      if fallback == "fill":
+        pool_name, others = fill(product)
+        chosen = rng.permutation(len(others))
+      else:
+        pool_name, pool = pool_for(product)
+        others = [p for p in pool if p != product]
+        chosen = rng.choice(len(others), size=num_candidates, replace=False)
       pool_counts[pool_name] += 1
-      others = [p for p in pool if p != product]
-      chosen = rng.choice(len(others), size=num_candidates, replace=False)
       candidates = [int(rng.choice(product_records[others[i]])) for i in chosen]
       query = int(rng.choice(product_records[product]))
       ground_truth_index = int(rng.integers(0, num_candidates + 1))
@@ -107,6 +138,7 @@ def build_candidates(records, num_image_queries, num_text_queries, num_candidate
                       "ground_truth_index": ground_truth_index, "pool": pool_name})
     result[direction] = entries
     result["pool_counts"][direction] = dict(pool_counts)
+    result["queries_beyond_subcategory"][direction] = len(entries) - pool_counts["subcategory"]
   return result
 
 

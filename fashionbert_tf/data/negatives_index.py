@@ -114,6 +114,20 @@ def write_for(file_pattern):
   return path
 
 
+def products_alone_in_group(path):
+  """Products of an index file (`path`, None -> None) that have no other product in their
+  (category, subcategory): the ones same-subcategory negatives fall back to any product for."""
+  if not path or not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as handle:
+    products = json.load(handle)["products"]
+  groups = {}
+  for product in products:
+    key = (product[2], product[3])
+    groups[key] = groups.get(key, 0) + 1
+  return sum(1 for product in products if groups[(product[2], product[3])] < 2)
+
+
 def _stale_reason(index, files):
   if index.get("version") != VERSION:
     return f"version {index.get('version')} is not {VERSION}"

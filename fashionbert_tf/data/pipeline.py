@@ -75,8 +75,8 @@ def split_file_pattern(data_config, split, image_mode=True):
 
 def _infer_feature_dim(files):
   for _, serialized in records.named_records(files[:1]).take(1):
-    features = tf.io.parse_tensor(tf.io.parse_single_example(
-        serialized, records.PATCH_FEATURES_SPEC)[contract.FEATURES_KEY], tf.float32)
+    features = records.parse_patch_features(tf.io.parse_single_example(
+        serialized, records.PATCH_FEATURES_SPEC)[contract.FEATURES_KEY])
     return int(features.shape[-1])
   raise records.RecordFileError(f"{files[0]}: no records")
 

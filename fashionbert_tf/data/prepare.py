@@ -13,6 +13,10 @@ builder (`sources/fashion_gen_tfds_builder.py`, `sources/fashion_gen_tfds.py`): 
 the same HDF5 rows with the same cleaning into TFDS's folder (`data.tfds_data_dir`), and prepare-data then writes the
 same `dataset_info.json` (into `data.tfrecord_dir`, counts from the builder's metadata), negatives
 index and retrieval candidate sets from TFDS's validation shards.
+
+With `data.source: catalogue` the rows come from a retailer's CSV / JSON Lines table of photos and
+texts (`data.catalogue_file`; `catalogue_prepare.py`) and end in the same records, negatives index,
+candidate sets and dataset_info.json.
 """
 
 import concurrent.futures
@@ -27,6 +31,7 @@ from absl import logging
 from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
+from fashionbert_tf.data.sources import catalogue_prepare
 from fashionbert_tf.data.sources import fashion_gen_hdf5
 
 import tensorflow as tf
@@ -90,14 +95,23 @@ def convert_split(hdf5_path, directory, split, num_shards, image_format="png", j
   return report, metadata
 
 
-def prepare_dataset(data_config):
+def prepare_dataset(data_config, beam_options=None):
   """Runs prepare-data for `data_config` (a `DataConfig`). Returns the dataset-info dict.
+
+  beam_options: with `data.source: tfds`, Beam `PipelineOptions` to build the TFDS dataset with
+  (`fashion_gen_tfds.beam_pipeline_options`); None = TFDS's plain generator.
 
   Raises:
     FileNotFoundError / FashionGenFormatError: a missing or malformed HDF5 file (named).
   """
   if data_config.source == "tfds":
-    return prepare_with_tfds(data_config)
+    return prepare_with_tfds(data_config, beam_options)
+  if data_config.source == "catalogue":
+    info, validation_metadata = catalogue_prepare.convert_catalogue(data_config)
+    for split in records.SPLITS:
+      info["splits"][split]["negatives_index"] = negatives_index.write_for(
+          info["splits"][split]["file_pattern"])
+    return _finish(data_config, info, validation_metadata)
   directory = data_config.tfrecord_dir
   info = {"image_format": data_config.image_format, "num_shards": data_config.num_shards,
           "splits": {}}
@@ -126,16 +140,26 @@ def _finish(data_config, info, validation_metadata):
   """Candidate sets from the validation rows' metadata, then dataset_info.json and the log."""
   directory = data_config.tfrecord_dir
   os.makedirs(directory, exist_ok=True)
+  for split_info in info["splits"].values():
+    # Products with no other product in their (category, subcategory): same-subcategory
+    # negatives fall back to any product for them (data/pairing.py).
+    alone = negatives_index.products_alone_in_group(split_info.get("negatives_index"))
+    if alone is not None:
+      split_info["products_alone_in_subcategory"] = alone
   try:
     candidate_sets = candidates_lib.build_candidates(
         validation_metadata, data_config.num_image_queries, data_config.num_text_queries,
-        data_config.num_candidates, data_config.seed)
+        data_config.num_candidates, data_config.seed, fallback=data_config.candidate_fallback)
     candidates_lib.save_candidates(candidate_sets, data_config.candidates_file)
     info["candidates_file"] = data_config.candidates_file
+    info["candidates_beyond_subcategory"] = candidate_sets["queries_beyond_subcategory"]
     logging.info("retrieval candidate sets -> %s: %d image queries, %d text queries, %d "
                  "candidates each + ground truth; pools %s", data_config.candidates_file,
                  len(candidate_sets["image_to_text"]), len(candidate_sets["text_to_image"]),
                  data_config.num_candidates, candidate_sets["pool_counts"])
+    logging.info("candidate sets: %s queries needed candidates beyond their subcategory "
+                 "(data.candidate_fallback=%s)", candidate_sets["queries_beyond_subcategory"],
+                 data_config.candidate_fallback)
   except candidates_lib.NotEnoughProductsError as error:
     info["candidates_file"] = None
     info["candidates_error"] = str(error)
@@ -150,6 +174,18 @@ def _finish(data_config, info, validation_metadata):
                  split_info["num_rows"],
                  f"; {skipped} rows SKIPPED (empty description), first rows "
                  f"{split_info['first_skipped_rows']}" if skipped else "")
+    if split_info.get("products_alone_in_subcategory"):
+      logging.info("%s: %d of %d products are alone in their subcategory (their negatives come "
+                   "from any other product)", split, split_info["products_alone_in_subcategory"],
+                   split_info["num_products"])
+  if "catalogue" in info:
+    skipped = info["catalogue"]["skipped_rows"]
+    logging.info("catalogue %s: %d rows -> %s records; %d rows skipped %s%s",
+                 info["catalogue"]["file"], info["catalogue"]["num_rows"],
+                 {split: s["num_records"] for split, s in info["splits"].items()},
+                 skipped["total"], skipped["by_reason"],
+                 "; first: " + "; ".join(row for rows in skipped.get("first_rows", {}).values()
+                                         for row in rows[:2]) if skipped["total"] else "")
   return info
 
 
@@ -164,7 +200,7 @@ def _tfds_validation_metadata(file_pattern):
   return metadata
 
 
-def prepare_with_tfds(data_config):
+def prepare_with_tfds(data_config, beam_options=None):
   """prepare-data with `data.source: tfds`: build `fashion_gen` (TFDS reuses a prepared one), then
   the negatives index, candidate sets and dataset_info.json as with the TFRecord writer.
 
@@ -175,13 +211,14 @@ def prepare_with_tfds(data_config):
   # -X importtime); only data.source=tfds needs it.
   from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
   start = time.time()
-  builder = fashion_gen_tfds.download_and_prepare(data_config)
+  builder = fashion_gen_tfds.download_and_prepare(data_config, beam_options=beam_options)
   metadata = builder.info.metadata
   logging.info("TFDS fashion_gen/%s %s in %s (%.1f s)", builder.builder_config.name,
                builder.version, builder.data_dir, time.time() - start)
   info = {"source": "tfds", "tfds_data_dir": fashion_gen_tfds.data_dir(data_config),
           "tfds_config": builder.builder_config.name, "tfds_version": str(builder.version),
-          "image_format": "png", "num_shards": data_config.num_shards, "splits": {}}
+          "image_format": builder.builder_config.image_format,
+          "num_shards": data_config.num_shards, "splits": {}}
   validation_metadata = None
   for split in records.SPLITS:
     skipped = int(metadata["skipped_empty_description"][split])
@@ -201,9 +238,34 @@ def prepare_with_tfds(data_config):
         "skipped_empty_description": skipped, "first_skipped_rows": first_skipped,
         "file_pattern": pattern,
         "negatives_index": negatives_index.index_path(pattern)}
+    if builder.builder_config.catalogue:   # the scan's counts, and the images that failed
+      info["splits"][split]["skipped_rows"] = _add_catalogue_skips(
+          info, data_config, metadata, split, int(builder.info.splits[split].num_examples))
     if split == "validation":
       validation_metadata = _tfds_validation_metadata(pattern)
   return _finish(data_config, info, validation_metadata)
+
+
+def _add_catalogue_skips(info, data_config, metadata, split, num_examples):
+  """Adds a split to dataset_info's `catalogue` of a TFDS-built catalogue and returns the split's
+  `skipped_rows`: the
+  builder's scan counts by reason; rows whose image failed to load in a worker are `image_failed`
+  (Beam workers do not report back their reasons; `data.source: catalogue` does)."""
+  by_reason = dict(metadata["skipped_rows"][split])
+  failed = int(metadata["kept_rows"][split]) - num_examples
+  if failed:
+    by_reason["image_failed"] = failed
+  catalogue = info.setdefault("catalogue", {
+      "file": os.path.abspath(data_config.catalogue_file), "num_rows": 0,
+      "image_resize": data_config.image_resize, "skipped_rows": {
+          "total": 0, "by_reason": {},
+          "first_rows": dict(metadata["skipped_rows"].get("first_rows", {}))}})
+  catalogue["num_rows"] += int(metadata["num_rows"][split])
+  totals = catalogue["skipped_rows"]
+  for reason, count in by_reason.items():
+    totals["by_reason"][reason] = totals["by_reason"].get(reason, 0) + int(count)
+    totals["total"] += int(count)
+  return {"total": sum(by_reason.values()), "by_reason": by_reason}
 
 
 def load_dataset_info(tfrecord_dir):

@@ -10,8 +10,10 @@ One `tf.train.Example` per Fashion-Gen row:
   category        bytes   UTF-8
   subcategory     bytes   UTF-8
   pose            bytes   UTF-8
-  patch_features  bytes   optional: `tf.io.serialize_tensor(float32 [64, D])`, written by
-                          tools/precompute_patch_features.py into copies of the shards.
+  patch_features  bytes   optional: `tf.io.serialize_tensor([64, D])` in float32, float16 or
+                          bfloat16 (`data.patch_feature_dtype`: half the size), written by
+                          tools/precompute_patch_features.py into copies of the shards; read
+                          back as float32 whatever the stored dtype (the TensorProto names it).
 
 Shards are named `{split}-NNNNN-of-NNNNN.tfrecord` (`shard_path`).
 
@@ -69,7 +71,7 @@ def encode_image(image, image_format="png", jpeg_quality=95):
   raise ValueError(f"data.image_format must be 'png' or 'jpeg', got {image_format!r}")
 
 
-def make_example(record, image_bytes, patch_features=None):
+def make_example(record, image_bytes, patch_features=None, patch_feature_dtype="float32"):
   """A `tf.train.Example` for one row.
 
   Args:
@@ -77,22 +79,43 @@ def make_example(record, image_bytes, patch_features=None):
       pose (str), as yielded by `fashion_gen_hdf5.iterate_rows`.
     image_bytes: the encoded image.
     patch_features: optional float32 [64, D] numpy array.
+    patch_feature_dtype: how `patch_features` is stored ("float32", "float16", "bfloat16").
   """
   feature = {field: _bytes_feature(record[field]) for field in STRING_FIELDS}
   feature.update({field: _int_feature(record[field]) for field in INT_FIELDS})
   feature["image"] = _bytes_feature(image_bytes)
   if patch_features is not None:
-    feature[contract.FEATURES_KEY] = _bytes_feature(serialize_patch_features(patch_features))
+    feature[contract.FEATURES_KEY] = _bytes_feature(
+        serialize_patch_features(patch_features, patch_feature_dtype))
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def serialize_patch_features(patch_features):
-  """float32 [64, D] -> bytes (`tf.io.serialize_tensor`), the `patch_features` feature."""
+# Stored dtypes of `patch_features` and the bytes a serialized TensorProto of each starts with
+# (field 1, `dtype`, a varint: DT_FLOAT = 1, DT_BFLOAT16 = 14, DT_HALF = 19); protobuf writes fields
+# in number order, so the reader tells the dtype from the first two bytes without a schema change.
+PATCH_FEATURE_DTYPES = {"float32": (tf.float32, b"\x08\x01"),
+                        "float16": (tf.float16, b"\x08\x13"),
+                        "bfloat16": (tf.bfloat16, b"\x08\x0e")}
+
+
+def serialize_patch_features(patch_features, dtype="float32"):
+  """float32 [64, D] -> bytes (`tf.io.serialize_tensor` in `dtype`), the `patch_features` feature.
+
+  dtype: "float32", or "float16" / "bfloat16" (half the bytes; float16 keeps 11 significant bits
+  and overflows above 65504, bfloat16 keeps 8 bits and float32's range).
+  """
+  if dtype not in PATCH_FEATURE_DTYPES:
+    raise ValueError(f"data.patch_feature_dtype = {dtype!r}; expected one of "
+                     f"{tuple(PATCH_FEATURE_DTYPES)}")
   patch_features = tf.convert_to_tensor(patch_features, tf.float32)
   if patch_features.shape.rank != 2 or patch_features.shape[0] != contract.NUM_PATCHES:
     raise ValueError(f"patch_features must be float32 [{contract.NUM_PATCHES}, D], "
                      f"got {patch_features.shape}")
-  return tf.io.serialize_tensor(patch_features).numpy()
+  stored = tf.cast(patch_features, PATCH_FEATURE_DTYPES[dtype][0])
+  if dtype == "float16" and not bool(tf.reduce_all(tf.math.is_finite(stored))):
+    raise ValueError("patch features exceed float16's range (|x| > 65504); store them as "
+                     "float32 or bfloat16 (data.patch_feature_dtype)")
+  return tf.io.serialize_tensor(stored).numpy()
 
 
 def shard_path(directory, split, index, num_shards):
@@ -119,8 +142,20 @@ def decode_image(encoded):
 
 
 def parse_patch_features(serialized_features, feature_dim=None):
-  """bytes of `tf.io.serialize_tensor(float32 [64, D])` -> float32 [64, D]."""
-  features = tf.io.parse_tensor(serialized_features, tf.float32)
+  """bytes of `tf.io.serialize_tensor([64, D])` (float32, float16 or bfloat16) -> float32 [64, D].
+
+  The stored dtype is read from the serialized TensorProto (see `PATCH_FEATURE_DTYPES`), so one
+  reader serves every store; anything else fails in `parse_tensor` naming the float32 it expected.
+  """
+  header = tf.strings.substr(serialized_features, 0, 2)
+  float16, bfloat16 = PATCH_FEATURE_DTYPES["float16"], PATCH_FEATURE_DTYPES["bfloat16"]
+
+  def parse_as(dtype):
+    return lambda: tf.cast(tf.io.parse_tensor(serialized_features, dtype), tf.float32)
+
+  features = tf.case([(tf.equal(header, float16[1]), parse_as(float16[0])),
+                      (tf.equal(header, bfloat16[1]), parse_as(bfloat16[0]))],
+                     default=parse_as(tf.float32), exclusive=True)
   features = tf.ensure_shape(features, [contract.NUM_PATCHES, feature_dim])
   return features
 

@@ -257,6 +257,14 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
         f"TIA accuracy over all {sum(len(l) for l in all_labels)} pairs: "
         f"{100 * results['tia_accuracy']:.2f}%; scored {stats['distinct_pairs']} distinct pairs at "
         f"{stats['pairs_per_second']:.1f} pairs/s", flush=True)
+  beyond = candidate_sets.get("queries_beyond_subcategory")
+  if beyond and any(beyond.values()):
+    # Small subcategories (a retailer's catalogue): candidates also from the category / any product.
+    results["candidates_beyond_subcategory"] = beyond
+    print(f"Candidate sets: {beyond['image_to_text']} image and {beyond['text_to_image']} text "
+          f"queries of the candidate file have candidates from beyond their subcategory "
+          f"({candidate_sets.get('fallback', 'widen')}; pools {candidate_sets['pool_counts']})",
+          flush=True)
   results["retrieval_scores_file"] = write_retrieval_scores(
       retrieval_arrays, output_dir(config), source.get("step", 0))
   results["results_file"] = write_outputs(

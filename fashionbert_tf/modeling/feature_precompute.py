@@ -28,8 +28,9 @@ from fashionbert_tf.modeling import patch_features as patch_features_lib
 from fashionbert_tf.utils import progress as progress_lib
 
 
-def add_patch_features(serialized_example, features):
-  """Returns `serialized_example` (bytes) with `patch_features` set to `features` float32 [64, D].
+def add_patch_features(serialized_example, features, dtype="float32"):
+  """Returns `serialized_example` (bytes) with `patch_features` set to `features` float32 [64, D],
+  stored in `dtype` (`data.patch_feature_dtype`: "float32", "float16", "bfloat16").
 
   Returns:
     (bytes, bool): the new serialized Example, and whether it replaced existing `patch_features`.
@@ -38,7 +39,7 @@ def add_patch_features(serialized_example, features):
   feature_map = example.features.feature
   replaced = contract.FEATURES_KEY in feature_map
   feature_map[contract.FEATURES_KEY].CopyFrom(tf.train.Feature(
-      bytes_list=tf.train.BytesList(value=[records.serialize_patch_features(features)])))
+      bytes_list=tf.train.BytesList(value=[records.serialize_patch_features(features, dtype)])))
   return example.SerializeToString(), replaced
 
 
@@ -77,7 +78,8 @@ def count_records(path):
   return count
 
 
-def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_batch=None):
+def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_batch=None,
+                      feature_dtype="float32"):
   """Copies each input shard to its output shard, adding `patch_features` to every record.
 
   Args:
@@ -88,6 +90,8 @@ def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_b
       when complete).
     batch_size: images per backbone call.
     on_batch: optional callable(num_records_in_batch), for progress display.
+    feature_dtype: how the features are stored ("float32", "float16", "bfloat16"; read back as
+      float32).
 
   Returns:
     dict output path -> {"records": written, "replaced": records that had patch_features}.
@@ -120,7 +124,7 @@ def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_b
       for file_index, example_bytes, example_features in zip(
           file_indices.numpy(), serialized.numpy(), features):
         current = int(file_index)
-        new_bytes, replaced = add_patch_features(example_bytes, example_features)
+        new_bytes, replaced = add_patch_features(example_bytes, example_features, feature_dtype)
         writers[current].write(new_bytes)
         summary[output_files[current]]["records"] += 1
         summary[output_files[current]]["replaced"] += int(replaced)
@@ -140,7 +144,7 @@ def precompute_shards(feature_fn, input_files, output_files, batch_size=32, on_b
 
 def precompute_patch_features(model_config, input_pattern, output_dir, batch_size=32,
                               feature_fn=None, verbose=True, progress_interval=10.0,
-                              output_name=None):
+                              output_name=None, feature_dtype="float32"):
   """Writes copies of every shard matching `input_pattern` into `output_dir`, with features.
 
   Args:
@@ -154,6 +158,8 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
     verbose: log progress (records, records/s, ETA) every `progress_interval` seconds.
     output_name: optional callable input path -> the copy's file name (default: the same name;
       `tfds_source.feature_copy_name` for TFDS's shards).
+    feature_dtype: `data.patch_feature_dtype`, how the features are stored: "float32" (4 bytes a
+      value: 512 KB an image at D = 2048), "float16" or "bfloat16" (half); read back as float32.
 
   Returns:
     dict: output path -> {"records": n, "replaced": n}.
@@ -184,7 +190,8 @@ def precompute_patch_features(model_config, input_pattern, output_dir, batch_siz
 
   start = time.time()
   output_files = [os.path.join(output_dir, output_name(path)) for path in input_files]
-  summary = precompute_shards(feature_fn, input_files, output_files, batch_size, on_batch)
+  summary = precompute_shards(feature_fn, input_files, output_files, batch_size, on_batch,
+                              feature_dtype)
   negatives_index.write_for_copies(input_files, output_files)
   for path, output_path in zip(input_files, output_files):
     logging.info("%s: %d records -> %s (%d had patch_features, replaced)", path,
@@ -210,7 +217,8 @@ def precompute_with_statistics(config, input_pattern, output_dir, batch_size=32,
     (summary of `precompute_patch_features`, `FeatureStatistics` or None).
   """
   summary = precompute_patch_features(config.model, input_pattern, output_dir, batch_size,
-                                     output_name=output_name)
+                                     output_name=output_name,
+                                     feature_dtype=config.data.patch_feature_dtype)
   if config.model.patch_feature_normalization != "standardize":
     return summary, None
   stats_config = dataclasses.replace(config)

@@ -1,8 +1,11 @@
 """`data.source: tfds`: the project's data through the `fashion_gen` TFDS builder.
 
 Where things are:
-  builder      `fashion_gen_tfds_builder.FashionGen`, config `data.tfds_config` ("toy": the toy
-               generator with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
+  builder      `fashion_gen_tfds_builder.FashionGen`, config `data.tfds_config` ("catalogue":
+               `data.catalogue_file` with `data.image_resize`, `validation_fraction`, `seed`,
+               `image_format`, `on_bad_row`; rebuilt when the file or those settings change;
+               "toy": the toy generator
+               with `data.toy_num_train_products`, `toy_num_validation_products`, `toy_seed`,
                `toy_num_empty_descriptions`;
                "full": the real HDF5 files, manual dir = the folder of `data.train_hdf5`)
   data dir     `data.tfds_data_dir` (empty: `tfds/` beside `data.tfrecord_dir`), TFDS's layout
@@ -30,6 +33,8 @@ Reading:
 import os
 import re
 
+from absl import logging
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fashionbert_tf.configs import data as data_config_lib
@@ -48,6 +53,11 @@ def data_dir(data_config):
 
 def builder_config(data_config):
   data_config_lib.check_source(data_config)
+  if data_config.tfds_config == "catalogue":
+    return fashion_gen_tfds_builder.catalogue_config(
+        data_config.catalogue_file, data_config.image_resize, data_config.validation_fraction,
+        data_config.seed, data_config.image_format, data_config.jpeg_quality,
+        data_config.on_bad_row)
   if data_config.tfds_config == "full":
     return fashion_gen_tfds_builder.FULL
   return fashion_gen_tfds_builder.toy_config(data_config.toy_num_train_products,
@@ -67,10 +77,25 @@ def manual_dir(data_config):
   return os.path.dirname(os.path.abspath(data_config.train_hdf5))
 
 
-def download_and_prepare(data_config, beam_runner=None):
-  """Builds the dataset (TFDS reuses an already prepared one). Returns the builder."""
+def download_and_prepare(data_config, beam_runner=None, beam_options=None):
+  """Builds the dataset (TFDS reuses an already prepared one). Returns the builder.
+
+  beam_runner / beam_options: build with Apache Beam (the `beam` extra), e.g.
+  `beam_pipeline_options("runner=DirectRunner,direct_num_workers=8")`.
+  """
   builder = get_builder(data_config)
-  if not builder.builder_config.toy and not builder.is_prepared():
+  config = builder.builder_config
+  if config.catalogue and builder.is_prepared():
+    if not os.path.isfile(config.catalogue_file):
+      raise FileNotFoundError(f"catalogue file not found: {config.catalogue_file} "
+                              "(data.catalogue_file)")
+    built_from = builder.info.metadata.get("catalogue_fingerprint")
+    if built_from != fashion_gen_tfds_builder.catalogue_fingerprint(config, config.catalogue_file):
+      logging.info("TFDS fashion_gen/%s in %s was built from %s; rebuilding it from %s",
+                   config.name, builder.data_dir, built_from, config.catalogue_file)
+      tf.io.gfile.rmtree(os.fspath(builder.data_dir))
+      builder = get_builder(data_config)
+  if not config.toy and not config.catalogue and not builder.is_prepared():
     for name in fashion_gen_tfds_builder.SPLIT_FILES.values():
       path = os.path.join(manual_dir(data_config), name)
       if not os.path.exists(path):
@@ -80,9 +105,19 @@ def download_and_prepare(data_config, beam_runner=None):
             "see data/README.md for where to get them)")
   download_config = tfds.download.DownloadConfig(
       num_shards=data_config.num_shards, manual_dir=manual_dir(data_config),
-      beam_runner=beam_runner)
+      beam_runner=beam_runner, beam_options=beam_options)
   builder.download_and_prepare(download_config=download_config)
   return builder
+
+
+def beam_pipeline_options(text):
+  """"key=value,key=value" (as `tfds build --beam_pipeline_options` takes them) -> Beam's
+  `PipelineOptions`; empty -> None."""
+  if not text:
+    return None
+  beam = tfds.core.lazy_imports.apache_beam
+  return beam.options.pipeline_options.PipelineOptions(
+      flags=[f"--{option.strip()}" for option in text.split(",") if option.strip()])
 
 
 def prepared_builder(data_config):

@@ -12,6 +12,17 @@ or in Python, after importing this module (which registers the builder):
   dataset = builder.as_dataset(split="train", read_config=tfds.ReadConfig(...))
 
 Configs:
+  catalogue  a retailer's own catalogue: a CSV / JSON Lines of photo paths and texts
+        (`catalogue_source.py`, docs/catalogue.md): `catalogue_config(path, ...)` (named
+        `catalogue_<file stem>`: what prepare-data builds from `data.catalogue_file` with
+        `data.source=tfds,data.tfds_config=catalogue`), or
+        the registered `catalogue` config, which reads `catalogue.jsonl` / `catalogue.csv` from the
+        manual dir (`tfds build ... --config catalogue --manual_dir <folder>`). Its first pass
+        (the table only) runs where the build starts; the images are loaded by `rows_per_task`-row
+        tasks, spread over Beam's workers. Rows skipped for their text or path are counted by
+        reason in the metadata (`skipped_rows`); rows whose image then fails to load are the
+        difference between `kept_rows` and the split's examples (prepare-data reports them as
+        `image_failed`; `data.source: catalogue` counts them by reason).
   full  the real `fashiongen_256_256_{train,validation}.h5`, which the user downloads by hand into
         the manual dir (`MANUAL_DOWNLOAD_INSTRUCTIONS`; default `<data_dir>/downloads/manual/`).
   toy   the embedded, seeded toy generator (`fashion_gen.py`; 320 train / 120 validation
@@ -56,11 +67,13 @@ ranges of `BEAM_ROWS_PER_TASK` rows, each range streamed and encoded by one work
 
 import inspect
 import os
+import re
 
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fashionbert_tf.data.sources import catalogue_file as catalogue_source
 from fashionbert_tf.data import records
 from fashionbert_tf.data.sources import fashion_gen_hdf5
 from fashionbert_tf.data.toy import fashion_gen
@@ -88,9 +101,20 @@ class FashionGenConfig(tfds.core.BuilderConfig):
 
   def __init__(self, *, toy=False, num_train_products=320, num_validation_products=120,
                toy_seed=0, num_empty_descriptions=2, image_format="png", jpeg_quality=95,
-               hdf5_chunk_size=256, **kwargs):
+               hdf5_chunk_size=256, catalogue=False, catalogue_file="", image_resize="pad",
+               validation_fraction=0.1, seed=42, on_bad_row="skip",
+               rows_per_task=catalogue_source.ROWS_PER_TASK, **kwargs):
     super().__init__(**kwargs)
     self.toy = toy
+    # A catalogue (`catalogue_source.py`): its file ("" = catalogue.jsonl / .csv in the manual
+    # dir), how photos become 256x256, the seeded split of rows without one, bad-row policy.
+    self.catalogue = catalogue
+    self.catalogue_file = catalogue_file
+    self.image_resize = image_resize
+    self.validation_fraction = validation_fraction
+    self.seed = seed
+    self.on_bad_row = on_bad_row
+    self.rows_per_task = rows_per_task   # rows one Beam task loads; does not change the data
     self.image_format = image_format
     self.jpeg_quality = jpeg_quality
     self.num_empty_descriptions = num_empty_descriptions
@@ -108,6 +132,46 @@ FULL = FashionGenConfig(
 TOY = FashionGenConfig(
     name="toy", toy=True,
     description="The embedded toy Fashion-Gen (320 train / 120 validation products, seed 0).")
+
+# A catalogue's photos are photos: JPEG q95 as for `full`.
+CATALOGUE = FashionGenConfig(
+    name="catalogue", catalogue=True, image_format="jpeg", jpeg_quality=95,
+    description="A retailer's catalogue: catalogue.jsonl or catalogue.csv in the manual dir.")
+CATALOGUE_FILES = ("catalogue.jsonl", "catalogue.csv")
+
+
+def catalogue_config(catalogue_file, image_resize="pad", validation_fraction=0.1, seed=42,
+                     image_format="jpeg", jpeg_quality=95, on_bad_row="skip", rows_per_task=None):
+  """A catalogue config reading `catalogue_file` (module docstring), named `catalogue_<file
+  stem>` (TFDS's own `catalogue` config reads the manual dir): its data folder is
+  `<data_dir>/fashion_gen/catalogue_<stem>/`."""
+  stem = os.path.splitext(os.path.basename(catalogue_file))[0]
+  return FashionGenConfig(
+      name="catalogue_" + (re.sub(r"[^A-Za-z0-9_]", "_", stem) or "file"), catalogue=True, catalogue_file=os.path.abspath(catalogue_file),
+      image_resize=image_resize, validation_fraction=validation_fraction, seed=seed,
+      image_format=image_format, jpeg_quality=jpeg_quality, on_bad_row=on_bad_row,
+      rows_per_task=rows_per_task or catalogue_source.ROWS_PER_TASK, description=f"The catalogue {catalogue_file}.")
+
+
+def catalogue_fingerprint(config, path):
+  """What a prepared catalogue dataset was built from: the file (path, size, mtime) and the
+  settings that change its records; a prepared dataset with another one is stale."""
+  stat = os.stat(path)
+  return (f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{config.image_resize}|"
+          f"{config.validation_fraction}|{config.seed}|{config.image_format}|"
+          f"{config.jpeg_quality}")
+
+
+def _catalogue_examples(path, scan, split, config, start=None, num_rows=None, num_workers=0):
+  """(key, example) of one split's rows of a catalogue (all, or `num_rows` from `start`)."""
+  for row, encoded in catalogue_source.iterate_examples(
+      path, scan, config.image_resize, config.image_format, config.jpeg_quality,
+      config.on_bad_row, seed=config.seed, validation_fraction=config.validation_fraction,
+      split=split, start=start, num_rows=num_rows, num_workers=num_workers):
+    fields = catalogue_source.record_fields(row)
+    example = {field: fields[field] for field in TEXT_FEATURES}
+    example.update(image=encoded, product_id=int(row.product_id), record_id=int(row.index))
+    yield int(row.index), example
 
 
 def toy_config(num_train_products=320, num_validation_products=120, seed=0,
@@ -155,7 +219,7 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release: the project's cleaned text, PNG images, row ids."}
-  BUILDER_CONFIGS = [FULL, TOY]
+  BUILDER_CONFIGS = [FULL, TOY, CATALOGUE]
   DEFAULT_CONFIG_NAME = "toy"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Fashion-Gen is distributed by its authors after registration at https://fashion-gen.com
@@ -207,6 +271,58 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     self._use_beam = bool(download_config.beam_options or download_config.beam_runner)
     return super()._download_and_prepare(dl_manager, download_config)
 
+  def _catalogue_file(self, dl_manager):
+    """The catalogue config's file: its `catalogue_file`, else one in the manual dir."""
+    config = self.builder_config
+    if config.catalogue_file:
+      return config.catalogue_file
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    for name in CATALOGUE_FILES:
+      if os.path.exists(os.path.join(manual_dir, name)):
+        return os.path.join(manual_dir, name)
+    raise FileNotFoundError(f"fashion_gen/catalogue: no {' or '.join(CATALOGUE_FILES)} in the "
+                            f"manual dir {manual_dir} (docs/catalogue.md)")
+
+  def _catalogue_split_generators(self, dl_manager):
+    """The catalogue's pass 1 (the table), its counts into the metadata, a generator per split."""
+    config = self.builder_config
+    path = self._catalogue_file(dl_manager)
+    scan = catalogue_source.scan_catalogue(path, config.seed, config.validation_fraction,
+                                           config.on_bad_row, rows_per_task=config.rows_per_task)
+    empty = [split for split in catalogue_source.SPLITS if not scan.split_rows[split]]
+    if empty:   # TFDS refuses an empty split; say why in the catalogue's terms
+      raise catalogue_source.CatalogueFormatError(
+          f"{path}: no usable row in the {' and '.join(empty)} split (rows: {scan.num_rows}, "
+          f"{scan.report.summary()}); give rows a split column or raise the validation fraction "
+          f"(now {config.validation_fraction})")
+    metadata = self.info.metadata
+    metadata["catalogue_fingerprint"] = catalogue_fingerprint(config, path)
+    for key in ("source_files", "num_rows", "skipped_empty_description", "first_skipped_rows",
+                "kept_rows", "skipped_rows"):
+      metadata.setdefault(key, {})
+    for split in catalogue_source.SPLITS:
+      skipped = scan.report.as_dict(split)
+      metadata["source_files"][split] = os.path.basename(path)
+      metadata["num_rows"][split] = scan.split_rows[split] + skipped["total"]
+      metadata["kept_rows"][split] = scan.split_rows[split]
+      metadata["skipped_rows"][split] = skipped["by_reason"]
+      metadata["skipped_empty_description"][split] = skipped["by_reason"].get("empty_text", 0)
+      metadata["first_skipped_rows"][split] = []
+    metadata["skipped_rows"]["first_rows"] = scan.report.as_dict()["first_rows"]
+    return {split: self._generate_catalogue_examples(path, scan, split)
+            for split in catalogue_source.SPLITS}
+
+  def _generate_catalogue_examples(self, path, scan, split):
+    config = self.builder_config
+    if not self._use_beam:
+      return _catalogue_examples(path, scan, split, config)
+    beam = tfds.core.lazy_imports.apache_beam
+    # Each task loads its rows' images on one thread: Beam's workers are the parallelism.
+    return (beam.Create(scan.task_ranges())
+            | beam.Reshuffle()
+            | beam.FlatMap(lambda task: _catalogue_examples(
+                path, scan, split, config, start=task[0], num_rows=task[1], num_workers=1)))
+
   def _source_files(self, dl_manager):
     """{split: HDF5 path}: the manual dir's files (`full`) or generated toy files (`toy`)."""
     config = self.builder_config
@@ -226,6 +342,8 @@ class FashionGen(tfds.core.GeneratorBasedBuilder):
     return paths
 
   def _split_generators(self, dl_manager):
+    if self.builder_config.catalogue:
+      return self._catalogue_split_generators(dl_manager)
     paths = self._source_files(dl_manager)
     chunk_size = self.builder_config.hdf5_chunk_size
     metadata = self.info.metadata
