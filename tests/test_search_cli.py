@@ -1,6 +1,6 @@
 """`fashionbert search` and `fashionbert evaluate-retrieval` end to end on the tiny toy data:
 toy search logs over its validation products, TF-IDF recall through an exact ScaNN index (the
-re-ranking model is covered by tests/test_search_retrieval.py and the export tests)."""
+re-ranking model is covered by tests/test_product_search.py and the export tests)."""
 
 import dataclasses
 import json
