@@ -54,7 +54,7 @@ def test_sampler_from_the_index_equals_the_sampler_from_a_scan(toy_data_config, 
 
 def test_a_rewritten_shard_makes_the_index_stale_and_it_is_rebuilt(toy_data_config, tmp_path,
                                                                   caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # whatever level an earlier test left
   directory, pattern = copied_shards(toy_data_config, tmp_path)
   shard = records.list_record_files(pattern)[0]
   kept = [r.numpy() for r in tf.data.TFRecordDataset(shard)][:-2]  # drop its last two records
@@ -72,7 +72,7 @@ def test_a_rewritten_shard_makes_the_index_stale_and_it_is_rebuilt(toy_data_conf
 
 
 def test_an_index_of_other_files_or_a_broken_one_is_rebuilt(toy_data_config, tmp_path, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # whatever level an earlier test left
   directory, pattern = copied_shards(toy_data_config, tmp_path)
   path = negatives_index.index_path(pattern)
   with open(path, encoding="utf-8") as handle:

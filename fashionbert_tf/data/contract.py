@@ -70,3 +70,22 @@ def batch_signature(feature_dim=None, image_mode=True):
   else:
     spec[FEATURES_KEY] = tf.TensorSpec([None, NUM_PATCHES, feature_dim], tf.float32)
   return spec
+
+
+def checked_images(images):
+  """`images` as a uint8 tensor [B, 256, 256, 3] (the batch's `image`), or a clear error.
+
+  Raises:
+    TypeError: not uint8.
+    ValueError: a static shape other than [B, 256, 256, 3].
+  """
+  images = tf.convert_to_tensor(images)
+  if images.dtype != tf.uint8:
+    raise TypeError(f"patch features: `image` must be uint8 [B, 256, 256, 3], got {images.dtype}")
+  expected = [IMAGE_SIZE, IMAGE_SIZE, 3]
+  if images.shape.rank is not None and (
+      images.shape.rank != 4 or not images.shape[1:].is_compatible_with(expected)):
+    raise ValueError(
+        f"patch features: `image` must have shape [B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3], got "
+        f"{images.shape}")
+  return images

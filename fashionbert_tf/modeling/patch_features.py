@@ -62,14 +62,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
 
   def preprocess(self, images):
     """uint8 [B, 256, 256, 3] -> the backbone's input float32 [B*64, S, S, 3]."""
-    images = tf.convert_to_tensor(images)
-    if images.dtype != tf.uint8:
-      raise TypeError(f"patch features: `image` must be uint8 [B, 256, 256, 3], got {images.dtype}")
-    expected = [contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3]
-    if images.shape.rank is not None and (
-        images.shape.rank != 4 or not images.shape[1:].is_compatible_with(expected)):
-      raise ValueError(
-          f"patch features: `image` must have shape [B, 256, 256, 3], got {images.shape}")
+    images = contract.checked_images(images)
     patches = cut_into_patches(images)
     patches = tf.reshape(patches, [-1, PATCH_SIZE, PATCH_SIZE, 3])
     patches = pixel_normalization.normalize_pixels(tf.cast(patches, tf.float32), self.normalization)

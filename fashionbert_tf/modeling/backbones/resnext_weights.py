@@ -28,19 +28,14 @@ converted to float32 / float16 first.
 import numpy as np
 import tf_keras
 
+from fashionbert_tf.modeling.backbones import state_dict_check
+
 # Keys present in torchvision / timm files that are not weights of the feature extractor.
 _IGNORED_PREFIXES = ("fc.",)
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 _BN_PARAMS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
               ("running_var", "moving_variance"))
-
-
-def _first(items, limit=20, separator=", "):
-  """'a, b, c' for a short list; the first `limit` and a count for a long one."""
-  if len(items) <= limit:
-    return separator.join(items)
-  return f"{separator.join(items[:limit])}{separator}... ({len(items)} in all)"
 
 
 def _torch_prefix(layer_name):
@@ -102,21 +97,8 @@ def assign_state_dict(model, state_dict, source="state dict"):
   layout = expected_state_dict_layout(model)
   ignored = [k for k in state_dict
              if k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIXES)]
-  unexpected = sorted(set(state_dict) - set(layout) - set(ignored))
-  missing = sorted(set(layout) - set(state_dict))
-  problems = []
-  if missing:
-    problems.append(f"missing key(s): {_first(missing)}")
-  if unexpected:
-    problems.append(f"unexpected key(s): {_first(unexpected)}")
-  misshaped = []
-  for key in sorted(set(layout) & set(state_dict)):
-    _, torch_shape, _ = layout[key]
-    got = tuple(np.shape(state_dict[key]))
-    if got != torch_shape:
-      misshaped.append(f"key {key}: shape {list(got)} but the model needs {list(torch_shape)}")
-  if misshaped:
-    problems.append(_first(misshaped, limit=10, separator="; "))
+  problems = state_dict_check.state_dict_problems(
+      {key: shape for key, (_, shape, _) in layout.items()}, state_dict, ignored)
   if problems:
     raise ValueError(
         f"ResNeXt weights from {source} do not fit model {model.name!r} (check "
