@@ -169,11 +169,15 @@ def _finish(data_config, info, validation_metadata):
   with open(os.path.join(directory, DATASET_INFO_FILE), "w", encoding="utf-8") as handle:
     json.dump(info, handle, indent=2)
   for split, split_info in info["splits"].items():
-    skipped = split_info["skipped_empty_description"]
+    if "skipped_rows" in split_info:   # a catalogue: skips by reason (empty text, missing file...)
+      skipped = split_info["skipped_rows"]["total"]
+      why = f"; {skipped} rows SKIPPED {split_info['skipped_rows']['by_reason']}"
+    else:
+      skipped = split_info["skipped_empty_description"]
+      why = (f"; {skipped} rows SKIPPED (empty description), first rows "
+             f"{split_info['first_skipped_rows']}")
     logging.info("%s: %d records written from %d rows%s", split, split_info["num_records"],
-                 split_info["num_rows"],
-                 f"; {skipped} rows SKIPPED (empty description), first rows "
-                 f"{split_info['first_skipped_rows']}" if skipped else "")
+                 split_info["num_rows"], why if skipped else "")
     if split_info.get("products_alone_in_subcategory"):
       logging.info("%s: %d of %d products are alone in their subcategory (their negatives come "
                    "from any other product)", split, split_info["products_alone_in_subcategory"],
