@@ -25,7 +25,7 @@ from fashionbert_tf.training import nonfinite
 from fashionbert_tf.training import trainer
 
 from test_search_finetune import make_setup, search_config
-from test_training_pretrain_run import latest_step, scalar_tags, wait_for_checkpoint
+from test_training_pretrain_run import latest_step, scalar_tags, signal_after_checkpoint
 
 STEPS = 12
 
@@ -83,21 +83,12 @@ def test_signal_saves_the_current_step_and_the_resumed_run_equals_the_unbroken_o
   params_dict.save_params_dict_to_yaml(config, config_file)
   process = subprocess.Popen([sys.executable, "-c", SIGNALLED_RUN, config_file],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    wait_for_checkpoint(process, model_dir, 2, timeout=240)
-    process.send_signal(signal_number)
-    stdout, stderr = process.communicate(timeout=120)
-  finally:
-    if process.poll() is None:
-      process.kill()
+  stopped_at, checkpoint, stdout = signal_after_checkpoint(process, model_dir, 2, signal_number,
+                                                           timeout=240)
   name = signal.Signals(signal_number).name
-  assert process.returncode == 0, stderr[-3000:]
-  match = re.search(rf"{name}: stopped at step (\d+) with checkpoint (\S+);", stderr)
-  assert match, stderr[-3000:]
-  stopped_at = int(match.group(1))
   assert 2 <= stopped_at < STEPS
   assert f"INTERRUPTED_BY {name} {stopped_at}" in stdout
-  assert match.group(2).endswith(f"ckpt-{stopped_at}") and latest_step(model_dir) == stopped_at
+  assert checkpoint.endswith(f"ckpt-{stopped_at}") and latest_step(model_dir) == stopped_at
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == stopped_at
 

@@ -17,8 +17,8 @@ from fashionbert_tf.data import records
 from fashionbert_tf.training import pretrain
 from fashionbert_tf.training import synthetic
 
-from test_training_pretrain_run import (datasets, latest_step, start_script, tiny_config,
-                                        wait_for_checkpoint)
+from test_training_pretrain_run import (datasets, latest_step, signal_after_checkpoint, start_script,
+                                        tiny_config)
 
 SIGNALLED_RUN = textwrap.dedent("""
     import sys
@@ -36,21 +36,11 @@ SIGNALLED_RUN = textwrap.dedent("""
 def test_signal_saves_the_current_step_and_resume_starts_there(tmp_path, signal_number):
   model_dir = str(tmp_path / "run")
   process = start_script(SIGNALLED_RUN, model_dir, stdout=subprocess.PIPE)
-  try:
-    wait_for_checkpoint(process, model_dir, 5)
-    process.send_signal(signal_number)
-    stdout, stderr = process.communicate(timeout=120)
-  finally:
-    if process.poll() is None:
-      process.kill()
+  stopped_at, checkpoint, stdout = signal_after_checkpoint(process, model_dir, 5, signal_number)
   name = signal.Signals(signal_number).name
-  assert process.returncode == 0, stderr[-3000:]
-  match = re.search(rf"{name}: stopped at step (\d+) with checkpoint (\S+);", stderr)
-  assert match, stderr[-3000:]
-  stopped_at = int(match.group(1))
   assert stopped_at >= 5
   assert f"INTERRUPTED_BY {name} {stopped_at}" in stdout
-  assert match.group(2).endswith(f"ckpt-{stopped_at}")
+  assert checkpoint.endswith(f"ckpt-{stopped_at}")
   assert latest_step(model_dir) == stopped_at
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == stopped_at

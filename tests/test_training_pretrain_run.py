@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,26 @@ def wait_for_checkpoint(process, model_dir, step, timeout=180, poll=0.05):
     assert process.poll() is None, process.stderr.read()[-3000:]
     assert time.time() < deadline, f"no checkpoint of step {step} within {timeout} s"
     time.sleep(poll)
+
+
+def signal_after_checkpoint(process, model_dir, step, signal_number, timeout=180):
+  """Sends `signal_number` to `process` once `model_dir` has a checkpoint of `step`, waits for it
+  to exit, and returns (the step it stopped at, as its log says, the checkpoint path, stdout).
+
+  Fails unless it exits with status 0 and logs `<SIGNAL>: stopped at step N with checkpoint P;`.
+  """
+  try:
+    wait_for_checkpoint(process, model_dir, step, timeout=timeout)
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  name = signal.Signals(signal_number).name
+  assert process.returncode == 0, stderr[-3000:]
+  match = re.search(rf"{name}: stopped at step (\d+) with checkpoint (\S+);", stderr)
+  assert match, stderr[-3000:]
+  return int(match.group(1)), match.group(2), stdout
 
 
 def test_resume_after_kill_continues_the_step_count(tmp_path):
