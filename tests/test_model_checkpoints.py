@@ -61,7 +61,7 @@ def assert_close_where_real(actual, expected, atol=1e-4):
 # ------------------------------------------------------------------------------------------------
 # Hugging Face layout + a NumPy reference of Hugging Face's BertModel forward pass.
 
-def write_hf_bert(folder, prefix="bert.", with_heads=True, seed=0):
+def write_hf_bert(folder, prefix="bert.", with_heads=True, seed=0, vocab_size=VOCAB):
   """Writes model.safetensors + config.json of a random tiny HF BERT; returns the tensors."""
   rng = np.random.default_rng(seed)
   def w(*shape, scale=0.2):
@@ -70,7 +70,7 @@ def write_hf_bert(folder, prefix="bert.", with_heads=True, seed=0):
     return (1.0 + w(HIDDEN, scale=0.1)), w(HIDDEN, scale=0.1)
 
   t = {}
-  t["embeddings.word_embeddings.weight"] = w(VOCAB, HIDDEN, scale=0.5)
+  t["embeddings.word_embeddings.weight"] = w(vocab_size, HIDDEN, scale=0.5)
   t["embeddings.position_embeddings.weight"] = w(POSITIONS, HIDDEN, scale=0.5)
   t["embeddings.token_type_embeddings.weight"] = w(2, HIDDEN, scale=0.5)
   t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"] = ln()
@@ -94,14 +94,14 @@ def write_hf_bert(folder, prefix="bert.", with_heads=True, seed=0):
     t["cls.predictions.transform.dense.weight"] = w(HIDDEN, HIDDEN)
     t["cls.predictions.transform.dense.bias"] = w(HIDDEN)
     t["cls.predictions.transform.LayerNorm.weight"], t["cls.predictions.transform.LayerNorm.bias"] = ln()
-    t["cls.predictions.bias"] = w(VOCAB)
+    t["cls.predictions.bias"] = w(vocab_size)
     t["cls.predictions.decoder.weight"] = t[prefix + "embeddings.word_embeddings.weight"].copy()
     t["cls.seq_relationship.weight"] = w(2, HIDDEN)
     t["cls.seq_relationship.bias"] = w(2)
   os.makedirs(folder, exist_ok=True)
   save_file(t, os.path.join(folder, "model.safetensors"))
   with open(os.path.join(folder, "config.json"), "w") as f:
-    json.dump({"model_type": "bert", "vocab_size": VOCAB, "hidden_size": HIDDEN,
+    json.dump({"model_type": "bert", "vocab_size": vocab_size, "hidden_size": HIDDEN,
                "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
                "intermediate_size": INNER, "max_position_embeddings": POSITIONS,
                "type_vocab_size": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12}, f)

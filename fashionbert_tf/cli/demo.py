@@ -13,9 +13,11 @@ order by `main`; later stages append theirs to `STEPS`):
                          to date; then the training images' patch-feature statistics
                          (model.patch_feature_normalization: standardize)
   4. summarize_batches   a few pretraining batches: shapes, masking counts, positives/negatives
-  5. pretrain            `fashionbert pretrain` with the config (resumes a finished or killed run)
-  6. evaluate            `fashionbert evaluate` on the latest checkpoint: prints the Table 1 layout
-  7. write_figures       Figure 4 (w_i and TIA accuracy over steps) and the retrieval gallery PNGs
+  5. train_mlm_head      with model.mlm_head_training_steps: an MLM head for an encoder checkpoint
+                         that has none, encoder frozen, text only (training/mlm_head.py); once
+  6. pretrain            `fashionbert pretrain` with the config (resumes a finished or killed run)
+  7. evaluate            `fashionbert evaluate` on the latest checkpoint: prints the Table 1 layout
+  8. write_figures       Figure 4 (w_i and TIA accuracy over steps) and the retrieval gallery PNGs
 """
 
 import os
@@ -35,6 +37,7 @@ from fashionbert_tf.evaluation import gallery
 from fashionbert_tf.modeling import feature_precompute
 from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.training import loss_weight_figure
+from fashionbert_tf.training import mlm_head
 from fashionbert_tf.training import preemption
 from fashionbert_tf.training import pretrain as pretrain_lib
 
@@ -159,6 +162,11 @@ def summarize_batches(config, state):
   state["batch_summary"] = totals
 
 
+def train_mlm_head(config, state):
+  """Trains the encoder checkpoint's missing MLM head once (model.mlm_head_training_steps)."""
+  state["encoder_checkpoint"] = mlm_head.ensure_mlm_head(config)
+
+
 def pretrain(config, state):
   """Pre-trains (or resumes) in train.model_dir; a complete run is not trained again."""
   summary = pretrain_lib.run_pretraining(config)
@@ -184,8 +192,8 @@ def write_figures(config, state):
     logging.info("figure written: %s (also in TensorBoard's Images tab)", path)
 
 
-STEPS = [generate_toy_data, prepare_data, precompute_features, summarize_batches, pretrain,
-         evaluate, write_figures]
+STEPS = [generate_toy_data, prepare_data, precompute_features, summarize_batches, train_mlm_head,
+         pretrain, evaluate, write_figures]
 
 
 def main(argv):

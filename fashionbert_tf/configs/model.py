@@ -99,6 +99,12 @@ class ModelConfig(base_config.Config):
   # (runs/toy: a common offset of norm 0.08 on rows of norm 1.1) and fine-tuning from the checkpoint
   # then learns query / title matching slowly (docs/experiments/table4_investigation.md).
   mlm_output_trains_word_embeddings: bool = True
+  # A checkpoint without an MLM head (the MiniLM default) gives FashionBERT a random one, whose
+  # loss (ln V) and gradient swamp the other tasks under Eq. 6. k > 0: before pretraining, train
+  # the head for k steps with the encoder frozen, on the training texts alone, as BERT-base's
+  # checkpoint comes with one (training/mlm_head.py); ignored when the checkpoint has a head.
+  mlm_head_training_steps: int = 0
+  mlm_head_learning_rate: float = 1e-3
   # Fine-tuning for search (paper 3.4, Table 4; fashionbert_tf/search/): "fashionbert" (query, title
   # and image patches in one cross-attention encoder, segments Q / T / I), "oribert" (query + title
   # only) or "bert_img" (text BERT's final [CLS] concatenated with pooled patch features before the

@@ -17,6 +17,7 @@ task brings what is pre-training's own:
 The train logs carry every metric of the pretrainer (losses, weights w_i, accuracies).
 """
 
+import os
 import time
 
 from absl import logging
@@ -26,6 +27,7 @@ from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
 from fashionbert_tf.modeling import feature_statistics
 from fashionbert_tf.modeling import model_builder
+from fashionbert_tf.training import mlm_head
 from fashionbert_tf.training import optimizer as optimizer_lib
 from fashionbert_tf.training import pretrainer as pretrainer_lib
 from fashionbert_tf.training import strategies
@@ -57,6 +59,24 @@ def build_training_objects(config, strategy):
     pretrainer.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
     step = optimizer.iterations  # The global step: the schedule and the checkpoints use it.
   return model, optimizer, pretrainer, step
+
+
+def with_mlm_head(config):
+  """`config` whose encoder checkpoint carries an MLM head when `model.mlm_head_training_steps`
+  asks for one (trained once in `<train.model_dir>/encoder_with_mlm_head`, training/mlm_head.py).
+
+  Under `multi_worker` the head must exist already (every worker would train its own): a
+  one-device run of `fashionbert pretrain` with `train.train_steps=1` trains and writes it.
+  """
+  if config.model.mlm_head_training_steps <= 0:
+    return config
+  if config.train.strategy == "multi_worker" and not os.path.exists(
+      os.path.join(mlm_head.mlm_head_dir(config), mlm_head.LOG_FILE)):
+    raise ValueError(
+        f"model.mlm_head_training_steps > 0 under multi_worker: train the MLM head first "
+        f"({mlm_head.mlm_head_dir(config)} is missing) with a one-device run "
+        "(--params_override train.strategy=one_device,train.train_steps=1)")
+  return config.replace(model={"encoder_checkpoint": mlm_head.ensure_mlm_head(config)})
 
 
 def set_patch_feature_statistics(config, model):
@@ -114,8 +134,8 @@ class PretrainingTask(trainer_lib.Task):
     return self.config.train.validation_steps > 0
 
   def build(self, strategy):
-    self.model, self.optimizer, self.pretrainer, _ = build_training_objects(self.config,
-                                                                            strategy)
+    self.model, self.optimizer, self.pretrainer, _ = build_training_objects(
+        with_mlm_head(self.config), strategy)
 
   def initialize(self, restored_from):
     if not restored_from:

@@ -81,7 +81,7 @@ def _convert_hf(array, kind, num_heads):
   raise ValueError(kind)
 
 
-def _hf_files(path):
+def hf_files(path):
   """(safetensors file, config.json) for a file, a folder or '' (the MiniLM default)."""
   if not path:
     return default_assets.default_bert_safetensors(), default_assets.default_bert_config_json()
@@ -107,7 +107,7 @@ def read_hf_safetensors(path, activation=""):
   `cls.seq_relationship.*`); old `LayerNorm.gamma/beta` names too. Torch Linear weights [out, in]
   are transposed; attention weights are split into heads.
   """
-  weights_file, config_file = _hf_files(path)
+  weights_file, config_file = hf_files(path)
   with open(config_file) as f:
     hf_config = json.load(f)
   for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
