@@ -5,6 +5,11 @@ from typing import List
 
 from official.modeling.hyperparams import base_config
 
+from fashionbert_tf.configs import data as data_config_lib
+
+
+TIA_NEGATIVE_SAMPLINGS = data_config_lib.NEGATIVE_SAMPLING_MODES
+
 
 @dataclasses.dataclass
 class EvalConfig(base_config.Config):
@@ -32,9 +37,20 @@ class EvalConfig(base_config.Config):
   max_retrieval_queries: int = 0
   # Images whose patch features are computed (and held in memory) at once while scoring.
   images_per_step: int = 64
+  # Where the TIA accuracy's negative texts come from: "same_subcategory" (another product of the
+  # same (category, subcategory): the fine-grained test, like the retrieval candidates), "random"
+  # (any other product), or "" = data.negative_sampling, as in training. A run trained on the
+  # paper's random negatives is still scored on the harder ones when this says so.
+  tia_negative_sampling: str = ""
   # Seed of the fixed TIA negatives (the retrieval candidates have their own, data.seed).
   seed: int = 2020
   # Where results.json and the TensorBoard text go; empty = <train.model_dir>/eval.
   output_dir: str = ""
   # Seconds between progress lines (pairs done, pairs/s).
   progress_interval_s: float = 10.0
+
+  def validate(self):
+    super().validate()
+    if self.tia_negative_sampling and self.tia_negative_sampling not in TIA_NEGATIVE_SAMPLINGS:
+      raise ValueError(f"eval.tia_negative_sampling = {self.tia_negative_sampling!r}; expected "
+                       f"one of {TIA_NEGATIVE_SAMPLINGS} or '' (= data.negative_sampling)")

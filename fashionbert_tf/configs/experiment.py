@@ -33,6 +33,7 @@ class ExperimentConfig(base_config.Config):
   def validate(self):
     super().validate()
     self.data.validate()   # choices read only deep in the data pipeline fail here, at load time
+    self.eval.validate()
     self.search.validate()
     self.retrieval.validate()
     check_search_variant(self.model.search_variant)

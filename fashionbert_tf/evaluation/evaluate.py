@@ -106,6 +106,12 @@ def build_scorer(config, checkpoint=None, saved_model=None):
   return scorer, source, precomputed
 
 
+def tia_negative_sampling(config):
+  """Where TIA accuracy's negative texts come from: `eval.tia_negative_sampling`, or when empty
+  `data.negative_sampling` (the training rule)."""
+  return config.eval.tia_negative_sampling or config.data.negative_sampling
+
+
 def approach_name(results):
   """"FashionBERT-2L" etc. (the paper's Approaches column), from the results' source."""
   num_layers = results.get("source", {}).get("num_layers")
@@ -207,7 +213,7 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                             records_dataset() if records_dataset is not None else None)
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
   tia_plans = rank_at_k.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
-                                config.data.negative_sampling)
+                                tia_negative_sampling(config))
   candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
   retrieval_plans = rank_at_k.plan_retrieval(candidate_sets, table,
                                              config.eval.max_retrieval_queries)
