@@ -372,3 +372,26 @@ def test_negative_sampling_option_is_validated():
       None, ["data.negative_sampling=random"]).data.negative_sampling == "random"
   with pytest.raises(ValueError, match="data.negative_sampling"):
     pairing.NegativeSampler([1, 2], ["a", "b"], ["g", "g"], negative_sampling="hard")
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.75])
+def test_mixed_negatives_come_from_the_own_group_at_the_configured_rate(fraction):
+  """`mixed`: P(same group) = fraction + (1 - fraction) * (share of the group among the others)."""
+  product_ids, poses, groups = _pose_products(per_group=12)
+  sampler = pairing.NegativeSampler(product_ids, [f"text {p}" for p in product_ids], groups,
+                                    record_counts=poses, negative_sampling="mixed",
+                                    same_group_fraction=fraction)
+  draws = 4000
+  own = np.repeat(product_ids, draws)
+  _, negative = sampler.sample(tf.constant(own), tf.constant([8, 9]))
+  negative = negative.numpy()
+  assert (negative != own).all()
+  group_of = dict(zip(product_ids.tolist(), groups))
+  poses_of = dict(zip(product_ids.tolist(), poses.tolist()))
+  for product in product_ids[:6]:
+    others = [p for p in product_ids if p != product]
+    group_share = (sum(poses_of[p] for p in others if group_of[p] == group_of[product]) /
+                   sum(poses_of[p] for p in others))
+    expected = fraction + (1 - fraction) * group_share
+    same = np.mean([group_of[p] == group_of[product] for p in negative[own == product]])
+    assert abs(same - expected) < 0.04, (product, same, expected)   # standard error <= 0.008

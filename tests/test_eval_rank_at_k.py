@@ -136,3 +136,13 @@ def test_tia_negatives_are_a_uniform_record_of_the_group():
     assert abs(shares[p] / draws - poses[p] / pool_records) < 0.008, p
   with pytest.raises(ValueError, match="data.negative_sampling"):
     retrieval.plan_tia(table, 0, negative_sampling="hard")
+
+
+def test_mixed_tia_negatives_are_partly_from_the_subcategory():
+  table = make_table()
+  pools = [retrieval.plan_tia(table, seed=seed, negative_sampling="mixed",
+                              same_group_fraction=0.5)["image_to_text"].negative_pools
+           for seed in range(40)]
+  from_group = sum(p["subcategory"] for p in pools) / sum(sum(p.values()) for p in pools)
+  # 12 of 14 records have another product in their group; each is drawn from it with prob. 0.5.
+  assert abs(from_group - 0.5 * 12 / 14) < 0.06, from_group

@@ -8,8 +8,8 @@ from official.modeling.hyperparams import base_config
 from fashionbert_tf.configs import sequence_layout
 
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
-# (category, subcategory) when there is one, or any other product.
-NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random")
+# (category, subcategory) when there is one, any other product, or either (a fraction of each).
+NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed")
 # Where prepare-data writes and the pipeline / evaluation read the records
 # (data/sources/fashion_gen_tfds.py).
 DATA_SOURCES = ("tfrecords", "tfds", "catalogue")
@@ -147,6 +147,11 @@ class DataConfig(base_config.Config):
   # count by their number of records (poses) and a text is as likely in a negative as in a
   # positive (data/pairing.py). Evaluation's TIA negatives follow the same rule.
   negative_sampling: str = "same_subcategory"
+  # With negative_sampling "mixed": the share of negatives drawn from the own subcategory (the
+  # rest from any other product), decided per pair. Random negatives differ mostly in what
+  # separates subcategories (the garment); same-subcategory ones in what is left (colour,
+  # pattern, sleeve): a matcher needs both to see every attribute.
+  mixed_same_subcategory_fraction: float = 0.5
   # Shuffle buffer in records (encoded, before decoding; ~5-30 KB each).
   shuffle_buffer: int = 4096
   # Records per vectorized pairing / tokenization / masking step (then unbatched for bucketing).
@@ -169,4 +174,7 @@ class DataConfig(base_config.Config):
   def validate(self):
     super().validate()
     check_negative_sampling(self.negative_sampling)
+    if not 0.0 <= self.mixed_same_subcategory_fraction <= 1.0:
+      raise ValueError("data.mixed_same_subcategory_fraction = "
+                       f"{self.mixed_same_subcategory_fraction}; expected a fraction in [0, 1]")
     check_source(self)

@@ -65,12 +65,16 @@ class NegativeSampler:
     record_counts: int [N] records (poses) per product, each >= 1; None = 1 each (products then
       weigh the same).
     negative_sampling: "same_subcategory" (negatives from the product's group when it has another
-      product, else from any other product) or "random" (groups ignored: any other product).
+      product, else from any other product), "random" (groups ignored: any other product) or
+      "mixed" (each negative from the group with probability `same_group_fraction`, else from
+      any other product).
+    same_group_fraction: see "mixed"; ignored by the other modes.
   """
 
   def __init__(self, product_ids, descriptions, groups, record_counts=None,
-               negative_sampling="same_subcategory"):
+               negative_sampling="same_subcategory", same_group_fraction=0.5):
     self.negative_sampling = data_config_lib.check_negative_sampling(negative_sampling)
+    self.same_group_fraction = float(same_group_fraction)
     product_ids = np.asarray(product_ids, np.int64)
     if len(product_ids) < 2:
       raise ValueError(f"negative pairs need at least 2 products, got {len(product_ids)}")
@@ -115,7 +119,8 @@ class NegativeSampler:
     self._record_offsets = tf.constant(self.record_offsets, tf.int64)
 
   @classmethod
-  def from_records(cls, file_pattern, negative_sampling="same_subcategory", skip_corrupt=False):
+  def from_records(cls, file_pattern, negative_sampling="same_subcategory", skip_corrupt=False,
+                   same_group_fraction=0.5):
     """The sampler of the TFRecords of `file_pattern`, from their negatives index.
 
     The index (`negatives_index.py`: descriptions, groups, records per product) is read from next
@@ -125,7 +130,8 @@ class NegativeSampler:
     (`data.skip_corrupt_records`) instead of being an error.
     """
     data_config_lib.check_negative_sampling(negative_sampling)
-    key = (str(file_pattern), negative_sampling, bool(skip_corrupt)) + tuple(
+    key = (str(file_pattern), negative_sampling, float(same_group_fraction),
+           bool(skip_corrupt)) + tuple(
         (path, os.path.getmtime(path), os.path.getsize(path))
         for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
@@ -137,7 +143,7 @@ class NegativeSampler:
                          "least 2 products")
       sampler = cls([p[0] for p in products], [p[1] for p in products],
                     [(p[2], p[3]) for p in products], record_counts=[p[4] for p in products],
-                    negative_sampling=negative_sampling)
+                    negative_sampling=negative_sampling, same_group_fraction=same_group_fraction)
       logging.info(
           "negative sampler for %s (%s, record-weighted; index %s in %.1f s): %d products, %d "
           "records, %d groups; %d products are alone in their group and get negatives from any "
@@ -174,6 +180,11 @@ class NegativeSampler:
     own = self.product_index(product_ids)                                   # [E]
     count = tf.gather(self._group_count, own)
     same_group = count >= 2
+    if self.negative_sampling == "mixed":
+      seed = tf.cast(seed, tf.int64)
+      choice = tf.random.stateless_uniform(tf.shape(own), tf.stack([seed[0], seed[1] + 1]),
+                                           dtype=tf.float64)
+      same_group = tf.logical_and(same_group, choice < self.same_group_fraction)
     # Products [start, start + count) to draw from: the group, else all products (fallback).
     start = tf.where(same_group, tf.gather(self._group_start, own), tf.zeros_like(own))
     count = tf.where(same_group, count, tf.fill(tf.shape(own), tf.constant(

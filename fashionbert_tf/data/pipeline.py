@@ -165,8 +165,9 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   tokenizer = tokenizer or tokenization.build_tokenizer(data_config)
   masker = masking.WholeWordMasker.from_config(data_config, tokenizer)
   skip_corrupt = bool(data_config.skip_corrupt_records)
-  sampler = pairing.NegativeSampler.from_records(file_pattern, data_config.negative_sampling,
-                                                 skip_corrupt)
+  sampler = pairing.NegativeSampler.from_records(
+      file_pattern, data_config.negative_sampling, skip_corrupt,
+      same_group_fraction=data_config.mixed_same_subcategory_fraction)
   if skip_corrupt and skipped_records is None:
     skipped_records = skipped_record_counter(file_pattern)
   log_truncation(tokenizer, sampler, data_config.max_text_length)

@@ -213,7 +213,8 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                             records_dataset() if records_dataset is not None else None)
   logging.info("evaluating on %d validation records (%s)", len(table), file_pattern)
   tia_plans = rank_at_k.plan_tia(table, config.eval.seed, config.eval.max_tia_pairs,
-                                tia_negative_sampling(config))
+                                tia_negative_sampling(config),
+                                config.data.mixed_same_subcategory_fraction)
   candidate_sets = candidates_lib.load_candidates(config.data.candidates_file)
   retrieval_plans = rank_at_k.plan_retrieval(candidate_sets, table,
                                              config.eval.max_retrieval_queries)

@@ -76,7 +76,8 @@ class RetrievalPlan:
   ground_truth_index: np.ndarray  # int64 [Q]
 
 
-def draw_negatives(table, rows, rng, negative_sampling="same_subcategory"):
+def draw_negatives(table, rows, rng, negative_sampling="same_subcategory",
+                   same_group_fraction=0.5):
   """For each record row, one record (row index) of another product, same group when possible.
 
   The record is uniform over the records of the other products of the row's group (a product's
@@ -88,7 +89,9 @@ def draw_negatives(table, rows, rng, negative_sampling="same_subcategory"):
     table: `RecordTable`.
     rows: int [R] rows of `table` to draw negatives for.
     rng: `np.random.Generator`.
-    negative_sampling: "same_subcategory" or "random" (`data.negative_sampling`).
+    negative_sampling: "same_subcategory", "random" or "mixed" (`data.negative_sampling`; "mixed":
+      from the group with probability `same_group_fraction`, else from all other products).
+    same_group_fraction: see "mixed".
 
   Returns:
     (int64 [R] rows of the chosen records, dict pool name -> count), pools "subcategory" (drawn
@@ -127,6 +130,8 @@ def draw_negatives(table, rows, rng, negative_sampling="same_subcategory"):
   own = product_of_row[rows]
   group = group_of_product[own]
   in_group = group_products[group] >= 2
+  if negative_sampling == "mixed":
+    in_group &= rng.random(len(rows)) < same_group_fraction
   start = np.where(in_group, group_first[group], 0)
   size = np.where(in_group, group_records[group], num_rows)
   others = size - product_records[own]                   # >= 1: the range has another product
@@ -138,7 +143,8 @@ def draw_negatives(table, rows, rng, negative_sampling="same_subcategory"):
   return chosen, pools
 
 
-def plan_tia(table, seed, max_pairs_per_direction=0, negative_sampling="same_subcategory"):
+def plan_tia(table, seed, max_pairs_per_direction=0, negative_sampling="same_subcategory",
+             same_group_fraction=0.5):
   """Both directions' TIA pairs (module docstring).
 
   Args:
@@ -158,7 +164,8 @@ def plan_tia(table, seed, max_pairs_per_direction=0, negative_sampling="same_sub
   record_ids = table.record_id[rows]
   plans = {}
   for direction in DIRECTIONS:
-    negative_rows, pools = draw_negatives(table, rows, rng, negative_sampling)
+    negative_rows, pools = draw_negatives(table, rows, rng, negative_sampling,
+                                          same_group_fraction)
     negative_ids = table.record_id[negative_rows]
     if direction == "image_to_text":   # image fixed, text replaced
       text_ids = np.concatenate([record_ids, negative_ids])
