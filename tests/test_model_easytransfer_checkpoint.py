@@ -22,6 +22,7 @@ from fashionbert_tf.evaluation import pretraining_run
 from fashionbert_tf.serving import export
 from fashionbert_tf.modeling.checkpoints import easytransfer
 from fashionbert_tf.training import import_checkpoint
+from fashionbert_tf.modeling import fused_inference
 from fashionbert_tf.modeling import inference_precision
 from fashionbert_tf.modeling import model_builder
 from fashionbert_tf.modeling.checkpoints.canonical_table import CheckpointMismatchError
@@ -267,10 +268,23 @@ def test_easytransfer_layout_patches_do_not_depend_on_the_text_and_dropout_train
   assert np.abs(trained - inference[0]).max() > 1e-4
 
 
-def test_fused_bfloat16_inference_refuses_the_easytransfer_layout():
+def test_fused_bfloat16_inference_scores_the_easytransfer_layout():
   model = model_builder.build_fashionbert(_layout_config())
-  with pytest.raises(ValueError, match="patch_embedding=fashionbert only"):
-    inference_precision.inference_model(model, _layout_config(), "bfloat16")
+  rng = np.random.default_rng(3)
+  for variable in model.patch_embedding.trainable_variables:   # away from the 0.02 init
+    variable.assign(rng.normal(0.0, 0.5, size=variable.shape).astype(np.float32))
+  for dense in (model.encoder.pooler_layer, model.tia_head.classifier):
+    dense.kernel.assign(rng.normal(0.0, 1.0, size=dense.kernel.shape).astype(np.float32))
+  batch = {"input_word_ids": rng.integers(5, 30, size=[4, 6]).astype(np.int32),
+           "input_mask": np.ones([4, 6], np.int32), "input_type_ids": np.zeros([4, 6], np.int32),
+           "patch_features": rng.normal(size=[4, 64, model.patch_embedding.feature_dim]).astype(
+               np.float32)}
+  exact = tf.nn.softmax(model(batch, training=False)["tia_logits"])[:, 1].numpy()
+  assert np.ptp(exact) > 0.05   # the pairs differ: parity is not vacuous
+  for precision, tolerance in (("float32", 2e-5), ("bfloat16", 0.02)):
+    fused = fused_inference.FusedScoringModel(model, precision)
+    np.testing.assert_allclose(tf.nn.softmax(fused(batch)["tia_logits"])[:, 1].numpy(), exact,
+                               atol=tolerance, err_msg=precision)
 
 
 def test_unknown_layout_names_the_field():

@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.data import contract
+from fashionbert_tf.modeling import easytransfer_embedding
 from fashionbert_tf.modeling import encoder as encoder_lib
 from fashionbert_tf.utils import untracked
 
@@ -213,17 +214,26 @@ class FusedScoringModel(tf.Module):
     encoder = model.encoder
     layers = encoder._transformer_layers  # pylint: disable=protected-access
     patch_embedding = model.patch_embedding
-    if getattr(patch_embedding, "output_is_normalized", False):
-      raise ValueError("fused inference supports model.patch_embedding=fashionbert only; score "
-                       "an easytransfer model in float32")
     type_table = _numpy(encoder.type_embedding_layer.embeddings).astype(np.float32)
-    image_segment = type_table[1]  # patch_embedding.IMAGE_SEGMENT_ID
+    if getattr(patch_embedding, "output_is_normalized", False):
+      # model.patch_embedding "easytransfer": projection without bias + position + its own image
+      # type row, then its own LayerNorm (easytransfer_embedding.py).
+      projector = _numpy(patch_embedding.image_projector).astype(np.float32)
+      patch_projection = (projector, np.zeros([projector.shape[1]], np.float32))
+      image_segment = _numpy(patch_embedding.patch_type_embeddings).astype(np.float32)[
+          easytransfer_embedding.IMAGE_TYPE_ID]
+      patch_norm = _layer_norm_weights(patch_embedding.layer_norm)
+    else:
+      patch_projection = _dense_weights(patch_embedding.projection)
+      image_segment = type_table[1]  # patch_embedding.IMAGE_SEGMENT_ID
+      patch_norm = None
     weights = dict(
         position_table=_numpy(encoder._position_embedding_layer._position_embeddings).astype(  # pylint: disable=protected-access
             np.float32),
         type_table=type_table,
         embedding_norm=_layer_norm_weights(encoder._embedding_norm_layer),  # pylint: disable=protected-access
-        patch_projection=_dense_weights(patch_embedding.projection),
+        patch_projection=patch_projection,
+        patch_norm=patch_norm,
         # Paper 2.2: patch k's embedding adds its patch position row and the image segment row.
         patch_position_and_segment=(
             _numpy(patch_embedding.patch_position_embeddings).astype(np.float32) + image_segment),
@@ -377,9 +387,19 @@ class FusedScoringModel(tf.Module):
                           weights["patch_projection"], dtype)
     patches = (tf.cast(tf.reshape(patches, [batch, contract.NUM_PATCHES, width]), tf.float32)
                + self._constant(weights["patch_position_and_segment"]))
-    embeddings = tf.concat([text, patches], axis=1)  # [B, S, E]
-    hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"],
-                              batch * length)
+    if weights["patch_norm"] is None:   # one embedding LayerNorm over [text; patches]
+      embeddings = tf.concat([text, patches], axis=1)  # [B, S, E]
+      hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"],
+                                batch * length)
+      hidden = tf.reshape(hidden, [-1, width])
+    else:                               # easytransfer: each part its own LayerNorm
+      text = self._layer_norm(tf.reshape(text, [-1, width]), weights["embedding_norm"],
+                              batch * text_length)
+      patches = self._layer_norm(tf.reshape(patches, [-1, width]), weights["patch_norm"],
+                                 batch * contract.NUM_PATCHES)
+      hidden = tf.reshape(tf.concat([tf.reshape(text, [batch, text_length, width]),
+                                     tf.reshape(patches, [batch, contract.NUM_PATCHES, width])],
+                                    axis=1), [-1, width])
     hidden = tf.cast(hidden, dtype)
 
     # Keys of text padding get -1e9 before the softmax; patches are always attended to.
