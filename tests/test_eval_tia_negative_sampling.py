@@ -22,10 +22,10 @@ def test_empty_follows_training_and_a_value_overrides_it():
           "same_subcategory")
 
 
-def test_the_demo_trains_on_random_negatives_and_is_scored_on_same_subcategory_ones():
+def test_the_demo_draws_and_scores_random_negatives_as_the_paper():
   demo = experiment_config.load_config(os.path.join(CONFIGS, "toy.yaml"), [])
   assert demo.data.negative_sampling == "random"
-  assert evaluate.tia_negative_sampling(demo) == "same_subcategory"
+  assert evaluate.tia_negative_sampling(demo) == "random"
 
 
 def test_an_unknown_value_is_named():
