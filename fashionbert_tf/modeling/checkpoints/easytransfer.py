@@ -262,8 +262,15 @@ def describe_checkpoint(checkpoint, num_attention_heads=0):
       use_precomputed_features=True,
       patch_feature_normalization="none",
       # No ResNet-50 here: a placeholder extractor of the right width for the image path
-      # (never their features; see docs/authors_model.md).
+      # (never their features; see docs/authors_model.md). The other patch settings are the
+      # linear backbone's defaults, whatever the base config says.
       backbone="linear",
+      backbone_weights="",
+      patch_feature_mode="patches",
+      patch_input_size=0,
+      image_normalization="",
+      # Their checkpoint has its MLM head.
+      mlm_head_training_steps=0,
   ), missing, unexpected
 
 
