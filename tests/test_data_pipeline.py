@@ -364,8 +364,11 @@ def test_negative_sampling_option_is_validated():
   from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   assert data_config_lib.DataConfig().negative_sampling == "same_subcategory"
   with pytest.raises(ValueError, match=r"data.negative_sampling = 'hard'; expected one of "
-                     r"\('same_subcategory', 'random'\)"):
+                     r"\('same_subcategory', 'random', 'mixed'\)"):
     data_config_lib.DataConfig(negative_sampling="hard").validate()
+  with pytest.raises(ValueError, match="data.mixed_same_subcategory_fraction = 1.5"):
+    data_config_lib.DataConfig(negative_sampling="mixed",
+                               mixed_same_subcategory_fraction=1.5).validate()
   with pytest.raises(ValueError, match="data.negative_sampling"):
     experiment_config.load_config(None, ["data.negative_sampling=hard"])
   assert experiment_config.load_config(
