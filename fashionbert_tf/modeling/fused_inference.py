@@ -391,7 +391,6 @@ class FusedScoringModel(tf.Module):
       embeddings = tf.concat([text, patches], axis=1)  # [B, S, E]
       hidden = self._layer_norm(tf.reshape(embeddings, [-1, width]), weights["embedding_norm"],
                                 batch * length)
-      hidden = tf.reshape(hidden, [-1, width])
     else:                               # easytransfer: each part its own LayerNorm
       text = self._layer_norm(tf.reshape(text, [-1, width]), weights["embedding_norm"],
                               batch * text_length)

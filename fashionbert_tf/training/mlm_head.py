@@ -26,6 +26,7 @@ import time
 
 from absl import logging
 import numpy as np
+import safetensors
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 import tf_keras
@@ -56,10 +57,8 @@ def mlm_head_dir(config):
 def checkpoint_has_mlm_head(model_config):
   """True when the encoder checkpoint already holds `cls.predictions.*` (Hugging Face format)."""
   weights_file, _ = hf_safetensors.hf_files(model_config.encoder_checkpoint)
-  with open(weights_file, "rb") as handle:
-    header_size = int(np.frombuffer(handle.read(8), dtype="<u8")[0])
-    header = json.loads(handle.read(header_size))
-  return any(key.startswith("cls.predictions.") for key in header)
+  with safetensors.safe_open(weights_file, framework="numpy") as handle:
+    return any(key.startswith("cls.predictions.") for key in handle.keys())
 
 
 def ensure_mlm_head(config):
@@ -136,8 +135,7 @@ def train_and_write_mlm_head(config, folder):
     sequence = encoder(dict(input_word_ids=batch["input_word_ids"],
                             input_mask=batch["input_mask"],
                             input_type_ids=batch["input_type_ids"]),
-                       training=False)["sequence_output"]
-    sequence = tf.stop_gradient(sequence)
+                       training=False)["sequence_output"]   # outside the tape: frozen
     with tf.GradientTape() as tape:
       logits = tf.cast(head(sequence, batch["masked_lm_positions"]), tf.float32)
       weights = tf.cast(batch["masked_lm_weights"], tf.float32)
