@@ -35,8 +35,10 @@ def write_shards(directory, num_records=5, num_shards=2, seed=0):
   return images
 
 
-@pytest.mark.parametrize("overrides", [dict(backbone="linear", feature_dim=16), TINY_RESNEXT],
-                         ids=["linear", "tiny_resnext"])
+@pytest.mark.parametrize("overrides", [
+    dict(backbone="linear", feature_dim=16), TINY_RESNEXT,
+    dict(backbone="linear", feature_dim=16 + 8, patch_colour_histogram_bins=2)],
+                         ids=["linear", "tiny_resnext", "linear_with_colour_histogram"])
 def test_precomputed_features_equal_online_features(tmp_path, overrides):
   config = ModelConfig(**overrides)
   source_dir, output_dir = str(tmp_path / "records"), str(tmp_path / "features")

@@ -55,6 +55,10 @@ class ModelConfig(base_config.Config):
   # pass over the whole image resized to 8 * patch_input_size; the backbone's stride-32 feature
   # map, average-pooled to 8x8, gives one feature per patch; efficientnet_lite0 only).
   patch_feature_mode: str = "patches"
+  # NOT in the paper: k > 0 appends each patch's joint RGB colour histogram (k^3 bins, fractions of
+  # its pixels) to the CNN's patch feature, so model.feature_dim = the backbone's D + k^3
+  # (modeling/patch_colour_histogram.py: ImageNet CNN features keep little colour). 0 = none.
+  patch_colour_histogram_bins: int = 0
   # Pixel scaling before the backbone: "imagenet" (x/255 then torchvision mean/std), "unit" ([0,1]),
   # "symmetric" ([-1,1]); empty = the backbone's default (resnext101: imagenet, inception_v3:
   # symmetric, linear: unit).

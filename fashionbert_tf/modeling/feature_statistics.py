@@ -62,6 +62,8 @@ def backbone_fingerprint(model_config):
   values["resnext_blocks_per_stage"] = list(values["resnext_blocks_per_stage"])
   if model_config.patch_feature_mode != "patches":  # Fingerprints of "patches" stay as they were.
     values["patch_feature_mode"] = model_config.patch_feature_mode
+  if model_config.patch_colour_histogram_bins:
+    values["patch_colour_histogram_bins"] = model_config.patch_colour_histogram_bins
   weights = model_config.backbone_weights
   values["backbone_weights_bytes"] = os.path.getsize(weights) if weights and os.path.exists(
       weights) else 0

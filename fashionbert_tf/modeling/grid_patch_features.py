@@ -20,6 +20,7 @@ import tf_keras
 
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import backbones
+from fashionbert_tf.modeling import patch_colour_histogram
 from fashionbert_tf.modeling import pixel_normalization
 
 
@@ -31,13 +32,15 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
   """
 
   def __init__(self, backbone, input_size, grid_stride, normalization, trainable=False,
-               **kwargs):
+               colour_histogram_bins=0, **kwargs):
     """Args:
       backbone: a `tf_keras.Model` float32 [N, 8S, 8S, 3] -> feature map [N, 8S/g, 8S/g, D].
       input_size: S, the side of one patch after the resize (a multiple of `grid_stride`).
       grid_stride: g, the backbone's total downsampling (32).
       normalization: pixel scaling name, see `pixel_normalization.normalize_pixels`.
       trainable: whether the backbone is fine-tuned.
+      colour_histogram_bins: k > 0 appends each patch's k^3-bin colour histogram
+        (`patch_colour_histogram`): D = D_cnn + k^3.
     """
     super().__init__(trainable=trainable, **kwargs)
     if normalization not in pixel_normalization.NORMALIZATIONS:
@@ -50,7 +53,9 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
     self.image_size = contract.GRID_SIZE * self.input_size
     self.cells_per_patch = self.input_size // grid_stride
     self.normalization = normalization
-    self.feature_dim = int(backbone.output_shape[-1])
+    self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
+    cnn_dim = int(backbone.output_shape[-1])
+    self.feature_dim = cnn_dim + patch_colour_histogram.histogram_dim(self.colour_histogram_bins)
     expected_map = contract.GRID_SIZE * self.cells_per_patch
     if tuple(backbone.output_shape[1:3]) != (expected_map, expected_map):
       raise ValueError(f"grid patch features: the backbone maps {self.image_size}x"
@@ -74,7 +79,9 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
       feature_map = tf.nn.avg_pool2d(feature_map, self.cells_per_patch, self.cells_per_patch,
                                      padding="VALID")
     # [B, 8, 8, D] -> [B, 64, D]: row-major, cell (r, c) -> patch 8r + c (`cut_into_patches`).
-    return tf.reshape(feature_map, [batch, contract.NUM_PATCHES, self.feature_dim])
+    features = tf.reshape(feature_map, [batch, contract.NUM_PATCHES, feature_map.shape[-1]])
+    return patch_colour_histogram.with_colour_histograms(features, images,
+                                                         self.colour_histogram_bins)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])
@@ -90,4 +97,5 @@ def build_grid_feature_extractor(model_config, load_weights=True):
       grid_stride=backbones.backbone_spec(model_config.backbone).grid_stride,
       normalization=backbones.resolve_normalization(model_config),
       trainable=model_config.backbone_trainable,
+      colour_histogram_bins=model_config.patch_colour_histogram_bins,
       name="patch_feature_extractor")

@@ -20,6 +20,7 @@ import tf_keras
 from fashionbert_tf.data import contract
 from fashionbert_tf.modeling import backbones
 from fashionbert_tf.modeling import grid_patch_features
+from fashionbert_tf.modeling import patch_colour_histogram
 from fashionbert_tf.modeling import pixel_normalization
 
 PATCH_SIZE = contract.IMAGE_SIZE // contract.GRID_SIZE  # 32
@@ -45,12 +46,15 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
   receive no gradient. When trainable, the `training` argument is passed on.
   """
 
-  def __init__(self, backbone, input_size, normalization, trainable=False, **kwargs):
+  def __init__(self, backbone, input_size, normalization, trainable=False,
+               colour_histogram_bins=0, **kwargs):
     """Args:
-      backbone: a `tf_keras.Model` mapping float32 [N, S, S, 3] -> [N, D].
+      backbone: a `tf_keras.Model` mapping float32 [N, S, S, 3] -> [N, D_cnn].
       input_size: S; patches are bilinearly resized from 32 to S when S != 32.
       normalization: pixel scaling name, see `pixel_normalization.normalize_pixels`.
       trainable: whether the backbone is fine-tuned.
+      colour_histogram_bins: k > 0 appends each patch's k^3-bin colour histogram
+        (`patch_colour_histogram`): D = D_cnn + k^3.
     """
     super().__init__(trainable=trainable, **kwargs)
     if normalization not in pixel_normalization.NORMALIZATIONS:
@@ -58,7 +62,9 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     self.backbone = backbone
     self.input_size = int(input_size)
     self.normalization = normalization
-    self.feature_dim = int(backbone.output_shape[-1])
+    self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
+    self.feature_dim = int(backbone.output_shape[-1]) + patch_colour_histogram.histogram_dim(
+        self.colour_histogram_bins)
 
   def preprocess(self, images):
     """uint8 [B, 256, 256, 3] -> the backbone's input float32 [B*64, S, S, 3]."""
@@ -75,8 +81,8 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     patches = self.preprocess(images)
     backbone_training = training if self.trainable else False
     features = self.backbone(patches, training=backbone_training)
-    features = tf.cast(features, tf.float32)
-    return tf.reshape(features, [batch, contract.NUM_PATCHES, self.feature_dim])
+    features = tf.reshape(tf.cast(features, tf.float32), [batch, contract.NUM_PATCHES, -1])
+    return patch_colour_histogram.with_colour_histograms(features, images, self.colour_histogram_bins)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])
@@ -87,7 +93,8 @@ def build_patch_feature_extractor(model_config, load_weights=True):
 
   Reads `model.backbone`, `model.backbone_weights` (loaded unless `load_weights` is False),
   `model.backbone_trainable`, `model.feature_dim`, `model.patch_input_size`,
-  `model.patch_feature_mode`, `model.image_normalization` and the `model.resnext_*` shape knobs.
+  `model.patch_feature_mode`, `model.image_normalization`, `model.patch_colour_histogram_bins`
+  and the `model.resnext_*` shape knobs.
 
   Returns:
     A `tf_keras.layers.Layer`: uint8 [B, 256, 256, 3] -> float32 [B, 64, D]; a
@@ -101,6 +108,7 @@ def build_patch_feature_extractor(model_config, load_weights=True):
       input_size=backbones.resolve_input_size(model_config),
       normalization=backbones.resolve_normalization(model_config),
       trainable=model_config.backbone_trainable,
+      colour_histogram_bins=model_config.patch_colour_histogram_bins,
       name="patch_feature_extractor")
 
 

@@ -29,6 +29,7 @@ Patch feature modes (`model.patch_feature_mode`, `patch_features.build_patch_fea
 
 import dataclasses
 
+from fashionbert_tf.modeling import patch_colour_histogram
 from fashionbert_tf.modeling.backbones import efficientnet_lite
 from fashionbert_tf.modeling.backbones import efficientnet_lite_weights
 from fashionbert_tf.modeling.backbones import inception_v3
@@ -144,6 +145,12 @@ def resolve_normalization(model_config):
   return model_config.image_normalization or backbone_spec(model_config.backbone).default_normalization
 
 
+def backbone_feature_dim(model_config):
+  """D_cnn, what the backbone outputs: `model.feature_dim` less the colour histogram's k^3."""
+  return model_config.feature_dim - patch_colour_histogram.histogram_dim(
+      model_config.patch_colour_histogram_bins)
+
+
 def build_backbone(model_config, load_weights=True, feature_map=False):
   """Builds the backbone named by `model.backbone` (weights from `model.backbone_weights`).
 
@@ -156,7 +163,8 @@ def build_backbone(model_config, load_weights=True, feature_map=False):
 
   Returns:
     A `tf_keras.Model` mapping float32 [N, S, S, 3] -> float32 [N, D], S = `resolve_input_size`,
-    D = `model.feature_dim` (or the feature map, see `feature_map`).
+    D = `backbone_feature_dim` (`model.feature_dim` less the colour histogram of
+    `model.patch_colour_histogram_bins`; or the feature map, see `feature_map`).
 
   Raises:
     ValueError: unknown backbone name, or the backbone's output size differs from
@@ -174,7 +182,7 @@ def build_backbone(model_config, load_weights=True, feature_map=False):
         pooling=None if feature_map else "avg", seed=model_config.backbone_seed)
   elif name == "linear":
     backbone = linear.build_linear_backbone(
-        input_size, model_config.feature_dim, seed=model_config.backbone_seed)
+        input_size, backbone_feature_dim(model_config), seed=model_config.backbone_seed)
   elif name == "resnext101":
     backbone = resnext.build_resnext(
         input_size=input_size,
@@ -187,10 +195,15 @@ def build_backbone(model_config, load_weights=True, feature_map=False):
     backbone = inception_v3.build_inception_v3(input_size)
 
   output_dim = backbone.output_shape[-1]
-  if output_dim != model_config.feature_dim:
+  histogram = patch_colour_histogram.histogram_dim(model_config.patch_colour_histogram_bins)
+  if output_dim + histogram != model_config.feature_dim:
+    with_histogram = (f" plus the {histogram}-d colour histogram "
+                      f"(model.patch_colour_histogram_bins={model_config.patch_colour_histogram_bins})"
+                      if histogram else "")
     raise ValueError(
-        f"backbone {name!r} outputs {output_dim}-d features but model.feature_dim is "
-        f"{model_config.feature_dim}; set model.feature_dim={output_dim}")
+        f"backbone {name!r} outputs {output_dim}-d features{with_histogram} but "
+        f"model.feature_dim is {model_config.feature_dim}; set model.feature_dim="
+        f"{output_dim + histogram}")
   weights = resolve_weights_path(model_config) if load_weights else ""
   if weights:
     weights_io.load_backbone_weights(backbone, name, weights)

@@ -269,6 +269,7 @@ def describe_checkpoint(checkpoint, num_attention_heads=0):
       patch_feature_mode="patches",
       patch_input_size=0,
       image_normalization="",
+      patch_colour_histogram_bins=0,
       # Their checkpoint has its MLM head.
       mlm_head_training_steps=0,
   ), missing, unexpected

@@ -1,0 +1,73 @@
+"""Per-patch colour histograms, appended to the CNN's patch features (`model.patch_colour_histogram_bins`).
+
+NOT in the paper (section 2.2 uses the CNN's patch features alone). ImageNet CNNs are trained to
+ignore colour (colour-jitter and AutoAugment colour operations), and their last layer keeps little
+of it: a linear probe on EfficientNet-Lite0's pooled features names a toy garment's main colour for
+~0.5 of held-out images (14 colours), and a demo trained on them matched colour no better than
+chance while it matched garment and sleeve (docs/experiments/paper_recipe_demo.md). A colour
+histogram (Swain and Ballard, 1991) per patch puts the colours back next to the CNN's feature.
+
+For k bins per channel, each patch's histogram has k^3 joint RGB bins: pixel (r, g, b) falls in
+bin (floor(r k / 256) * k + floor(g k / 256)) * k + floor(b k / 256); the histogram value is the
+fraction of the patch's 32x32 pixels in the bin (so it sums to 1, and lies in [0, 1] like the
+features of a ReLU6 CNN). The patch order is `patch_features.cut_into_patches`'s.
+
+Shapes: images uint8 [B, 256, 256, 3] -> histograms float32 [B, 64, k^3]; the patch feature the
+model reads is then [CNN feature (D_cnn), histogram (k^3)], D = D_cnn + k^3 = `model.feature_dim`.
+"""
+
+import tensorflow as tf
+
+from fashionbert_tf.data import contract
+
+MAX_BINS_PER_CHANNEL = 16
+
+
+def histogram_dim(bins_per_channel):
+  """k^3, the size of one patch's histogram (0 when `bins_per_channel` is 0: no histogram)."""
+  bins = check_bins(bins_per_channel)
+  return bins ** 3
+
+
+def check_bins(bins_per_channel):
+  """`bins_per_channel` as an int in {0} U [2, 16], or a ValueError naming the setting."""
+  bins = int(bins_per_channel)
+  if bins != 0 and not 2 <= bins <= MAX_BINS_PER_CHANNEL:
+    raise ValueError(f"model.patch_colour_histogram_bins = {bins_per_channel}; expected 0 (none) "
+                     f"or a number of bins per colour channel in [2, {MAX_BINS_PER_CHANNEL}]")
+  return bins
+
+
+def patch_colour_histograms(images, bins_per_channel):
+  """uint8 images [B, 256, 256, 3] -> float32 [B, 64, k^3]: each patch's joint RGB histogram.
+
+  Args:
+    images: uint8 [B, 256, 256, 3].
+    bins_per_channel: k >= 2.
+
+  Returns:
+    float32 [B, 64, k^3]; row b, patch p sums to 1 (fractions of the patch's pixels per bin).
+  """
+  bins = check_bins(bins_per_channel)
+  if not bins:
+    raise ValueError("patch_colour_histograms needs bins_per_channel >= 2")
+  images = contract.checked_images(images)
+  size = contract.IMAGE_SIZE // contract.GRID_SIZE
+  batch = tf.shape(images)[0]
+  channel_bin = tf.cast(images, tf.int32) * bins // 256                     # [B, 256, 256, 3]
+  joint_bin = (channel_bin[..., 0] * bins + channel_bin[..., 1]) * bins + channel_bin[..., 2]
+  # [B, row, y, col, x] -> [B, row, col, y, x] -> [B * 64, 32 * 32], row-major over the 8x8 grid.
+  grid = tf.reshape(joint_bin, [batch, contract.GRID_SIZE, size, contract.GRID_SIZE, size])
+  per_patch = tf.reshape(tf.transpose(grid, [0, 1, 3, 2, 4]), [-1, size * size])
+  counts = tf.math.bincount(per_patch, minlength=bins ** 3, maxlength=bins ** 3, axis=-1,
+                            dtype=tf.float32)                               # [B * 64, k^3]
+  fractions = counts / float(size * size)
+  return tf.reshape(fractions, [batch, contract.NUM_PATCHES, bins ** 3])
+
+
+def with_colour_histograms(features, images, bins_per_channel):
+  """CNN features float32 [B, 64, D_cnn] -> [B, 64, D_cnn + k^3], each patch's histogram of
+  `images` (uint8 [B, 256, 256, 3]) appended; `features` unchanged when k is 0."""
+  if not check_bins(bins_per_channel):
+    return features
+  return tf.concat([features, patch_colour_histograms(images, bins_per_channel)], -1)
