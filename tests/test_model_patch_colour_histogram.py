@@ -44,8 +44,8 @@ def test_a_two_colour_patch_puts_half_in_each_colour_bin_at_its_grid_position():
 
 
 @pytest.mark.parametrize("mode", ["patches", "grid"])
-def test_extractor_appends_the_histograms_after_the_cnn_features(mode):
-  bins = 2
+def test_extractor_appends_the_scaled_histograms_after_the_cnn_features(mode):
+  bins, scale = 2, 16.0
   if mode == "patches":
     base = dict(backbone="linear", patch_feature_mode="patches")
     cnn_dim = 8
@@ -56,14 +56,16 @@ def test_extractor_appends_the_histograms_after_the_cnn_features(mode):
   plain = patch_features.build_patch_feature_extractor(
       ModelConfig(feature_dim=cnn_dim, **base), load_weights=False)
   with_histogram = patch_features.build_patch_feature_extractor(
-      ModelConfig(feature_dim=cnn_dim + bins ** 3, patch_colour_histogram_bins=bins, **base),
+      ModelConfig(feature_dim=cnn_dim + bins ** 3, patch_colour_histogram_bins=bins,
+                  patch_colour_histogram_scale=scale, **base),
       load_weights=False)
   assert with_histogram.feature_dim == cnn_dim + bins ** 3
   features = with_histogram(images).numpy()
   assert features.shape == (2, 64, cnn_dim + bins ** 3)
   # Same seed, same backbone: the first D_cnn columns are the plain extractor's features.
   np.testing.assert_allclose(features[..., :cnn_dim], plain(images).numpy(), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(features[..., cnn_dim:], numpy_histograms(images, bins), atol=1e-6)
+  np.testing.assert_allclose(features[..., cnn_dim:], scale * numpy_histograms(images, bins),
+                             atol=1e-5)
 
 
 def test_feature_dim_must_count_the_histogram():
@@ -82,3 +84,11 @@ def test_bins_out_of_range_are_named(bins):
     patch_features.build_patch_feature_extractor(
         ModelConfig(backbone="linear", feature_dim=8, patch_colour_histogram_bins=bins),
         load_weights=False)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_non_positive_or_non_finite_scale_is_named(scale):
+  with pytest.raises(ValueError, match="model.patch_colour_histogram_scale"):
+    patch_features.build_patch_feature_extractor(
+        ModelConfig(backbone="linear", feature_dim=16, patch_colour_histogram_bins=2,
+                    patch_colour_histogram_scale=scale), load_weights=False)

@@ -64,6 +64,7 @@ def backbone_fingerprint(model_config):
     values["patch_feature_mode"] = model_config.patch_feature_mode
   if model_config.patch_colour_histogram_bins:
     values["patch_colour_histogram_bins"] = model_config.patch_colour_histogram_bins
+    values["patch_colour_histogram_scale"] = model_config.patch_colour_histogram_scale
   weights = model_config.backbone_weights
   values["backbone_weights_bytes"] = os.path.getsize(weights) if weights and os.path.exists(
       weights) else 0

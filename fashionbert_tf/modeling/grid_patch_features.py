@@ -32,7 +32,7 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
   """
 
   def __init__(self, backbone, input_size, grid_stride, normalization, trainable=False,
-               colour_histogram_bins=0, **kwargs):
+               colour_histogram_bins=0, colour_histogram_scale=1.0, **kwargs):
     """Args:
       backbone: a `tf_keras.Model` float32 [N, 8S, 8S, 3] -> feature map [N, 8S/g, 8S/g, D].
       input_size: S, the side of one patch after the resize (a multiple of `grid_stride`).
@@ -41,6 +41,7 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
       trainable: whether the backbone is fine-tuned.
       colour_histogram_bins: k > 0 appends each patch's k^3-bin colour histogram
         (`patch_colour_histogram`): D = D_cnn + k^3.
+      colour_histogram_scale: the factor on the histogram's fractions.
     """
     super().__init__(trainable=trainable, **kwargs)
     if normalization not in pixel_normalization.NORMALIZATIONS:
@@ -54,6 +55,7 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
     self.cells_per_patch = self.input_size // grid_stride
     self.normalization = normalization
     self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
+    self.colour_histogram_scale = patch_colour_histogram.check_scale(colour_histogram_scale)
     cnn_dim = int(backbone.output_shape[-1])
     self.feature_dim = cnn_dim + patch_colour_histogram.histogram_dim(self.colour_histogram_bins)
     expected_map = contract.GRID_SIZE * self.cells_per_patch
@@ -80,8 +82,8 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
                                      padding="VALID")
     # [B, 8, 8, D] -> [B, 64, D]: row-major, cell (r, c) -> patch 8r + c (`cut_into_patches`).
     features = tf.reshape(feature_map, [batch, contract.NUM_PATCHES, feature_map.shape[-1]])
-    return patch_colour_histogram.with_colour_histograms(features, images,
-                                                         self.colour_histogram_bins)
+    return patch_colour_histogram.with_colour_histograms(
+        features, images, self.colour_histogram_bins, self.colour_histogram_scale)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])
@@ -98,4 +100,5 @@ def build_grid_feature_extractor(model_config, load_weights=True):
       normalization=backbones.resolve_normalization(model_config),
       trainable=model_config.backbone_trainable,
       colour_histogram_bins=model_config.patch_colour_histogram_bins,
+      colour_histogram_scale=model_config.patch_colour_histogram_scale,
       name="patch_feature_extractor")

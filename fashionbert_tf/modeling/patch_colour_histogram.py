@@ -9,8 +9,13 @@ histogram (Swain and Ballard, 1991) per patch puts the colours back next to the 
 
 For k bins per channel, each patch's histogram has k^3 joint RGB bins: pixel (r, g, b) falls in
 bin (floor(r k / 256) * k + floor(g k / 256)) * k + floor(b k / 256); the histogram value is the
-fraction of the patch's 32x32 pixels in the bin (so it sums to 1, and lies in [0, 1] like the
-features of a ReLU6 CNN). The patch order is `patch_features.cut_into_patches`'s.
+fraction of the patch's 32x32 pixels in the bin (so it sums to 1), times
+`model.patch_colour_histogram_scale`. The patch order is `patch_features.cut_into_patches`'s.
+
+The scale: next to EfficientNet-Lite0's 1,280 values (a patch vector of L2 norm ~19 on the toy
+images), 64 fractions of norm <= 1 are ~5% of what the patch projection sees at initialization,
+and their weights must grow ~20x before colour counts. The toy demo found no colour alignment at
+scale 1 (docs/experiments/paper_recipe_demo.md).
 
 Shapes: images uint8 [B, 256, 256, 3] -> histograms float32 [B, 64, k^3]; the patch feature the
 model reads is then [CNN feature (D_cnn), histogram (k^3)], D = D_cnn + k^3 = `model.feature_dim`.
@@ -65,9 +70,18 @@ def patch_colour_histograms(images, bins_per_channel):
   return tf.reshape(fractions, [batch, contract.NUM_PATCHES, bins ** 3])
 
 
-def with_colour_histograms(features, images, bins_per_channel):
+def check_scale(scale):
+  """`scale` as a positive finite float, or a ValueError naming the setting."""
+  value = float(scale)
+  if not 0.0 < value < float("inf"):
+    raise ValueError(f"model.patch_colour_histogram_scale = {scale}; expected a positive number")
+  return value
+
+
+def with_colour_histograms(features, images, bins_per_channel, scale=1.0):
   """CNN features float32 [B, 64, D_cnn] -> [B, 64, D_cnn + k^3], each patch's histogram of
-  `images` (uint8 [B, 256, 256, 3]) appended; `features` unchanged when k is 0."""
+  `images` (uint8 [B, 256, 256, 3]) times `scale` appended; `features` unchanged when k is 0."""
   if not check_bins(bins_per_channel):
     return features
-  return tf.concat([features, patch_colour_histograms(images, bins_per_channel)], -1)
+  histograms = patch_colour_histograms(images, bins_per_channel) * check_scale(scale)
+  return tf.concat([features, histograms], -1)

@@ -47,7 +47,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
   """
 
   def __init__(self, backbone, input_size, normalization, trainable=False,
-               colour_histogram_bins=0, **kwargs):
+               colour_histogram_bins=0, colour_histogram_scale=1.0, **kwargs):
     """Args:
       backbone: a `tf_keras.Model` mapping float32 [N, S, S, 3] -> [N, D_cnn].
       input_size: S; patches are bilinearly resized from 32 to S when S != 32.
@@ -55,6 +55,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
       trainable: whether the backbone is fine-tuned.
       colour_histogram_bins: k > 0 appends each patch's k^3-bin colour histogram
         (`patch_colour_histogram`): D = D_cnn + k^3.
+      colour_histogram_scale: the factor on the histogram's fractions.
     """
     super().__init__(trainable=trainable, **kwargs)
     if normalization not in pixel_normalization.NORMALIZATIONS:
@@ -63,6 +64,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     self.input_size = int(input_size)
     self.normalization = normalization
     self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
+    self.colour_histogram_scale = patch_colour_histogram.check_scale(colour_histogram_scale)
     self.feature_dim = int(backbone.output_shape[-1]) + patch_colour_histogram.histogram_dim(
         self.colour_histogram_bins)
 
@@ -82,7 +84,8 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     backbone_training = training if self.trainable else False
     features = self.backbone(patches, training=backbone_training)
     features = tf.reshape(tf.cast(features, tf.float32), [batch, contract.NUM_PATCHES, -1])
-    return patch_colour_histogram.with_colour_histograms(features, images, self.colour_histogram_bins)
+    return patch_colour_histogram.with_colour_histograms(
+        features, images, self.colour_histogram_bins, self.colour_histogram_scale)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])
@@ -109,6 +112,7 @@ def build_patch_feature_extractor(model_config, load_weights=True):
       normalization=backbones.resolve_normalization(model_config),
       trainable=model_config.backbone_trainable,
       colour_histogram_bins=model_config.patch_colour_histogram_bins,
+      colour_histogram_scale=model_config.patch_colour_histogram_scale,
       name="patch_feature_extractor")
 
 
