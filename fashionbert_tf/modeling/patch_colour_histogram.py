@@ -1,11 +1,11 @@
 """Per-patch colour histograms, appended to the CNN's patch features (`model.patch_colour_histogram_bins`).
 
-NOT in the paper (section 2.2 uses the CNN's patch features alone). ImageNet CNNs are trained to
-ignore colour (colour-jitter and AutoAugment colour operations), and their last layer keeps little
-of it: a linear probe on EfficientNet-Lite0's pooled features names a toy garment's main colour for
-~0.5 of held-out images (14 colours), and a demo trained on them matched colour no better than
-chance while it matched garment and sleeve (docs/experiments/paper_recipe_demo.md). A colour
-histogram (Swain and Ballard, 1991) per patch puts the colours back next to the CNN's feature.
+NOT in the paper (section 2.2 uses the CNN's patch features alone); off by default. ImageNet CNNs
+are trained to ignore colour (colour jitter, AutoAugment's colour operations), and their last layer
+keeps little of it: `tools/probe_feature_attributes.py` measures how much. A colour histogram per
+patch (Swain and Ballard, 1991) puts the colours next to the CNN's feature. Whether the model then
+aligns colour words with them is a matter of training signal, not only of features: on the toy
+data it did not within 1,100 steps (docs/experiments/paper_recipe_demo.md).
 
 For k bins per channel, each patch's histogram has k^3 joint RGB bins: pixel (r, g, b) falls in
 bin (floor(r k / 256) * k + floor(g k / 256)) * k + floor(b k / 256); the histogram value is the
@@ -13,9 +13,8 @@ fraction of the patch's 32x32 pixels in the bin (so it sums to 1), times
 `model.patch_colour_histogram_scale`. The patch order is `patch_features.cut_into_patches`'s.
 
 The scale: next to EfficientNet-Lite0's 1,280 values (a patch vector of L2 norm ~19 on the toy
-images), 64 fractions of norm <= 1 are ~5% of what the patch projection sees at initialization,
-and their weights must grow ~20x before colour counts. The toy demo found no colour alignment at
-scale 1 (docs/experiments/paper_recipe_demo.md).
+images), 64 fractions of norm <= 1 are ~5% of what the patch projection sees at initialization;
+a scale of ~16-20 gives the two blocks similar norms.
 
 Shapes: images uint8 [B, 256, 256, 3] -> histograms float32 [B, 64, k^3]; the patch feature the
 model reads is then [CNN feature (D_cnn), histogram (k^3)], D = D_cnn + k^3 = `model.feature_dim`.
