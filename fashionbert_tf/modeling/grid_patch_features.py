@@ -54,10 +54,9 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
     self.image_size = contract.GRID_SIZE * self.input_size
     self.cells_per_patch = self.input_size // grid_stride
     self.normalization = normalization
-    self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
-    self.colour_histogram_scale = patch_colour_histogram.check_scale(colour_histogram_scale)
-    cnn_dim = int(backbone.output_shape[-1])
-    self.feature_dim = cnn_dim + patch_colour_histogram.histogram_dim(self.colour_histogram_bins)
+    self.colour_histogram = patch_colour_histogram.PatchColourHistogram(colour_histogram_bins,
+                                                                        colour_histogram_scale)
+    self.feature_dim = int(backbone.output_shape[-1]) + self.colour_histogram.dim
     expected_map = contract.GRID_SIZE * self.cells_per_patch
     if tuple(backbone.output_shape[1:3]) != (expected_map, expected_map):
       raise ValueError(f"grid patch features: the backbone maps {self.image_size}x"
@@ -82,8 +81,7 @@ class GridFeatureExtractor(tf_keras.layers.Layer):
                                      padding="VALID")
     # [B, 8, 8, D] -> [B, 64, D]: row-major, cell (r, c) -> patch 8r + c (`cut_into_patches`).
     features = tf.reshape(feature_map, [batch, contract.NUM_PATCHES, feature_map.shape[-1]])
-    return patch_colour_histogram.with_colour_histograms(
-        features, images, self.colour_histogram_bins, self.colour_histogram_scale)
+    return self.colour_histogram.append_to(features, images)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])

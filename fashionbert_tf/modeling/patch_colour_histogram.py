@@ -53,7 +53,7 @@ def patch_colour_histograms(images, bins_per_channel):
     float32 [B, 64, k^3]; row b, patch p sums to 1 (fractions of the patch's pixels per bin).
   """
   bins = check_bins(bins_per_channel)
-  if not bins:
+  if bins < 2:
     raise ValueError("patch_colour_histograms needs bins_per_channel >= 2")
   images = contract.checked_images(images)
   size = contract.IMAGE_SIZE // contract.GRID_SIZE
@@ -77,10 +77,21 @@ def check_scale(scale):
   return value
 
 
-def with_colour_histograms(features, images, bins_per_channel, scale=1.0):
-  """CNN features float32 [B, 64, D_cnn] -> [B, 64, D_cnn + k^3], each patch's histogram of
-  `images` (uint8 [B, 256, 256, 3]) times `scale` appended; `features` unchanged when k is 0."""
-  if not check_bins(bins_per_channel):
-    return features
-  histograms = patch_colour_histograms(images, bins_per_channel) * check_scale(scale)
-  return tf.concat([features, histograms], -1)
+class PatchColourHistogram:
+  """The checked histogram settings of a patch-feature extractor; appends the block to features.
+
+  `dim` is k^3 (0 when k is 0: `append_to` then returns the features unchanged).
+  """
+
+  def __init__(self, bins_per_channel=0, scale=1.0):
+    self.bins_per_channel = check_bins(bins_per_channel)
+    self.scale = check_scale(scale)
+    self.dim = self.bins_per_channel ** 3
+
+  def append_to(self, features, images):
+    """CNN features float32 [B, 64, D_cnn] -> [B, 64, D_cnn + k^3]: each patch's histogram of
+    `images` (uint8 [B, 256, 256, 3]) times the scale, appended."""
+    if not self.bins_per_channel:
+      return features
+    histograms = patch_colour_histograms(images, self.bins_per_channel) * self.scale
+    return tf.concat([features, histograms], -1)

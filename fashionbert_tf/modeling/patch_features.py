@@ -63,10 +63,9 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     self.backbone = backbone
     self.input_size = int(input_size)
     self.normalization = normalization
-    self.colour_histogram_bins = patch_colour_histogram.check_bins(colour_histogram_bins)
-    self.colour_histogram_scale = patch_colour_histogram.check_scale(colour_histogram_scale)
-    self.feature_dim = int(backbone.output_shape[-1]) + patch_colour_histogram.histogram_dim(
-        self.colour_histogram_bins)
+    self.colour_histogram = patch_colour_histogram.PatchColourHistogram(colour_histogram_bins,
+                                                                        colour_histogram_scale)
+    self.feature_dim = int(backbone.output_shape[-1]) + self.colour_histogram.dim
 
   def preprocess(self, images):
     """uint8 [B, 256, 256, 3] -> the backbone's input float32 [B*64, S, S, 3]."""
@@ -84,8 +83,7 @@ class PatchFeatureExtractor(tf_keras.layers.Layer):
     backbone_training = training if self.trainable else False
     features = self.backbone(patches, training=backbone_training)
     features = tf.reshape(tf.cast(features, tf.float32), [batch, contract.NUM_PATCHES, -1])
-    return patch_colour_histogram.with_colour_histograms(
-        features, images, self.colour_histogram_bins, self.colour_histogram_scale)
+    return self.colour_histogram.append_to(features, images)
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape([input_shape[0], contract.NUM_PATCHES, self.feature_dim])

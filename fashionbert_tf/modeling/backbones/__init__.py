@@ -195,8 +195,9 @@ def build_backbone(model_config, load_weights=True, feature_map=False):
     backbone = inception_v3.build_inception_v3(input_size)
 
   output_dim = backbone.output_shape[-1]
-  histogram = patch_colour_histogram.histogram_dim(model_config.patch_colour_histogram_bins)
-  if output_dim + histogram != model_config.feature_dim:
+  expected_dim = backbone_feature_dim(model_config)
+  histogram = model_config.feature_dim - expected_dim
+  if output_dim != expected_dim:
     with_histogram = (f" plus the {histogram}-d colour histogram "
                       f"(model.patch_colour_histogram_bins={model_config.patch_colour_histogram_bins})"
                       if histogram else "")
