@@ -364,7 +364,7 @@ def test_negative_sampling_option_is_validated():
   from fashionbert_tf.configs import experiment as experiment_config  # pylint: disable=g-import-not-at-top
   assert data_config_lib.DataConfig().negative_sampling == "same_subcategory"
   with pytest.raises(ValueError, match=r"data.negative_sampling = 'hard'; expected one of "
-                     r"\('same_subcategory', 'random', 'mixed'\)"):
+                     r"\('same_subcategory', 'random', 'mixed', 'look_alike'\)"):
     data_config_lib.DataConfig(negative_sampling="hard").validate()
   with pytest.raises(ValueError, match="data.mixed_same_subcategory_fraction = 1.5"):
     data_config_lib.DataConfig(negative_sampling="mixed",

@@ -9,7 +9,9 @@ from fashionbert_tf.configs import sequence_layout
 
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
 # (category, subcategory) when there is one, any other product, or either (a fraction of each).
-NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed")
+NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed", "look_alike")
+# The modes evaluation can draw its fixed TIA negatives by (evaluation/rank_at_k.py).
+EVALUATION_NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed")
 # Where prepare-data writes and the pipeline / evaluation read the records
 # (data/sources/fashion_gen_tfds.py).
 DATA_SOURCES = ("tfrecords", "tfds", "catalogue")
@@ -43,6 +45,12 @@ def check_source(data_config):
   if not 0.0 <= data_config.validation_fraction <= 1.0:
     raise ValueError(f"data.validation_fraction = {data_config.validation_fraction}; expected a "
                      "fraction in [0, 1]")
+
+
+def held_out_negative_sampling(mode):
+  """The negatives validation and evaluation draw when training draws by `mode`: the same, except
+  that look-alikes (a training device, not in the paper) give way to the paper's random ones."""
+  return "random" if mode == "look_alike" else mode
 
 
 def check_negative_sampling(mode):
@@ -152,6 +160,18 @@ class DataConfig(base_config.Config):
   # separates subcategories (the garment); same-subcategory ones in what is left (colour,
   # pattern, sleeve): a matcher needs both to see every attribute.
   mixed_same_subcategory_fraction: float = 0.5
+  # With negative_sampling "look_alike" (not in the paper; needs model.use_precomputed_features):
+  # the share of negatives drawn from the product's `look_alike_neighbours` nearest products by
+  # mean patch feature (data/look_alike.py), the rest from any other product. Look-alikes differ
+  # in what the image features show least (for an ImageNet CNN on the toy data: the colour), so
+  # the matcher must read it. Validation and evaluation draw random negatives instead, unless
+  # eval.tia_negative_sampling says otherwise.
+  look_alike_fraction: float = 0.5
+  look_alike_neighbours: int = 10
+  # Look-alike negatives from about this training step on (random ones before; counted in this
+  # input pipeline's batches). Hard negatives from the first step hold TIA at chance for hundreds
+  # of steps: the matcher has to tell garments apart before look-alikes teach it anything.
+  look_alike_start_step: int = 0
   # Shuffle buffer in records (encoded, before decoding; ~5-30 KB each).
   shuffle_buffer: int = 4096
   # Records per vectorized pairing / tokenization / masking step (then unbatched for bucketing).
@@ -177,4 +197,11 @@ class DataConfig(base_config.Config):
     if not 0.0 <= self.mixed_same_subcategory_fraction <= 1.0:
       raise ValueError("data.mixed_same_subcategory_fraction = "
                        f"{self.mixed_same_subcategory_fraction}; expected a fraction in [0, 1]")
+    if not 0.0 <= self.look_alike_fraction <= 1.0:
+      raise ValueError(f"data.look_alike_fraction = {self.look_alike_fraction}; expected a "
+                       "fraction in [0, 1]")
+    if self.look_alike_start_step < 0:
+      raise ValueError(f"data.look_alike_start_step = {self.look_alike_start_step}; expected >= 0")
+    if self.look_alike_neighbours < 1:
+      raise ValueError(f"data.look_alike_neighbours = {self.look_alike_neighbours}; expected >= 1")
     check_source(self)

@@ -8,7 +8,7 @@ from official.modeling.hyperparams import base_config
 from fashionbert_tf.configs import data as data_config_lib
 
 
-TIA_NEGATIVE_SAMPLINGS = data_config_lib.NEGATIVE_SAMPLING_MODES
+TIA_NEGATIVE_SAMPLINGS = data_config_lib.EVALUATION_NEGATIVE_SAMPLING_MODES
 
 
 @dataclasses.dataclass
@@ -39,7 +39,8 @@ class EvalConfig(base_config.Config):
   images_per_step: int = 64
   # Where the TIA accuracy's negative texts come from: "same_subcategory" (another product of the
   # same (category, subcategory): the fine-grained test, like the retrieval candidates), "random"
-  # (any other product), or "" = data.negative_sampling, as in training. A run trained on the
+  # (any other product), "mixed", or "" = data.negative_sampling, as in training ("random" when
+  # training draws look-alikes). A run trained on the
   # paper's random negatives is still scored on the harder ones when this says so.
   tia_negative_sampling: str = ""
   # Seed of the fixed TIA negatives (the retrieval candidates have their own, data.seed).

@@ -10,9 +10,16 @@ a different product. Which other products (`data.negative_sampling`):
                               built).
   random                      any other product (the paper's literal reading; the group is all
                               products).
+  mixed                       from the own subcategory with probability
+                              `data.mixed_same_subcategory_fraction`, else any other product.
+  look_alike                  with probability `data.look_alike_fraction` one of the product's
+                              `data.look_alike_neighbours` nearest products by mean patch feature
+                              (data/look_alike.py: they differ in what the features show least,
+                              e.g. colour for an ImageNet CNN), else any other product. Not in the
+                              paper; needs the precomputed patch features.
 
-How a negative is drawn: a uniformly random RECORD among the records of those other products, and
-that record's product's description; i.e. products are weighted by their number of records
+How a negative is drawn: a uniformly random RECORD among the records of those other products (of
+the K look-alikes for a look-alike draw), and that record's product's description; i.e. products are weighted by their number of records
 (poses), not drawn uniformly. Why: Fashion-Gen has 1-6 images per product and every image gives a
 positive with its own text, so a text appears in positives once per pose. With products drawn
 uniformly a text's share of negatives would not depend on its pose count: P(match | text) ran from
@@ -45,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbert_tf.configs import data as data_config_lib
+from fashionbert_tf.data import look_alike
 from fashionbert_tf.data import negatives_index
 from fashionbert_tf.data import records
 
@@ -65,16 +73,23 @@ class NegativeSampler:
     record_counts: int [N] records (poses) per product, each >= 1; None = 1 each (products then
       weigh the same).
     negative_sampling: "same_subcategory" (negatives from the product's group when it has another
-      product, else from any other product), "random" (groups ignored: any other product) or
+      product, else from any other product), "random" (groups ignored: any other product),
       "mixed" (each negative from the group with probability `same_group_fraction`, else from
-      any other product).
+      any other product) or "look_alike" (each negative from the product's `look_alikes` with
+      probability `look_alike_fraction`, else from any other product).
     same_group_fraction: see "mixed"; ignored by the other modes.
+    look_alikes: int [N, K] for "look_alike" (required then, ignored otherwise): row i holds the
+      rows (into `product_ids`) of product i's K look-alike products, none of them i itself
+      (`look_alike.look_alike_products`).
+    look_alike_fraction: see "look_alike".
   """
 
   def __init__(self, product_ids, descriptions, groups, record_counts=None,
-               negative_sampling="same_subcategory", same_group_fraction=0.5):
+               negative_sampling="same_subcategory", same_group_fraction=0.5, look_alikes=None,
+               look_alike_fraction=0.5):
     self.negative_sampling = data_config_lib.check_negative_sampling(negative_sampling)
     self.same_group_fraction = float(same_group_fraction)
+    self.look_alike_fraction = float(look_alike_fraction)
     product_ids = np.asarray(product_ids, np.int64)
     if len(product_ids) < 2:
       raise ValueError(f"negative pairs need at least 2 products, got {len(product_ids)}")
@@ -88,7 +103,7 @@ class NegativeSampler:
     if record_counts.shape != product_ids.shape or (record_counts < 1).any():
       raise ValueError("NegativeSampler: record_counts must be one integer >= 1 per product, got "
                        f"shape {record_counts.shape}, min {record_counts.min(initial=1)}")
-    if negative_sampling == "random":
+    if negative_sampling in ("random", "look_alike"):
       groups = [("*", "*")] * len(product_ids)       # one group: all products
     group_keys = sorted(set(groups))
     group_index = {key: i for i, key in enumerate(group_keys)}
@@ -105,6 +120,10 @@ class NegativeSampler:
     # cum[k] = records of the products before k (in this order); cum[N] = all records.
     self.record_offsets = np.concatenate([[0], np.cumsum(self.record_counts)]).astype(np.int64)
     self.num_products = len(self.product_ids)
+    self.look_alikes = None
+    if negative_sampling == "look_alike":
+      self.look_alikes = _look_alikes_in_order(look_alikes, order)
+      self._look_alikes = tf.constant(self.look_alikes, tf.int64)
     self.num_records = int(self.record_offsets[-1])
     self.num_fallback_products = int(np.sum(self.group_count < 2))
     self.group_names = group_keys
@@ -120,7 +139,7 @@ class NegativeSampler:
 
   @classmethod
   def from_records(cls, file_pattern, negative_sampling="same_subcategory", skip_corrupt=False,
-                   same_group_fraction=0.5):
+                   same_group_fraction=0.5, look_alike_neighbours=10, look_alike_fraction=0.5):
     """The sampler of the TFRecords of `file_pattern`, from their negatives index.
 
     The index (`negatives_index.py`: descriptions, groups, records per product) is read from next
@@ -131,7 +150,7 @@ class NegativeSampler:
     """
     data_config_lib.check_negative_sampling(negative_sampling)
     key = (str(file_pattern), negative_sampling, float(same_group_fraction),
-           bool(skip_corrupt)) + tuple(
+           int(look_alike_neighbours), float(look_alike_fraction), bool(skip_corrupt)) + tuple(
         (path, os.path.getmtime(path), os.path.getsize(path))
         for path in records.list_record_files(file_pattern))
     if key not in _SAMPLER_CACHE:
@@ -141,9 +160,14 @@ class NegativeSampler:
       if len(products) < 2:
         raise ValueError(f"{file_pattern}: {len(products)} product(s); negative pairs need at "
                          "least 2 products")
+      look_alikes = None
+      if negative_sampling == "look_alike":
+        look_alikes = look_alike.look_alike_products(
+            file_pattern, [p[0] for p in products], look_alike_neighbours)
       sampler = cls([p[0] for p in products], [p[1] for p in products],
                     [(p[2], p[3]) for p in products], record_counts=[p[4] for p in products],
-                    negative_sampling=negative_sampling, same_group_fraction=same_group_fraction)
+                    negative_sampling=negative_sampling, same_group_fraction=same_group_fraction,
+                    look_alikes=look_alikes, look_alike_fraction=look_alike_fraction)
       logging.info(
           "negative sampler for %s (%s, record-weighted; index %s in %.1f s): %d products, %d "
           "records, %d groups; %d products are alone in their group and get negatives from any "
@@ -162,16 +186,18 @@ class NegativeSampler:
     with tf.control_dependencies([check]):
       return tf.identity(index)
 
-  def sample(self, product_ids, seed):
+  def sample(self, product_ids, seed, look_alike_fraction=None):
     """Negatives for a batch of product ids.
 
     Each is a uniformly random record of the other products of the own product's group (of all
-    other products when the group has none; groups are all products with "random"), reported as
-    its product.
+    other products when the group has none; groups are all products with "random" and
+    "look_alike"), or for a look-alike draw of the product's look-alikes, reported as its product.
 
     Args:
       product_ids: int64 [E].
       seed: int [2] stateless seed.
+      look_alike_fraction: scalar in [0, 1], "look_alike" only: this draw's share of look-alikes
+        (None: the sampler's `look_alike_fraction`).
 
     Returns:
       (descriptions string [E], negative product ids int64 [E]); never the own product; the same
@@ -201,10 +227,47 @@ class NegativeSampler:
     record = first_record + offset
     record = tf.where(record >= own_first, record + own_records, record)   # skip own records
     chosen = tf.searchsorted(self._record_offsets, record, side="right", out_type=tf.int64) - 1
+    if self.negative_sampling == "look_alike":
+      seed = tf.cast(seed, tf.int64)
+      choice = tf.random.stateless_uniform(tf.shape(own), tf.stack([seed[0], seed[1] + 1]),
+                                           dtype=tf.float64)
+      alike = self._sample_look_alike(own, tf.stack([seed[0], seed[1] + 2]))
+      if look_alike_fraction is None:
+        look_alike_fraction = self.look_alike_fraction
+      chosen = tf.where(choice < tf.cast(look_alike_fraction, tf.float64), alike, chosen)
     return tf.gather(self._descriptions, chosen), tf.gather(self._product_ids, chosen)
 
+  def _sample_look_alike(self, own, seed):
+    """int64 [E] one of each row's look-alike products, drawn by record (as every negative)."""
+    candidates = tf.gather(self._look_alikes, own)                        # [E, K]
+    cumulative = tf.cumsum(tf.gather(self._record_counts, candidates), axis=1)
+    uniform = tf.random.stateless_uniform(tf.shape(own), seed, dtype=tf.float64)
+    record = tf.cast(tf.floor(uniform * tf.cast(cumulative[:, -1], tf.float64)), tf.int64)
+    record = tf.minimum(record, cumulative[:, -1] - 1)
+    slot = tf.searchsorted(cumulative, record[:, None], side="right", out_type=tf.int64)[:, 0]
+    return tf.gather(candidates, slot, batch_dims=1)
 
-def pair_chunk(product_ids, descriptions, sampler, negative_ratio, seed):
+
+def _look_alikes_in_order(look_alikes, order):
+  """The look-alike rows (into the given product order) re-indexed to the sampler's order."""
+  if look_alikes is None:
+    raise ValueError("negative_sampling='look_alike' needs look_alikes (int [N, K] rows)")
+  look_alikes = np.asarray(look_alikes, np.int64)
+  num_products = len(order)
+  if (look_alikes.ndim != 2 or look_alikes.shape[0] != num_products or
+      look_alikes.shape[1] < 1):
+    raise ValueError(f"look_alikes: shape {look_alikes.shape}; expected [{num_products}, K >= 1]")
+  if look_alikes.min() < 0 or look_alikes.max() >= num_products:
+    raise ValueError(f"look_alikes: rows must be in [0, {num_products}), got "
+                     f"[{look_alikes.min()}, {look_alikes.max()}]")
+  if (look_alikes == np.arange(num_products)[:, None]).any():
+    raise ValueError("look_alikes: a product is its own look-alike")
+  position = np.empty(num_products, np.int64)
+  position[order] = np.arange(num_products)      # given row -> row in the sampler's order
+  return position[look_alikes[order]]
+
+
+def pair_chunk(product_ids, descriptions, sampler, negative_ratio, seed, look_alike_fraction=None):
   """Expands a chunk of B image records into positive and negative text-image examples.
 
   Args:
@@ -213,6 +276,7 @@ def pair_chunk(product_ids, descriptions, sampler, negative_ratio, seed):
     sampler: a `NegativeSampler`.
     negative_ratio: r >= 0 (module docstring).
     seed: int [2] stateless seed.
+    look_alike_fraction: passed to `sampler.sample` (None: the sampler's).
 
   Returns:
     dict with image_index int32 [E] (which record's image), text string [E], tia_label int32 [E]
@@ -232,7 +296,8 @@ def pair_chunk(product_ids, descriptions, sampler, negative_ratio, seed):
   first_of_record = tf.repeat(tf.cumsum(per_record, exclusive=True), per_record)
   is_positive = tf.equal(tf.range(tf.shape(image_index)[0]), first_of_record)
   own_products = tf.gather(product_ids, image_index)
-  negative_text, negative_product = sampler.sample(own_products, sample_seed)
+  negative_text, negative_product = sampler.sample(own_products, sample_seed,
+                                                   look_alike_fraction)
   return {
       "image_index": image_index,
       "text": tf.where(is_positive, tf.gather(descriptions, image_index), negative_text),

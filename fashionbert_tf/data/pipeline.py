@@ -167,7 +167,9 @@ def build_pretraining_dataset(data_config, split, global_batch_size=None, input_
   skip_corrupt = bool(data_config.skip_corrupt_records)
   sampler = pairing.NegativeSampler.from_records(
       file_pattern, data_config.negative_sampling, skip_corrupt,
-      same_group_fraction=data_config.mixed_same_subcategory_fraction)
+      same_group_fraction=data_config.mixed_same_subcategory_fraction,
+      look_alike_neighbours=data_config.look_alike_neighbours,
+      look_alike_fraction=data_config.look_alike_fraction)
   if skip_corrupt and skipped_records is None:
     skipped_records = skipped_record_counter(file_pattern)
   log_truncation(tokenizer, sampler, data_config.max_text_length)
@@ -253,14 +255,21 @@ def _examples(dataset, data_config, tokenizer, masker, sampler, seed, image_mode
   patch_mask_rate = data_config.patch_mask_rate
   negative_ratio = data_config.negative_ratio
   max_pieces = data_config.max_text_length - 2
+  # The batch a chunk's examples land in, about: chunk_index * chunk size * (1 + r) / batch size.
+  batches_per_chunk = data_config.pairing_chunk_size * (1 + negative_ratio) / batch_size
 
   @tf.autograph.experimental.do_not_convert
   def make_examples(chunk_index, chunk):
     chunk_seed = tf.stack([tf.constant(seed, tf.int64), chunk_index])
     pair_seed, mask_seed, patch_seed = [
         tf.random.experimental.stateless_fold_in(chunk_seed, i) for i in range(3)]
+    look_alike_fraction = None
+    if sampler.negative_sampling == "look_alike":   # random negatives before the start step
+      batch_index = tf.cast(chunk_index, tf.float64) * batches_per_chunk
+      look_alike_fraction = tf.where(batch_index >= data_config.look_alike_start_step,
+                                     sampler.look_alike_fraction, 0.0)
     pairs = pairing.pair_chunk(chunk["product_id"], chunk["description"], sampler,
-                               negative_ratio, pair_seed)
+                               negative_ratio, pair_seed, look_alike_fraction)
     word_pieces, _ = tokenization.truncate_whole_words(tokenizer.tokenize(pairs["text"]),
                                                        max_pieces)
     if masking_enabled:

@@ -24,6 +24,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from fashionbert_tf.configs import data as data_config_lib
 from fashionbert_tf.data import candidates as candidates_lib
 from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
@@ -108,8 +109,9 @@ def build_scorer(config, checkpoint=None, saved_model=None):
 
 def tia_negative_sampling(config):
   """Where TIA accuracy's negative texts come from: `eval.tia_negative_sampling`, or when empty
-  `data.negative_sampling` (the training rule)."""
-  return config.eval.tia_negative_sampling or config.data.negative_sampling
+  `data.negative_sampling` (the training rule; random for look-alike training)."""
+  return (config.eval.tia_negative_sampling or
+          data_config_lib.held_out_negative_sampling(config.data.negative_sampling))
 
 
 def approach_name(results):

@@ -23,6 +23,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from fashionbert_tf.configs import data as data_config_lib
 from fashionbert_tf.data import pipeline
 from fashionbert_tf.data import records
 from fashionbert_tf.modeling import feature_statistics
@@ -42,8 +43,12 @@ def build_pipeline_dataset(config, split, input_context=None, skipped_records=No
   `patch_features` when `model.use_precomputed_features`, else `image`.
   """
   precomputed = config.model.use_precomputed_features
+  data_config = config.data
+  if split != "train":     # validation pairs as evaluation draws them (no look-alikes)
+    data_config = config.data.replace(negative_sampling=data_config_lib.held_out_negative_sampling(
+        config.data.negative_sampling))
   return pipeline.build_pretraining_dataset(
-      config.data, split, global_batch_size=config.train.global_batch_size,
+      data_config, split, global_batch_size=config.train.global_batch_size,
       input_context=input_context, image_mode=not precomputed,
       feature_dim=config.model.feature_dim if precomputed else None,
       skipped_records=skipped_records)
