@@ -64,6 +64,15 @@ def write_feature_records(path, products, dtype="float16", texts=None):
         record_id += 1
 
 
+def test_standardized_columns_have_zero_mean_and_unit_spread():
+  rng = np.random.default_rng(3)
+  embeddings = rng.normal(size=(40, 5)) * [1.0, 10.0, 100.0, 0.1, 0.0] + 3.0
+  standardized = look_alike.standardize_columns(embeddings)
+  np.testing.assert_allclose(standardized.mean(axis=0), 0.0, atol=1e-12)
+  np.testing.assert_allclose(standardized.std(axis=0), [1, 1, 1, 1, 0], atol=1e-12)
+  np.testing.assert_array_equal(standardized[:, 4], 0.0)   # a constant column
+
+
 def test_a_products_embedding_averages_its_patches_and_poses(tmp_path):
   rng = np.random.default_rng(1)
   poses = {7: [rng.normal(size=(64, 6)) for _ in range(3)], 9: [rng.normal(size=(64, 6))]}

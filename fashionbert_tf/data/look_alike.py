@@ -10,8 +10,9 @@ alike to the backbone has the same kind of garment and differs in what the featu
 so its text is a negative the matcher can only reject by reading that.
 
 The image embedding of a product: its patch features [64, D] averaged over the 64 patches and
-over all its records (poses), then L2-normalized; neighbours are the K other products of highest
-cosine similarity (ties by lower row). It needs the precomputed patch features
+over all its records (poses), each dimension then standardized over the products (so that a few
+dimensions of large values, such as a scaled colour histogram, do not decide alone); neighbours
+are the K other products of highest cosine similarity (ties by lower row). It needs the precomputed patch features
 (`model.use_precomputed_features`), which are fixed (the backbone is frozen), so the neighbours
 stay the same for a whole run.
 """
@@ -99,11 +100,20 @@ def nearest_neighbours(embeddings, k):
   return neighbours
 
 
+def standardize_columns(embeddings):
+  """float64 [N, D] each column minus its mean over the rows, over its standard deviation
+  (a constant column becomes 0)."""
+  embeddings = np.asarray(embeddings, np.float64)
+  deviation = embeddings.std(axis=0)
+  return (embeddings - embeddings.mean(axis=0)) / np.where(deviation > 0, deviation, 1.0)
+
+
 def look_alike_products(file_pattern, product_ids, k):
   """int64 [N, min(k, N - 1)]: for each of `product_ids`, the rows (into `product_ids`) of its K
   look-alike products (module docstring), most alike first."""
   start = time.time()
-  neighbours = nearest_neighbours(mean_product_features(file_pattern, product_ids), k)
+  neighbours = nearest_neighbours(
+      standardize_columns(mean_product_features(file_pattern, product_ids)), k)
   logging.info("look-alike products for %s: %d products, %d neighbours each (%.1f s)",
                file_pattern, len(product_ids), neighbours.shape[1], time.time() - start)
   return neighbours
