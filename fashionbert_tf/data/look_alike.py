@@ -1,7 +1,7 @@
 """Look-alike products: each product's nearest neighbours by its mean patch feature.
 
-`data.negative_sampling = "look_alike"` draws part of the TIA negatives from these (data/pairing.py).
-Not in the paper, which pairs an image with a randomly selected other product's text (2.2). Why it
+`data.negative_sampling = "look_alike"` draws part of the TIA negatives from these
+(data/pairing.py). Not in the paper, which pairs an image with a randomly selected other product's text (2.2). Why it
 exists: random negatives differ from the positive in many attributes at once, so the matcher is
 done once it reads the most salient one. An ImageNet CNN's patch features make the garment's shape
 salient and its colour faint; the toy demo then aligned the garment (probe 0.92) and the sleeve
@@ -12,9 +12,11 @@ so its text is a negative the matcher can only reject by reading that.
 The image embedding of a product: its patch features [64, D] averaged over the 64 patches and
 over all its records (poses), each dimension then standardized over the products (so that a few
 dimensions of large values, such as a scaled colour histogram, do not decide alone); neighbours
-are the K other products of highest cosine similarity (ties by lower row). It needs the precomputed patch features
-(`model.use_precomputed_features`), which are fixed (the backbone is frozen), so the neighbours
-stay the same for a whole run.
+are the K other products of highest cosine similarity (ties by lower row). It needs the
+precomputed patch features (`model.use_precomputed_features`), which are fixed (the backbone is
+frozen), so the neighbours stay the same for a whole run. A product among many others'
+neighbours is drawn more often in look-alike negatives than in positives, so for these draws
+P(match | text) is 1/2 only on average (data/pairing.py).
 """
 
 import time

@@ -19,9 +19,10 @@ a different product. Which other products (`data.negative_sampling`):
                               paper; needs the precomputed patch features.
 
 How a negative is drawn: a uniformly random RECORD among the records of those other products (of
-the K look-alikes for a look-alike draw), and that record's product's description; i.e. products are weighted by their number of records
-(poses), not drawn uniformly. Why: Fashion-Gen has 1-6 images per product and every image gives a
-positive with its own text, so a text appears in positives once per pose. With products drawn
+the K look-alikes for a look-alike draw), and that record's product's description; i.e. products
+are weighted by their number of records (poses), not drawn uniformly. Why: Fashion-Gen has 1-6
+images per product and every image gives a positive with its own text, so a text appears in
+positives once per pose. With products drawn
 uniformly a text's share of negatives would not depend on its pose count: P(match | text) ran from
 about 0.22 (1 pose) to 0.63 (6 poses) on the toy data, a text-only model could beat chance and
 image-to-text ranking would favour many-pose products. Drawn by record, in a group of G records a
