@@ -12,7 +12,8 @@ word. The same is scored with each product's patch features swapped for another 
 (shuffled within the split): accuracy then falls to chance, unless the text leaks it.
 
 The attribute-swap probe (`tools/probe_attribute_alignment.py`) asks the TIA head instead: a
-checkpoint can read colour here and still not use it to match (docs/experiments/paper_recipe_demo.md).
+checkpoint can read colour here and still not use it to match
+(docs/experiments/paper_recipe_demo.md).
 """
 
 import json
@@ -65,7 +66,8 @@ def main(argv):
   model, path, _ = restore_lib.restore_model(config, CHECKPOINT.value)
   data = config.data
   tokenizer = tokenization.build_tokenizer(data)
-  vocab = {token: index for index, token in enumerate(tokenization.read_vocab(tokenizer.vocab_file))}
+  vocab = {token: index
+           for index, token in enumerate(tokenization.read_vocab(tokenizer.vocab_file))}
   colours = [colour for colour in sorted(fashion_gen.COLOURS) if colour in vocab]
   colour_ids = [vocab[colour] for colour in colours]
   products = [p for p in search_log_generator.toy_catalogue_products(

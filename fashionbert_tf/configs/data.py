@@ -8,7 +8,8 @@ from official.modeling.hyperparams import base_config
 from fashionbert_tf.configs import sequence_layout
 
 # Where the negative text of a TIA pair comes from (data/pairing.py): another product of the same
-# (category, subcategory) when there is one, any other product, or either (a fraction of each).
+# (category, subcategory) when there is one, any other product, either (a fraction of each), or
+# one of the products whose images look alike (a fraction; the rest any other product).
 NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed", "look_alike")
 # The modes evaluation can draw its fixed TIA negatives by (evaluation/rank_at_k.py).
 EVALUATION_NEGATIVE_SAMPLING_MODES = ("same_subcategory", "random", "mixed")
@@ -151,9 +152,10 @@ class DataConfig(base_config.Config):
   negative_ratio: float = 1.0
   # Which other products a negative text comes from: "same_subcategory" (same (category,
   # subcategory) when it has another product, else any; harder negatives) or "random" (any other
-  # product). Either way the negative is a uniformly drawn record of those products, so products
-  # count by their number of records (poses) and a text is as likely in a negative as in a
-  # positive (data/pairing.py). Evaluation's TIA negatives follow the same rule.
+  # product); "mixed" and "look_alike" below. Either way the negative is a uniformly drawn record
+  # of those products, so products count by their number of records (poses) and a text is as
+  # likely in a negative as in a positive (data/pairing.py). Evaluation's TIA negatives follow the
+  # same rule (random ones for "look_alike").
   negative_sampling: str = "same_subcategory"
   # With negative_sampling "mixed": the share of negatives drawn from the own subcategory (the
   # rest from any other product), decided per pair. Random negatives differ mostly in what

@@ -40,8 +40,8 @@ class EvalConfig(base_config.Config):
   # Where the TIA accuracy's negative texts come from: "same_subcategory" (another product of the
   # same (category, subcategory): the fine-grained test, like the retrieval candidates), "random"
   # (any other product), "mixed", or "" = data.negative_sampling, as in training ("random" when
-  # training draws look-alikes). A run trained on the
-  # paper's random negatives is still scored on the harder ones when this says so.
+  # training draws look-alikes). A run trained on the paper's random negatives is still scored on
+  # the harder ones when this says so.
   tia_negative_sampling: str = ""
   # Seed of the fixed TIA negatives (the retrieval candidates have their own, data.seed).
   seed: int = 2020

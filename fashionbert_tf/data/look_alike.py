@@ -1,13 +1,16 @@
 """Look-alike products: each product's nearest neighbours by its mean patch feature.
 
 `data.negative_sampling = "look_alike"` draws part of the TIA negatives from these
-(data/pairing.py). Not in the paper, which pairs an image with a randomly selected other product's text (2.2). Why it
-exists: random negatives differ from the positive in many attributes at once, so the matcher is
-done once it reads the most salient one. An ImageNet CNN's patch features make the garment's shape
-salient and its colour faint; the toy demo then aligned the garment (probe 0.92) and the sleeve
-(0.99) but left colour at chance (docs/experiments/paper_recipe_demo.md). A product that looks
-alike to the backbone has the same kind of garment and differs in what the features show least,
-so its text is a negative the matcher can only reject by reading that.
+(data/pairing.py). Not in the paper, which pairs an image with a randomly selected other product's
+text (2.2). Why it exists: random negatives differ from the positive in many attributes at once, so
+the matcher is done once it reads the most salient one. An ImageNet CNN's patch features make the
+garment's shape salient and its colour faint; the toy demo then aligned the garment (probe 0.92)
+and the sleeve (0.99) but left colour at chance (docs/experiments/paper_recipe_demo.md). A product
+that looks alike to the backbone has the same kind of garment and differs in what the features show
+least, so its text is a negative the matcher can only reject by reading that. On the toy data that
+is colour in half of them; the matcher still learned it slowly (colour probe 0.64 after 900 such
+steps, next to x16 colour histograms), so the demo does not use them
+(docs/experiments/paper_recipe_demo.md).
 
 The image embedding of a product: its patch features [64, D] averaged over the 64 patches and
 over all its records (poses), each dimension then standardized over the products (so that a few

@@ -4,8 +4,10 @@ NOT in the paper (section 2.2 uses the CNN's patch features alone); off by defau
 are trained to ignore colour (colour jitter, AutoAugment's colour operations), and their last layer
 keeps little of it: `tools/probe_feature_attributes.py` measures how much. A colour histogram per
 patch (Swain and Ballard, 1991) puts the colours next to the CNN's feature. Whether the model then
-aligns colour words with them is a matter of training signal, not only of features: on the toy
-data it did not within 1,100 steps (docs/experiments/paper_recipe_demo.md).
+aligns colour words with them is a matter of training signal, not only of features. On the toy
+data, at scale 1 the encoder did not read colour from them (`tools/probe_masked_colour.py`); at
+scale 16 it did, but TIA left chance ~240 steps later than without them, and the matcher learned
+colour only slowly (docs/experiments/paper_recipe_demo.md).
 
 For k bins per channel, each patch's histogram has k^3 joint RGB bins: pixel (r, g, b) falls in
 bin (floor(r k / 256) * k + floor(g k / 256)) * k + floor(b k / 256); the histogram value is the
