@@ -37,6 +37,17 @@ def test_neighbours_are_the_most_cosine_similar_other_rows():
     assert (np.diff(values) <= 1e-12).all(), values
 
 
+def test_neighbours_of_more_rows_than_one_block_match_a_full_sort():
+  """Rows past the first 1,024 (the similarity block) get their own neighbours too."""
+  embeddings = np.random.default_rng(4).normal(size=(2100, 8))
+  neighbours = look_alike.nearest_neighbours(embeddings, 3)
+  unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+  for row in (0, 1023, 1024, 2099):
+    similarity = unit @ unit[row]
+    similarity[row] = -np.inf
+    np.testing.assert_array_equal(neighbours[row], np.argsort(-similarity)[:3])
+
+
 def test_neighbours_are_capped_at_the_other_rows_and_ties_go_to_the_lower_row():
   embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
   neighbours = look_alike.nearest_neighbours(embeddings, 10)
