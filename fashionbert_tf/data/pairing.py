@@ -125,6 +125,9 @@ class NegativeSampler:
     if negative_sampling == "look_alike":
       self.look_alikes = _look_alikes_in_order(look_alikes, order)
       self._look_alikes = tf.constant(self.look_alikes, tf.int64)
+      # Records of each product's look-alikes, accumulated along the row: [N, K], fixed.
+      self._look_alike_record_cumsum = tf.constant(
+          np.cumsum(self.record_counts[self.look_alikes], axis=1), tf.int64)
     self.num_records = int(self.record_offsets[-1])
     self.num_fallback_products = int(np.sum(self.group_count < 2))
     self.group_names = group_keys
@@ -241,7 +244,7 @@ class NegativeSampler:
   def _sample_look_alike(self, own, seed):
     """int64 [E] one of each row's look-alike products, drawn by record (as every negative)."""
     candidates = tf.gather(self._look_alikes, own)                        # [E, K]
-    cumulative = tf.cumsum(tf.gather(self._record_counts, candidates), axis=1)
+    cumulative = tf.gather(self._look_alike_record_cumsum, own)           # [E, K]
     uniform = tf.random.stateless_uniform(tf.shape(own), seed, dtype=tf.float64)
     record = tf.cast(tf.floor(uniform * tf.cast(cumulative[:, -1], tf.float64)), tf.int64)
     record = tf.minimum(record, cumulative[:, -1] - 1)
