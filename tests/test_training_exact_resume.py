@@ -1,11 +1,14 @@
 """Exact resume: a run killed (SIGKILL) at a random checkpoint and resumed ends with the weights of
-an unbroken run, on one device and on two logical CPU replicas (`train.resume_input: skip`).
+an unbroken run, on one device and on two logical CPU replicas (`train.resume_input: skip`). The
+resumed run starts at the checkpoint's step and ends where the unbroken run does, and the
+checkpoints carry the step and Adam's moments.
 Resuming with `restart` (the input from its beginning) does not: the test can tell them apart
 (checked on one device; where the input restarts does not depend on the strategy)."""
 
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -53,20 +56,25 @@ RUN = textwrap.dedent("""
       def on_train_batch_end(self, batch, logs=None):
         time.sleep(0.4)
 
-    pretrain.run_pretraining(run_config(model_dir, strategy, resume_input), distinct_batches(),
-                             extra_callbacks=[Slow()] if slow == "slow" else [])
+    summary = pretrain.run_pretraining(run_config(model_dir, strategy, resume_input),
+                                       distinct_batches(),
+                                       extra_callbacks=[Slow()] if slow == "slow" else [])
+    print("STEPS", summary["first_step"], summary["final_step"])
 """)
 
 
 def start(strategy, model_dir, resume_input="skip", slow=False):
   return subprocess.Popen([sys.executable, "-c", RUN, strategy, model_dir,
                            os.path.dirname(__file__), resume_input, "slow" if slow else "-"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process):
-  _, stderr = process.communicate(timeout=300)
+  """Waits for a run; returns its (first step, final step) as its summary reports them."""
+  stdout, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-3000:]
+  first_step, final_step = re.search(r"STEPS (\d+) (\d+)", stdout).groups()
+  return int(first_step), int(final_step)
 
 
 def model_weights(model_dir):
@@ -89,12 +97,16 @@ def test_killed_and_resumed_run_equals_the_unbroken_run(tmp_path, strategy):
     victim.wait()
   killed_at = latest_step(killed)
   assert kill_after <= killed_at < STEPS
+  saved = tf.train.load_checkpoint(tf.train.latest_checkpoint(killed))
+  assert int(saved.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == killed_at
+  assert any("OPTIMIZER_SLOT" in name for name in saved.get_variable_to_shape_map()), \
+      "the optimizer's Adam moments are checkpointed"
   check_restart = strategy == "one_device"
   restarted = str(tmp_path / "restarted")
   if check_restart:
     shutil.copytree(killed, restarted)
-  finish(reference)
-  finish(start(strategy, killed))
+  assert finish(reference) == (0, STEPS)
+  assert finish(start(strategy, killed)) == (killed_at, STEPS)
   assert latest_step(unbroken) == latest_step(killed) == STEPS
   expected, resumed = model_weights(unbroken), model_weights(killed)
   assert expected.keys() == resumed.keys()

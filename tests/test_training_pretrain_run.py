@@ -1,4 +1,5 @@
-"""`run_pretraining`: run directory (params.yaml, checkpoints, TensorBoard), resume after a kill."""
+"""`run_pretraining`: run directory (params.yaml, checkpoints, TensorBoard), early stopping, and the
+helpers the resume and fault tests share (test_training_exact_resume.py: resume after a kill)."""
 
 import glob
 import json
@@ -7,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -90,19 +90,6 @@ def test_early_stopping_on_validation_loss(tmp_path):
   assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-6")
 
 
-RESUMABLE = dict(train_steps=15, checkpoint_every_steps=3, validation_steps=0, log_every_steps=1)
-# The killed run is set to go on far longer, so it cannot finish (and rotate ckpt-6 away) between
-# two polls; only the step count and the restored state matter for the resume below.
-KILLED_RUN = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, sys.argv[2])
-    from test_training_pretrain_run import RESUMABLE, datasets, tiny_config
-    from fashionbert_tf.training import pretrain
-    pretrain.run_pretraining(tiny_config(sys.argv[1], **dict(RESUMABLE, train_steps=100000)),
-                             *datasets())
-""")
-
-
 def start_script(script, model_dir, stdout=subprocess.DEVNULL):
   """Runs `script` in a new Python process with argv [model_dir, this tests folder]."""
   return subprocess.Popen([sys.executable, "-c", script, model_dir, os.path.dirname(__file__)],
@@ -141,26 +128,3 @@ def signal_after_checkpoint(process, model_dir, step, signal_number, timeout=180
   match = re.search(rf"{name}: stopped at step (\d+) with checkpoint (\S+);", stderr)
   assert match, stderr[-3000:]
   return int(match.group(1)), match.group(2), stdout
-
-
-def test_resume_after_kill_continues_the_step_count(tmp_path):
-  model_dir = str(tmp_path / "run")
-  process = start_script(KILLED_RUN, model_dir)
-  try:
-    wait_for_checkpoint(process, model_dir, 6)
-  finally:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-  killed_at = int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
-  assert 6 <= killed_at < 15
-  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
-  saved_step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
-  assert saved_step == killed_at
-
-  summary = pretrain.run_pretraining(tiny_config(model_dir, **RESUMABLE), *datasets())
-  assert summary["first_step"] == killed_at  # model, optimizer and step restored
-  assert summary["final_step"] == 15         # ends where an uninterrupted run would
-  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-15")
-  slot_names = [name for name in tf.train.load_checkpoint(
-      tf.train.latest_checkpoint(model_dir)).get_variable_to_shape_map() if "OPTIMIZER_SLOT" in name]
-  assert slot_names, "the optimizer's Adam moments are checkpointed"
