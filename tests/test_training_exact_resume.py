@@ -73,8 +73,9 @@ def finish(process):
   """Waits for a run; returns its (first step, final step) as its summary reports them."""
   stdout, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-3000:]
-  first_step, final_step = re.search(r"STEPS (\d+) (\d+)", stdout).groups()
-  return int(first_step), int(final_step)
+  steps = re.search(r"STEPS (\d+) (\d+)", stdout)
+  assert steps, f"no step report in the run's output: {stdout[-1000:]}"
+  return int(steps.group(1)), int(steps.group(2))
 
 
 def model_weights(model_dir):

@@ -1,6 +1,6 @@
 """Faults a long pre-training run meets: SIGTERM (SIGINT: test_search_finetune_faults.py and
-test_training_preemption.py), a checkpoint that no longer reads, a
-shard corrupted after the run first read it."""
+test_training_preemption.py), a checkpoint that no longer reads, a shard corrupted after the run
+first read it."""
 
 import dataclasses
 import os
