@@ -22,10 +22,10 @@ How a negative is drawn: a uniformly random RECORD among the records of those ot
 the K look-alikes for a look-alike draw), and that record's product's description; i.e. products
 are weighted by their number of records (poses), not drawn uniformly. Why: Fashion-Gen has 1-6
 images per product and every image gives a positive with its own text, so a text appears in
-positives once per pose. With products drawn
-uniformly a text's share of negatives would not depend on its pose count: P(match | text) ran from
-about 0.22 (1 pose) to 0.63 (6 poses) on the toy data, a text-only model could beat chance and
-image-to-text ranking would favour many-pose products. Drawn by record, in a group of G records a
+positives once per pose. With products drawn uniformly a text's share of negatives would not
+depend on its pose count: P(match | text) ran from about 0.22 (1 pose) to 0.63 (6 poses) on the
+toy data, a text-only model could beat chance and image-to-text ranking would favour many-pose
+products. Drawn by record, in a group of G records a
 product with n_j records gets, per epoch at ratio 1, n_j * (S - n_j / (G - n_j)) negatives in
 expectation with S = sum_o n_o / (G - n_o) ~ 1, i.e. as many as its positives up to O(n_j / G):
 P(match | text) ~ 1/2 whatever the pose count (exactly 1/2 is impossible in small groups, as a
