@@ -37,8 +37,10 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # scikit-image: its bundled sample photos for the ImageNet check of the EfficientNet-Lite0
-        # backbone (tests/test_backbone_efficientnet_lite.py).
-        "test": ["pytest", "scann~=1.4.2", "scikit-image"],
+        # backbone (tests/test_backbone_efficientnet_lite.py). pytest-xdist: the README's test
+        # command runs the suite in two processes, one test file each at a time (`-n 2 --dist
+        # loadfile`, so a file's module fixtures are built once).
+        "test": ["pytest", "pytest-xdist", "scann~=1.4.2", "scikit-image"],
         # ScaNN: the nearest-neighbour index of the two-stage search (fashionbert_tf/product_search/ann_index.py).
         # 1.4.x is the line built against TensorFlow 2.20 / numpy 2.x (Linux x86_64 / aarch64 wheels).
         "search": ["scann~=1.4.2"],
