@@ -78,6 +78,10 @@ def test_evaluation_writes_table_json_and_tensorboard(run, checkpoint_results, c
     assert numbers["rank@1"] <= numbers["rank@5"] <= numbers["rank@10"]
   assert results["image_to_text"]["num_queries"] == 6
   assert results["text_to_image"]["num_queries"] == 5
+  # The overall TIA accuracy is the two directions' accuracies weighted by their pair counts.
+  pairs = [results[d]["num_tia_pairs"] for d in ("image_to_text", "text_to_image")]
+  accuracies = [results[d]["accuracy"] for d in ("image_to_text", "text_to_image")]
+  assert results["tia_accuracy"] == pytest.approx(np.dot(pairs, accuracies) / sum(pairs))
   eval_dir = os.path.join(run["config"].train.model_dir, "eval")
   with open(os.path.join(eval_dir, "results.json"), encoding="utf-8") as f:
     saved = json.load(f)

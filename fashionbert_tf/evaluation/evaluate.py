@@ -254,16 +254,16 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
         f"{direction}_image_ids": retrieval_plan.image_ids,
         f"{direction}_scores": grid,
         f"{direction}_ground_truth": retrieval_plan.ground_truth_index})
-    # Positives are the same pairs in both directions: count them once overall.
-    keep = plan.labels == 0 if i else np.ones_like(plan.labels, bool)
-    all_probabilities.append(tia_probability[keep])
-    all_labels.append(plan.labels[keep])
+    # Both directions' pairs as their accuracies count them (their shared positives once in each),
+    # so the overall figure is their pair-weighted mean, half positives like each direction.
+    all_probabilities.append(tia_probability)
+    all_labels.append(plan.labels)
   results["tia_accuracy"] = metrics.tia_accuracy(np.concatenate(all_probabilities),
                                                  np.concatenate(all_labels))
 
   table_text = format_table(results, ks)
   print(f"\nFashionBERT evaluation ({source}):\n{table_text}\n"
-        f"TIA accuracy over all {sum(len(l) for l in all_labels)} pairs: "
+        f"TIA accuracy over both directions' {sum(len(l) for l in all_labels)} pairs: "
         f"{100 * results['tia_accuracy']:.2f}%; scored {stats['distinct_pairs']} distinct pairs at "
         f"{stats['pairs_per_second']:.1f} pairs/s", flush=True)
   beyond = candidate_sets.get("queries_beyond_subcategory")

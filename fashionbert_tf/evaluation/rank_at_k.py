@@ -15,7 +15,8 @@ TIA accuracy (paper 3.1, "Text and Image Matching"), per direction:
   training (data/pairing.py says why: drawing the product uniformly leaks the pose count).
   The paper reports one accuracy per direction (Table 1) without defining the negatives; these
   are this project's reading: a direction's negatives replace that direction's candidate side.
-  `tia_accuracy` in the results is over all these pairs (positives counted once).
+  `tia_accuracy` in the results is over both directions' pairs, each direction's positives
+  included: the two accuracies' mean weighted by their pair counts.
 Rank@K (paper 3.1, "Cross-modal Retrieval"), from the saved candidate sets (`data/candidates.py`):
   image_to_text: query image q against the descriptions of its candidates -> pairs (c_j, q);
   text_to_image: query description q against the images of its candidates -> pairs (q, c_j).
