@@ -130,7 +130,10 @@ def train_and_write_mlm_head(config, folder):
   logging.info("training the MLM head (%s) for %d steps, encoder frozen, text only",
                ", ".join(f"{v.name} {v.shape}" for v in variables), steps)
 
-  @tf.function
+  batches = _text_batches(config)
+
+  # Batches are padded to their own longest text: one trace for every length, not one each.
+  @tf.function(input_signature=[batches.element_spec])
   def train_step(batch):
     sequence = encoder(dict(input_word_ids=batch["input_word_ids"],
                             input_mask=batch["input_mask"],
@@ -148,7 +151,7 @@ def train_and_write_mlm_head(config, folder):
   curve = {"step": [], "loss": [], "accuracy": []}
   window = []
   reporter = progress.Progress(steps, label="MLM head", unit="steps")
-  for step, batch in enumerate(_text_batches(config).take(steps), start=1):
+  for step, batch in enumerate(batches.take(steps), start=1):
     loss, accuracy = train_step(batch)
     window.append((float(loss), float(accuracy)))
     if step % 25 == 0 or step == steps:
