@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 import easytransfer_reference as ref
 from fashionbert_tf.configs import experiment as experiment_config
@@ -269,6 +270,9 @@ def test_easytransfer_layout_patches_do_not_depend_on_the_text_and_dropout_train
 
 
 def test_fused_bfloat16_inference_scores_the_easytransfer_layout():
+  # Seeded: some initializations saturate P(match) for every pair, which the spread check below
+  # would reject (with this seed the four pairs' P(match) spread over ~0.6).
+  tf_keras.utils.set_random_seed(3)
   model = model_builder.build_fashionbert(_layout_config())
   rng = np.random.default_rng(3)
   for variable in model.patch_embedding.trainable_variables:   # away from the 0.02 init
