@@ -15,7 +15,7 @@ TASK_GRADIENT_NORMALIZATIONS = ("none", "sequence_output")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
 NONFINITE_ACTIONS = ("stop", "skip_batch")
 RESUME_INPUTS = ("skip", "restart")
-MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 
 @dataclasses.dataclass
@@ -67,7 +67,9 @@ class TrainConfig(base_config.Config):
   strategy: str = "one_device"       # one_device | mirrored | multi_worker (TF_CONFIG)
   # Devices for `mirrored`; empty = all GPUs, or all (logical) CPUs when there is no GPU.
   mirrored_devices: List[str] = dataclasses.field(default_factory=list)
-  # "float32", "mixed_float16" (dynamic loss scaling) or "mixed_bfloat16".
+  # "float32", "mixed_float16" (dynamic loss scaling), "mixed_bfloat16", or "auto": mixed_bfloat16
+  # where the hardware multiplies bfloat16 natively (AMX / AVX-512 BF16 CPUs, GPUs of compute
+  # capability >= 8.0), float32 elsewhere (training/native_bfloat16.py).
   mixed_precision: str = "float32"
   jit_compile: bool = False          # XLA-compile the train step
   checkpoint_every_steps: int = 1000

@@ -192,8 +192,8 @@ class FinetuningTask(trainer_lib.Task):
   def __init__(self, config):
     super().__init__(config, finetune_dir(config))
     if config.train.mixed_precision == "mixed_float16":
-      raise ValueError("fine-tuning supports train.mixed_precision float32 or mixed_bfloat16 (no "
-                       "loss scaling here), not mixed_float16")
+      raise ValueError("fine-tuning supports train.mixed_precision float32, mixed_bfloat16 or auto "
+                       "(no loss scaling here), not mixed_float16")
     self.model_config = model_builder.search_model_config(config)
     self.parts = None
     self.initialization = None

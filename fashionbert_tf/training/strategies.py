@@ -10,8 +10,10 @@
 and `strategy.experimental_distribute_dataset` splits them.
 
 Mixed precision (`train.mixed_precision`): "mixed_float16" (dynamic loss scaling through
-`LossScaleOptimizer`) or "mixed_bfloat16"; the global Keras policy must be set before the model is
-built. XLA (`train.jit_compile`) compiles the train step (`Model.compile(jit_compile=True)`).
+`LossScaleOptimizer`), "mixed_bfloat16", or "auto" (mixed_bfloat16 where the hardware multiplies
+bfloat16 natively, else float32: `native_bfloat16.py`); the global Keras policy must be set before
+the model is built. XLA (`train.jit_compile`) compiles the train step
+(`Model.compile(jit_compile=True)`).
 """
 
 import contextlib
@@ -21,6 +23,8 @@ import os
 from absl import logging
 import tensorflow as tf
 import tf_keras
+
+from fashionbert_tf.training import native_bfloat16
 
 
 def build_strategy(train_config):
@@ -64,13 +68,16 @@ PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _checked_policy(policy, option):
-  if policy not in PRECISION_POLICIES:
-    raise ValueError(f"{option} = {policy!r}; expected float32, mixed_float16 or mixed_bfloat16")
-  return policy
+  """`policy`, "auto" resolved for this machine; an unknown name is a ValueError naming `option`."""
+  if policy != native_bfloat16.AUTO and policy not in PRECISION_POLICIES:
+    raise ValueError(f"{option} = {policy!r}; expected float32, mixed_float16, mixed_bfloat16 "
+                     "or auto")
+  return native_bfloat16.resolve(policy, "mixed_bfloat16", option)
 
 
 def set_precision_policy(train_config):
-  """Sets the global Keras dtype policy from `train.mixed_precision`; call before building."""
+  """Sets the global Keras dtype policy from `train.mixed_precision` ("auto" resolved); call
+  before building. Returns the policy set."""
   policy = _checked_policy(train_config.mixed_precision, "train.mixed_precision")
   tf_keras.mixed_precision.set_global_policy(policy)
   return policy
@@ -83,7 +90,7 @@ def precision_policy(policy, option="eval.mixed_precision"):
   Layers take the policy when they are built, so a model built inside keeps it. `option` names
   the config key in the error for an unknown policy.
   """
-  _checked_policy(policy, option)
+  policy = _checked_policy(policy, option)
   previous = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy(policy)
   try:
