@@ -33,10 +33,10 @@ def test_cpu_flags_reads_the_first_processors_flags(tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bfloat16_exactly_where_it_is_native(monkeypatch, native):
   monkeypatch.setattr(native_bfloat16, "has_native_bfloat16", lambda: (native, "test hardware"))
-  chosen = native_bfloat16.resolve("auto", "mixed_bfloat16", "train.mixed_precision")
+  chosen = native_bfloat16.resolve("auto", "train.mixed_precision")
   assert chosen == ("mixed_bfloat16" if native else "float32")
   for explicit in ("float32", "mixed_float16", "mixed_bfloat16"):
-    assert native_bfloat16.resolve(explicit, "mixed_bfloat16", "train.mixed_precision") == explicit
+    assert native_bfloat16.resolve(explicit, "train.mixed_precision") == explicit
 
 
 def test_explicit_bfloat16_on_emulating_hardware_warns_once(monkeypatch):
@@ -46,8 +46,8 @@ def test_explicit_bfloat16_on_emulating_hardware_warns_once(monkeypatch):
   warnings = []
   monkeypatch.setattr(logging, "warning", lambda message, *args: warnings.append(message % args))
   for _ in range(3):
-    native_bfloat16.resolve("mixed_bfloat16", "mixed_bfloat16", "train.mixed_precision")
-  native_bfloat16.resolve("float32", "mixed_bfloat16", "train.mixed_precision")
+    native_bfloat16.resolve("mixed_bfloat16", "train.mixed_precision")
+  native_bfloat16.resolve("float32", "train.mixed_precision")
   assert len(warnings) == 1
   assert "train.mixed_precision = mixed_bfloat16" in warnings[0]
   assert "neither AMX nor AVX-512 BF16" in warnings[0] and "auto" in warnings[0]

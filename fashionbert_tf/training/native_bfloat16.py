@@ -60,18 +60,18 @@ def has_native_bfloat16():
   return False, "the CPU has neither AMX nor AVX-512 BF16"
 
 
-def resolve(precision, bfloat16_name, option):
-  """`precision` with "auto" replaced: `bfloat16_name` with native bfloat16, else "float32".
+def resolve(precision, option="train.mixed_precision"):
+  """`precision` with "auto" replaced: "mixed_bfloat16" with native bfloat16, else "float32".
 
-  Logs the choice for "auto", and warns when `precision` is `bfloat16_name` on hardware that
+  Logs the choice for "auto", and warns when `precision` is "mixed_bfloat16" on hardware that
   only emulates it. `option` names the config key in the messages.
   """
   native, why = has_native_bfloat16()
   if precision == AUTO:
-    chosen = bfloat16_name if native else "float32"
+    chosen = "mixed_bfloat16" if native else "float32"
     _say(logging.info, option, f"{option} = auto: {chosen} ({why})")
     return chosen
-  if precision == bfloat16_name and not native:
+  if precision == "mixed_bfloat16" and not native:
     _say(logging.warning, option,
          f"{option} = {precision}, but {why}: bfloat16 is emulated here and runs many times "
          f"slower than float32; {option} = auto picks float32 on this machine")

@@ -72,7 +72,7 @@ def _checked_policy(policy, option):
   if policy != native_bfloat16.AUTO and policy not in PRECISION_POLICIES:
     raise ValueError(f"{option} = {policy!r}; expected float32, mixed_float16, mixed_bfloat16 "
                      "or auto")
-  return native_bfloat16.resolve(policy, "mixed_bfloat16", option)
+  return native_bfloat16.resolve(policy, option)
 
 
 def set_precision_policy(train_config):
