@@ -208,6 +208,19 @@ def test_cli_evaluate_prints_the_table(run, run_cli, capsys):
   with open(os.path.join(root, "eval_cli", "results.json"), encoding="utf-8") as f:
     results = json.load(f)
   assert results["image_to_text"]["num_tia_pairs"] == 10
+  source = results["source"]
+  assert (f"FashionBERT evaluation ({source['checkpoint']}, {source['precision']}):\n"
+          in printed), printed
+  assert "{" not in printed.split("FashionBERT evaluation (")[1].splitlines()[0]
+
+
+def test_the_table_header_names_what_was_scored():
+  assert evaluate.describe_source({"checkpoint": "runs/toy/ckpt-1100", "step": 1100,
+                                   "precision": "bfloat16", "jit_compile": False}) == (
+                                       "runs/toy/ckpt-1100, bfloat16")
+  assert evaluate.describe_source({"saved_model": "exports/toy/3", "precision": "float32",
+                                   "jit_compile": True, "length_bucket": 16}) == (
+                                       "exports/toy/3 (SavedModel), float32, XLA")
 
 
 def test_stale_candidate_file_is_a_clear_error(run):

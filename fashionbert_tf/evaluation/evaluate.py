@@ -120,6 +120,16 @@ def approach_name(results):
   return f"FashionBERT-{num_layers}L" if num_layers else "FashionBERT"
 
 
+def describe_source(source):
+  """"runs/toy/ckpt-1100, bfloat16" or "exports/toy/1 (SavedModel), float32, XLA": what was scored,
+  for the table's header (`build_scorer`'s description dict)."""
+  where = source.get("checkpoint") or f"{source.get('saved_model')} (SavedModel)"
+  parts = [where, source.get("precision", "float32")]
+  if source.get("jit_compile"):
+    parts.append("XLA")
+  return ", ".join(str(part) for part in parts)
+
+
 def format_table(results, ks):
   """The results laid out like the paper's Table 1 (percentages)."""
   header = ["Evaluation", "Approach", "Accuracy"] + [f"Rank@{k}" for k in ks]
@@ -262,7 +272,7 @@ def run_evaluation(config, checkpoint=None, saved_model=None):
                                                  np.concatenate(all_labels))
 
   table_text = format_table(results, ks)
-  print(f"\nFashionBERT evaluation ({source}):\n{table_text}\n"
+  print(f"\nFashionBERT evaluation ({describe_source(source)}):\n{table_text}\n"
         f"TIA accuracy over both directions' {sum(len(l) for l in all_labels)} pairs: "
         f"{100 * results['tia_accuracy']:.2f}%; scored {stats['distinct_pairs']} distinct pairs at "
         f"{stats['pairs_per_second']:.1f} pairs/s", flush=True)
