@@ -16,7 +16,6 @@ the model is built. XLA (`train.jit_compile`) compiles the train step
 (`Model.compile(jit_compile=True)`).
 """
 
-import contextlib
 import json
 import os
 
@@ -24,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from fashionbert_tf.configs import train as train_config_lib
 from fashionbert_tf.training import native_bfloat16
 
 
@@ -64,14 +64,11 @@ def build_strategy(train_config):
                    "multi_worker")
 
 
-PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
 def _checked_policy(policy, option):
   """`policy`, "auto" resolved for this machine; an unknown name is a ValueError naming `option`."""
-  if policy != native_bfloat16.AUTO and policy not in PRECISION_POLICIES:
-    raise ValueError(f"{option} = {policy!r}; expected float32, mixed_float16, mixed_bfloat16 "
-                     "or auto")
+  if policy not in train_config_lib.MIXED_PRECISIONS:
+    raise ValueError(f"{option} = {policy!r}; expected one of "
+                     f"{', '.join(train_config_lib.MIXED_PRECISIONS)}")
   return native_bfloat16.resolve(policy, option)
 
 
@@ -81,22 +78,6 @@ def set_precision_policy(train_config):
   policy = _checked_policy(train_config.mixed_precision, "train.mixed_precision")
   tf_keras.mixed_precision.set_global_policy(policy)
   return policy
-
-
-@contextlib.contextmanager
-def precision_policy(policy, option="eval.mixed_precision"):
-  """Within the block the global Keras dtype policy is `policy`; the previous one comes back after.
-
-  Layers take the policy when they are built, so a model built inside keeps it. `option` names
-  the config key in the error for an unknown policy.
-  """
-  policy = _checked_policy(policy, option)
-  previous = tf_keras.mixed_precision.global_policy()
-  tf_keras.mixed_precision.set_global_policy(policy)
-  try:
-    yield policy
-  finally:
-    tf_keras.mixed_precision.set_global_policy(previous)
 
 
 def maybe_wrap_for_loss_scaling(optimizer, train_config):
