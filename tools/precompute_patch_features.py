@@ -6,10 +6,12 @@
 reads every shard of `data.tfrecord_dir` (with `data.source=tfds`: of the fashion_gen TFDS dataset,
 the copies then named `{split}-NNNNN-of-NNNNN.tfrecord`; or --input_pattern), runs the configured backbone
 (`model.backbone`, weights `model.backbone_weights`, `model.patch_input_size`, ...) over each image's
-8x8 patch grid, and writes shards of the same names into --output_dir whose records also carry
-`patch_features` = tf.io.serialize_tensor([64, D]) stored in `data.patch_feature_dtype` (float32, or
-float16 / bfloat16: half the size; read back as float32). Train on them with
-`data.tfrecord_dir=<output_dir>,model.use_precomputed_features=true`.
+8x8 patch grid, and writes shards of the same names into --output_dir (default:
+`data.features_tfrecord_dir`, where training reads them; else `<data.tfrecord_dir>_features`) whose
+records also carry `patch_features` = tf.io.serialize_tensor([64, D]) stored in
+`data.patch_feature_dtype` (float32, or float16 / bfloat16: half the size; read back as float32).
+Train on them with `model.use_precomputed_features=true` (and `data.features_tfrecord_dir=<output_dir>`
+when --output_dir is given).
 
 Without --checkpoint it then also writes the training images' per-dimension feature statistics
 (`model.patch_feature_normalization: standardize`; `fashionbert_tf/modeling/feature_statistics.py`)
@@ -26,6 +28,7 @@ from absl import flags
 from absl import logging
 
 from fashionbert_tf.cli import common_flags
+from fashionbert_tf.data import pipeline
 from fashionbert_tf.modeling import feature_precompute
 
 INPUT_PATTERN = flags.DEFINE_string(
@@ -33,7 +36,8 @@ INPUT_PATTERN = flags.DEFINE_string(
     "Glob (or comma-separated globs) of the source shards; empty = every *.tfrecord in "
     "data.tfrecord_dir.")
 OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "", "Folder for the copies; empty = <data.tfrecord_dir>_features.")
+    "output_dir", "", "Folder for the copies; empty = data.features_tfrecord_dir, or when that is "
+    "empty <data.tfrecord_dir>_features.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per backbone call.")
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "",
@@ -66,7 +70,7 @@ def main(argv):
     from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
     input_pattern = fashion_gen_tfds.feature_source_pattern(config.data)
     output_name = fashion_gen_tfds.feature_copy_name
-  output_dir = OUTPUT_DIR.value or tfrecord_dir + "_features"
+  output_dir = OUTPUT_DIR.value or pipeline.features_output_dir(config.data)
   feature_fn = None
   if CHECKPOINT.value:
     feature_fn = _checkpoint_feature_fn(config.model, CHECKPOINT.value)

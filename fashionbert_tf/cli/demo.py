@@ -110,9 +110,7 @@ def precompute_features(config, state):
       from fashionbert_tf.data.sources import fashion_gen_tfds  # pylint: disable=g-import-not-at-top
       source_pattern = fashion_gen_tfds.feature_source_pattern(data)
       output_name = fashion_gen_tfds.feature_copy_name
-    output_dir = pipeline.features_dir(data, "train")
-    if output_dir == data.tfrecord_dir:
-      output_dir = data.tfrecord_dir.rstrip("/") + "_features"
+    output_dir = pipeline.features_output_dir(data)
     info_path = os.path.join(data.tfrecord_dir, prepare.DATASET_INFO_FILE)
     sources = records.list_record_files(source_pattern)
     outputs = [os.path.join(output_dir, (output_name or os.path.basename)(path))

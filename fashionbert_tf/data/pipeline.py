@@ -59,6 +59,15 @@ def features_dir(data_config, split="train"):
   return data_config.tfrecord_dir
 
 
+def features_output_dir(data_config):
+  """Where precomputed patch features are written (`fashionbert demo`,
+  tools/precompute_patch_features.py): `data.features_tfrecord_dir` when set, the folder training
+  then reads; else `<data.tfrecord_dir>_features`, which `features_dir` finds."""
+  if data_config.features_tfrecord_dir:
+    return data_config.features_tfrecord_dir
+  return data_config.tfrecord_dir.rstrip("/") + "_features"
+
+
 def split_file_pattern(data_config, split, image_mode=True):
   """Glob pattern of a split's shards: image shards (TFDS's shard files with `data.source: tfds`),
   or the feature copies when not image_mode."""
