@@ -53,7 +53,7 @@ def features_dir(data_config, split="train"):
   """
   if data_config.features_tfrecord_dir:
     return data_config.features_tfrecord_dir
-  sibling = data_config.tfrecord_dir.rstrip("/") + "_features"
+  sibling = features_output_dir(data_config)
   if tf.io.gfile.glob(records.split_file_pattern(sibling, split)):
     return sibling
   return data_config.tfrecord_dir
