@@ -10,6 +10,12 @@
 Writes `<train.model_dir>/params.yaml`, checkpoints `ckpt-N`, TensorBoard logs in `train/` and
 `validation/`; re-running on the same model_dir resumes from the last checkpoint. SIGTERM / SIGINT
 save a checkpoint after the current step and exit with status 128 + the signal number (143 / 130).
+
+  fashionbert pretrain --config configs/toy.yaml \\
+      --params_override train.model_dir=runs/next,train.init_checkpoint=runs/toy/ckpt-1100
+
+starts a new run from another run's weights, its optimizer and schedule afresh (a warm start,
+training/warm_start.py).
 """
 
 import json
@@ -22,6 +28,7 @@ from fashionbert_tf.cli import common_flags
 from fashionbert_tf.data import easytransfer_files
 from fashionbert_tf.training import preemption
 from fashionbert_tf.training import pretrain
+from fashionbert_tf.training import warm_start
 
 AUTHORS_TRAIN_FILES = flags.DEFINE_string(
     "authors_train_files", None,
@@ -75,10 +82,14 @@ def main(argv):
   train_dataset = validation_dataset = None
   if AUTHORS_TRAIN_FILES.value:
     train_dataset, validation_dataset = _authors_datasets(config)
-  summary = pretrain.run_pretraining(config, train_dataset=train_dataset,
-                                     validation_dataset=validation_dataset)
+  try:
+    with common_flags.missing_files_as_usage_error():   # data, checkpoints, vocab
+      summary = pretrain.run_pretraining(config, train_dataset=train_dataset,
+                                         validation_dataset=validation_dataset)
+  except warm_start.CheckpointMismatchError as error:
+    raise app.UsageError(str(error)) from None
   print(json.dumps({key: summary[key] for key in (
       "model_dir", "first_step", "final_step", "stopped_early", "elapsed_seconds",
-      "examples_per_second", "train_logs", "validation_logs", "checkpoint", "skipped_batches",
-      "interrupted_by")}, indent=2))
+      "examples_per_second", "train_logs", "validation_logs", "checkpoint", "init_checkpoint",
+      "skipped_batches", "interrupted_by")}, indent=2))
   preemption.exit_if_interrupted(summary, "fashionbert pretrain")

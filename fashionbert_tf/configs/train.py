@@ -22,6 +22,11 @@ MIXED_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 class TrainConfig(base_config.Config):
   """What `fashionbert pretrain` reads. Defaults are the paper's (section 3.1) where it gives one."""
   model_dir: str = "runs/default"
+  # A warm start (Model Garden's `init_checkpoint`): a FashionBERT checkpoint (runs/x/ckpt-N, or a
+  # run folder: its latest) whose model weights a fresh run starts from, the patch-feature
+  # statistics and MLM head included; the optimizer, the step and the learning-rate schedule start
+  # afresh. Ignored when model_dir holds a checkpoint to resume (training/warm_start.py).
+  init_checkpoint: str = ""
   global_batch_size: int = 64        # paper 3.1: 64 pairs per batch
   train_steps: int = 100000
   steps_per_epoch: int = 0           # 0 = one pass over the training TFRecords (informational)

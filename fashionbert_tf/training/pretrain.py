@@ -55,9 +55,14 @@ def build_pipeline_dataset(config, split, input_context=None, skipped_records=No
 
 
 def build_training_objects(config, strategy):
-  """Model, optimizer and pretrainer, built and compiled in the strategy's scope."""
+  """Model, optimizer and pretrainer, built and compiled in the strategy's scope.
+
+  A warm start (`train.init_checkpoint`) builds the model without reading the BERT weights: the
+  checkpoint sets every variable.
+  """
   with strategy.scope():
-    model = model_builder.build_fashionbert(config.model)
+    model = model_builder.build_fashionbert(
+        config.model, load_pretrained_weights=not config.train.init_checkpoint)
     optimizer = strategies.maybe_wrap_for_loss_scaling(
         optimizer_lib.build_optimizer(config.train, model.new_layer_variables), config.train)
     pretrainer = pretrainer_lib.FashionBertPretrainer(model, config.train)
@@ -73,8 +78,8 @@ def with_mlm_head(config):
   Under `multi_worker` the head must exist already (every worker would train its own): a
   one-device run of `fashionbert pretrain` with `train.train_steps=1` trains and writes it.
   """
-  if config.model.mlm_head_training_steps <= 0:
-    return config
+  if config.model.mlm_head_training_steps <= 0 or config.train.init_checkpoint:
+    return config    # a warm start's head comes from its checkpoint
   if config.train.strategy == "multi_worker" and not os.path.exists(
       os.path.join(mlm_head.mlm_head_dir(config), mlm_head.LOG_FILE)):
     raise ValueError(
@@ -143,7 +148,8 @@ class PretrainingTask(trainer_lib.Task):
         with_mlm_head(self.config), strategy)
 
   def initialize(self, restored_from):
-    if not restored_from:
+    # A resumed run restores the statistics; a warm start takes its checkpoint's (the trainer).
+    if not restored_from and not self.config.train.init_checkpoint:
       set_patch_feature_statistics(self.config, self.model)
 
   def summary_fields(self):

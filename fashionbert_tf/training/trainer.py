@@ -16,7 +16,8 @@ Run folder `<model_dir>` (`task.model_dir`):
 Resuming: a run started on a folder that holds checkpoints restores the newest one that reads
 (`resume.restore_latest_readable`: model, optimizer slots and step, early-stopping state) and trains
 only the remaining steps, so it ends at `train.train_steps` like an uninterrupted run; the task's
-input skips the batches the restored steps consumed.
+input skips the batches the restored steps consumed. A fresh run with `train.init_checkpoint`
+starts its model from that checkpoint, everything else afresh (`warm_start`).
 
 Faults: SIGTERM / SIGINT save a checkpoint after the current step and stop (`preemption`); a step
 whose loss or gradient is NaN / Inf applies no update (the task's step uses
@@ -50,6 +51,7 @@ from fashionbert_tf.training import nonfinite
 from fashionbert_tf.training import preemption
 from fashionbert_tf.training import resume
 from fashionbert_tf.training import strategies
+from fashionbert_tf.training import warm_start
 
 
 def save_params(config, model_dir):
@@ -176,9 +178,10 @@ class Trainer:
     Returns:
       dict: model_dir, first_step (0 or the restored step), final_step, stopped_early (tasks with
       early stopping), elapsed_seconds, examples_per_second, train_logs (last), validation_logs
-      (last), validation_history ([{"step", ...}]), checkpoint (latest path), skipped_batches
-      (non-finite steps skipped under `train.on_nonfinite: skip_batch`), the task's
-      `summary_fields`, interrupted_by (None, or "SIGTERM" / "SIGINT": the signal that stopped the
+      (last), validation_history ([{"step", ...}]), checkpoint (latest path), init_checkpoint
+      (the checkpoint a warm start took the model from, else None), skipped_batches (non-finite
+      steps skipped under `train.on_nonfinite: skip_batch`), the task's `summary_fields`,
+      interrupted_by (None, or "SIGTERM" / "SIGINT": the signal that stopped the
       run after a step, with a checkpoint of that step written).
 
     Raises:
@@ -213,13 +216,20 @@ class Trainer:
     if latest:
       logging.info("resumed from %s at step %d", latest, int(self.step.numpy()))
     task.initialize(latest)
+    init_checkpoint = None
+    if train_config.init_checkpoint and latest:
+      logging.info("train.init_checkpoint=%s not used: the run resumes from its own %s",
+                   train_config.init_checkpoint, latest)
+    elif train_config.init_checkpoint:
+      init_checkpoint = warm_start.restore_model_weights(task.model, train_config.init_checkpoint)
 
     first_step = int(self.step.numpy())
     summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step)
     if self.early_stopping is not None:
       summary["stopped_early"] = False
     summary.update(elapsed_seconds=0.0, examples_per_second=0.0, train_logs={},
-                   validation_logs={}, validation_history=[], checkpoint=latest, skipped_batches=0,
+                   validation_logs={}, validation_history=[], checkpoint=latest,
+                   init_checkpoint=init_checkpoint, skipped_batches=0,
                    **task.summary_fields(), interrupted_by=None)
     patience = train_config.early_stopping_patience
     if (self.early_stopping is not None and patience > 0 and
