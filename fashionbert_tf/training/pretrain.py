@@ -148,8 +148,7 @@ class PretrainingTask(trainer_lib.Task):
         with_mlm_head(self.config), strategy)
 
   def initialize(self, restored_from):
-    # A resumed run restores the statistics; a warm start takes its checkpoint's (the trainer).
-    if not restored_from and not self.config.train.init_checkpoint:
+    if not restored_from:
       set_patch_feature_statistics(self.config, self.model)
 
   def summary_fields(self):

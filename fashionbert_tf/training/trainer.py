@@ -126,7 +126,8 @@ class Task:
     raise NotImplementedError
 
   def initialize(self, restored_from):
-    """After the restore: `restored_from` is the checkpoint path, or None for a fresh run (then
+    """After the restore: `restored_from` is the checkpoint the model's weights came from (the
+    run's own, or a warm start's `train.init_checkpoint`), or None for a fresh run (then
     initialize the weights that do not start random)."""
 
   def summary_fields(self):
@@ -215,13 +216,13 @@ class Trainer:
     latest = resume.restore_latest_readable(checkpoint, model_dir)
     if latest:
       logging.info("resumed from %s at step %d", latest, int(self.step.numpy()))
-    task.initialize(latest)
     init_checkpoint = None
     if train_config.init_checkpoint and latest:
       logging.info("train.init_checkpoint=%s not used: the run resumes from its own %s",
                    train_config.init_checkpoint, latest)
     elif train_config.init_checkpoint:
       init_checkpoint = warm_start.restore_model_weights(task.model, train_config.init_checkpoint)
+    task.initialize(latest or init_checkpoint)
 
     first_step = int(self.step.numpy())
     summary = dict(model_dir=model_dir, first_step=first_step, final_step=first_step)

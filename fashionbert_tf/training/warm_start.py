@@ -50,9 +50,9 @@ def restore_model_weights(model, init_checkpoint):
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as error:
     detail = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
-    raise CheckpointMismatchError(f"train.init_checkpoint={path} does not fit this config's model ({detail}); "
-                     "the model section must be the one its run trained with (its params.yaml)"
-                     ) from error
+    raise CheckpointMismatchError(
+        f"train.init_checkpoint={path} does not fit this config's model ({detail}); the model "
+        "section must be the one its run trained with (its params.yaml)") from error
   logging.info("warm start: the model's weights from %s (the optimizer, step and learning-rate "
                "schedule start afresh)", path)
   return path
